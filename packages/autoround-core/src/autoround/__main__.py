@@ -1,0 +1,7 @@
+"""`python -m autoround`: the same as the `autoround` command."""
+
+import sys
+
+from autoround.cli.main import main
+
+sys.exit(main())

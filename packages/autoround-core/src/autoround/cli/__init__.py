@@ -1,0 +1,1 @@
+"""The `autoround` command line and its recipe commands."""

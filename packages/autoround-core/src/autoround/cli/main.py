@@ -1,0 +1,251 @@
+"""The ``autoround`` command line: builds the same objects the Python API builds.
+
+``autoround --model M ...`` quantizes (recipe ``default`` unless flags say otherwise);
+``autoround eval --model M`` reports perplexity. The recipe commands ``autoround-rtn``,
+``autoround-opt-rtn``, ``autoround-light`` and ``autoround-best`` preselect a recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoround.cli.recipes import RECIPES, recipe
+from autoround.errors import AutoRoundError
+
+logger = logging.getLogger("autoround")
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    parser.add_argument(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None, help=help)
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="local checkpoint dir, hub id, or the offline demo alias 'smollm2'")
+    parser.add_argument("--device", default="cpu", help="device to compute on: cpu (default), cuda, cuda:1")
+    parser.add_argument("--model_dtype", "--model-dtype", default=None, choices=sorted(DTYPES),
+                        help="dtype to load and quantize the model in (default: the checkpoint's own)")
+
+
+def _add_eval_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eval_text", "--eval-text", type=Path, default=None,
+                        help="text file for perplexity (default: the wikitext-2 test head shipped with autoround)")
+    parser.add_argument("--eval_windows", "--eval-windows", type=int, default=20,
+                        help="number of 2048-token windows to evaluate (default 20: the cpu-small protocol; "
+                             "0 = the whole file)")
+    parser.add_argument("--eval_seqlen", "--eval-seqlen", type=int, default=2048, help="window length in tokens")
+    parser.add_argument("--eval_dtype", "--eval-dtype", default="float32", choices=sorted(DTYPES),
+                        help="dtype to evaluate in (default float32: bf16 matmul is ~9x slower on AVX2 CPUs)")
+
+
+def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
+    """The quantize command's parser; ``default_recipe`` is what the recipe commands change."""
+    parser = argparse.ArgumentParser(
+        prog="autoround" if default_recipe == "default" else f"autoround-{default_recipe}",
+        description=f"Quantize a causal LM's weights (recipe '{default_recipe}': "
+                    f"{dict(RECIPES[default_recipe])}). `autoround eval --help` for perplexity.",
+    )
+    _add_model_args(parser)
+    parser.add_argument("--scheme", default="W4A16", help="preset name, e.g. W4A16, W2A16G64, W8A16 (any case)")
+    parser.add_argument("--bits", type=int, default=None, help="override the scheme's weight bits (2-8)")
+    parser.add_argument("--group_size", "--group-size", type=int, default=None,
+                        help="override the group size (-1 per channel, 0 per tensor)")
+    sym = parser.add_mutually_exclusive_group()
+    sym.add_argument("--sym", dest="sym", action="store_true", default=None, help="symmetric quantization")
+    sym.add_argument("--asym", dest="sym", action="store_false", help="asymmetric quantization")
+    parser.add_argument("--layer_config", "--layer-config", default=None,
+                        help="JSON object or path to a JSON file: {layer name or pattern: scheme or fields}")
+    _bool_flag(parser, "quant_lm_head", "also quantize lm_head with the default scheme")
+    parser.add_argument("--format", default="auto_round", help="checkpoint format (default auto_round)")
+    parser.add_argument("--output_dir", "--output-dir", type=Path, default=None,
+                        help="where to write the checkpoint (default: ./out/<model>-<scheme>)")
+    _bool_flag(parser, "overwrite", "replace a non-empty output directory")
+    parser.add_argument("--iters", type=int, default=None, help="SignRound iterations; 0 = round-to-nearest")
+    _bool_flag(parser, "disable_opt_rtn", "with --iters 0: plain RTN instead of optimized RTN")
+    parser.add_argument("--seed", type=int, default=42, help="random seed")
+    _bool_flag(parser, "eval_ppl", "report perplexity before and after quantization")
+    _add_eval_args(parser)
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    parser.set_defaults(recipe=default_recipe)
+    return parser
+
+
+def build_eval_parser() -> argparse.ArgumentParser:
+    """``autoround eval``: perplexity of a dense model or an autoround checkpoint."""
+    parser = argparse.ArgumentParser(prog="autoround eval", description="Perplexity of a model or checkpoint.")
+    _add_model_args(parser)
+    _add_eval_args(parser)
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    return parser
+
+
+def _layer_config(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    path = Path(value)
+    text = path.read_text() if path.is_file() else value
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--layer_config is neither a JSON object nor a JSON file: {value!r} ({exc})") from exc
+    if not isinstance(parsed, dict):
+        raise ValueError(f"--layer_config must be a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = dict(recipe(args.recipe))
+    if args.iters is not None:
+        if args.iters < 0:
+            raise ValueError(f"--iters must be >= 0, got {args.iters}")
+        settings["iters"] = args.iters
+        settings.setdefault("disable_opt_rtn", True)
+    if args.disable_opt_rtn:
+        settings["disable_opt_rtn"] = True
+    return settings
+
+
+def _check_buildable(settings: dict[str, Any], recipe_name: str) -> None:
+    if settings["iters"] > 0:
+        raise NotImplementedError(
+            f"recipe '{recipe_name}' needs SignRound tuning (iters={settings['iters']}), which is not built "
+            f"yet. Use round-to-nearest: `autoround-rtn ...` or `autoround --iters 0 ...`."
+        )
+    if not settings.get("disable_opt_rtn", False):
+        raise NotImplementedError(
+            "optimized RTN (recipe 'opt-rtn') is not built yet. Use plain round-to-nearest: `autoround-rtn ...`."
+        )
+
+
+def _default_output_dir(model: str, scheme: str) -> Path:
+    return Path("out") / f"{Path(model).name or model}-{scheme.lower()}"
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    """Load, optionally evaluate, quantize, save, optionally evaluate the saved checkpoint."""
+    from autoround.api import quantize, save
+    from autoround.schemes import parse_scheme
+
+    settings = _settings(args)
+    _check_buildable(settings, args.recipe)
+    scheme = parse_scheme(args.scheme, bits=args.bits, group_size=args.group_size, sym=args.sym)
+    layer_config = _layer_config(args.layer_config)
+    output_dir = args.output_dir or _default_output_dir(args.model, args.scheme)
+    _refuse_nonempty(output_dir, bool(args.overwrite))
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    model, tokenizer = _load(args)
+    before = _perplexity(model, tokenizer, args, "16-bit model") if args.eval_ppl else None
+    start = time.perf_counter()
+    qm = quantize(model, scheme, layer_config=layer_config, quant_lm_head=bool(args.quant_lm_head),
+                  device=args.device, tokenizer=tokenizer)
+    seconds = time.perf_counter() - start
+    print(f"quantized {len(qm.layers)} layers to {args.scheme.upper()} in {seconds:.1f} s")
+    path = save(qm, output_dir, format=args.format, overwrite=bool(args.overwrite))
+    print(f"saved {args.format} checkpoint to {path}")
+    if args.eval_ppl:
+        from autoround.formats.dense import load_dense
+
+        del model, qm
+        reloaded = load_dense(path)
+        after = _perplexity(reloaded, tokenizer, args, "quantized checkpoint")
+        print(f"perplexity: 16-bit {before:.3f} -> quantized {after:.3f} ({after / before:.3f}x)")
+    return 0
+
+
+def _refuse_nonempty(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"output directory {output_dir} exists and is not empty; pass --overwrite to replace it")
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    from autoround.models.loading import load_model_and_tokenizer
+
+    dtype = DTYPES[args.model_dtype] if args.model_dtype else None
+    return load_model_and_tokenizer(args.model, dtype=dtype)
+
+
+def _perplexity(model: Any, tokenizer: Any, args: argparse.Namespace, label: str) -> float:
+    from autoround.data import default_eval_text_path
+    from autoround.eval.perplexity import perplexity_of_file
+
+    path = args.eval_text or default_eval_text_path()
+    windows = None if args.eval_windows == 0 else args.eval_windows
+    start = time.perf_counter()
+    result = perplexity_of_file(model, tokenizer, path, seqlen=args.eval_seqlen, max_windows=windows,
+                                compute_dtype=DTYPES[args.eval_dtype])
+    print(f"{label}: perplexity {result.ppl:.3f} over {result.windows} windows "
+          f"({result.predicted_tokens} tokens, {args.eval_dtype}) in {time.perf_counter() - start:.0f} s")
+    return result.ppl
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Perplexity of a dense model, or of an autoround checkpoint unpacked to dense weights."""
+    from autoround.formats.dense import load_dense
+    from autoround.models.demo import resolve_model_path
+
+    path = Path(resolve_model_path(args.model))
+    config = path / "config.json"
+    if config.is_file() and "quantization_config" in json.loads(config.read_text()):
+        from transformers import AutoTokenizer
+
+        model, tokenizer = load_dense(path), AutoTokenizer.from_pretrained(path)
+    else:
+        model, tokenizer = _load(args)
+    _perplexity(model, tokenizer, args, str(args.model))
+    return 0
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _dispatch(argv: Sequence[str], default_recipe: str) -> int:
+    argv = list(argv)
+    is_eval = default_recipe == "default" and argv[:1] == ["eval"]
+    parser = build_eval_parser() if is_eval else build_parser(default_recipe)
+    args = parser.parse_args(argv[1:] if is_eval else argv)
+    _setup_logging(args.quiet)
+    try:
+        return run_eval(args) if is_eval else run_quantize(args)
+    except (AutoRoundError, ValueError, FileNotFoundError, FileExistsError, NotImplementedError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``autoround`` and ``python -m autoround``."""
+    return _dispatch(sys.argv[1:] if argv is None else argv, "default")
+
+
+def main_rtn(argv: Sequence[str] | None = None) -> int:
+    """``autoround-rtn``: round-to-nearest."""
+    return _dispatch(sys.argv[1:] if argv is None else argv, "rtn")
+
+
+def main_opt_rtn(argv: Sequence[str] | None = None) -> int:
+    """``autoround-opt-rtn``: optimized RTN (scale search, no gradients)."""
+    return _dispatch(sys.argv[1:] if argv is None else argv, "opt-rtn")
+
+
+def main_light(argv: Sequence[str] | None = None) -> int:
+    """``autoround-light``: 50 SignRound iterations, lr 5e-3."""
+    return _dispatch(sys.argv[1:] if argv is None else argv, "light")
+
+
+def main_best(argv: Sequence[str] | None = None) -> int:
+    """``autoround-best``: 1000 SignRound iterations on 512 samples."""
+    return _dispatch(sys.argv[1:] if argv is None else argv, "best")

@@ -1,0 +1,50 @@
+"""The interface every data type implements, and the per-layer quantization parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Per-group quantization parameters of one weight, in grouped layout (one row per group).
+
+    ``scale`` has shape (groups_total, 1) in the scale dtype (fp16 for integers, as Intel stores
+    it); ``zero`` has the same shape and holds the integer zero point (for symmetric integers the
+    constant ``2**(bits-1)``), stored as float so that it broadcasts in the dequantize formula.
+    """
+
+    scale: torch.Tensor
+    zero: torch.Tensor
+
+
+class DataType(Protocol):
+    """Pure tensor math of one data type. ``grouped`` is a (groups, group_size) float tensor."""
+
+    name: str
+    allowed_bits: tuple[int, ...]
+
+    def qparams(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        sym: bool,
+        min_scale: torch.Tensor | float = 1.0,
+        max_scale: torch.Tensor | float = 1.0,
+    ) -> QParams:
+        """Scales and zero points of each group, optionally shrunk by clipping factors."""
+        ...
+
+    def quantize(
+        self, grouped: torch.Tensor, qp: QParams, bits: int, v: torch.Tensor | float = 0.0
+    ) -> torch.Tensor:
+        """Unsigned integer codes in [0, 2**bits - 1] (as float, with a straight-through
+        gradient), after adding the rounding offset ``v`` before rounding."""
+        ...
+
+    def dequantize(self, codes: torch.Tensor, qp: QParams) -> torch.Tensor:
+        """Codes back to real values (float32 or wider of the inputs)."""
+        ...

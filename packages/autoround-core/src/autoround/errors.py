@@ -1,0 +1,17 @@
+"""Exceptions raised by autoround. Each also derives from the builtin a caller would expect."""
+
+
+class AutoRoundError(Exception):
+    """Base class of every error autoround raises on purpose."""
+
+
+class SchemeError(AutoRoundError, ValueError):
+    """A quantization scheme, preset name or layer configuration is invalid."""
+
+
+class CheckpointError(AutoRoundError, ValueError):
+    """A checkpoint on disk is malformed, incomplete or disagrees with its config."""
+
+
+class UnsupportedLayerError(AutoRoundError, ValueError):
+    """A layer cannot be quantized or served with the requested scheme or backend."""

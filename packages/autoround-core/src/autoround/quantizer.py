@@ -1,0 +1,101 @@
+"""Quantize-dequantize of one layer's weight under a scheme, and its per-layer parameters.
+
+A quantized layer is kept as its quantize-dequantized weight (in the model's dtype, so the model
+stays runnable for evaluation and for feeding the next block) plus a :class:`LayerQuant` holding
+the scale and zero point of every group. Integer codes are recomputed from those when a format
+packs the layer (``round(w / scale + zero)``, as Intel auto-round does), so no second copy of the
+weights is held in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.schemes import Scheme
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """Per-group parameters of one quantized layer.
+
+    ``scale`` is (out, groups) in the data type's scale dtype; ``zero`` is (out, groups) int32
+    with the true zero point (``2**(bits-1)`` everywhere for symmetric integers).
+    """
+
+    scheme: Scheme
+    scale: torch.Tensor
+    zero: torch.Tensor
+
+    @property
+    def groups(self) -> int:
+        """Groups per output row."""
+        return self.scale.shape[1]
+
+
+def _per_row(tensor: torch.Tensor, out_features: int) -> torch.Tensor:
+    """(groups_total, 1) -> (out, groups); a per-tensor value is broadcast to every row."""
+    if tensor.numel() == 1:
+        return tensor.reshape(1, 1).expand(out_features, 1).contiguous()
+    return tensor.reshape(out_features, -1)
+
+
+def quantize_weight(
+    weight: torch.Tensor,
+    scheme: Scheme,
+    v: torch.Tensor | float = 0.0,
+    min_scale: torch.Tensor | float = 1.0,
+    max_scale: torch.Tensor | float = 1.0,
+) -> tuple[torch.Tensor, LayerQuant]:
+    """Quantize-dequantize a (out, in) weight; returns the result in ``weight``'s dtype.
+
+    ``v`` (same shape as the grouped weight or broadcastable) and the clipping factors
+    ``min_scale`` / ``max_scale`` (one per group) are SignRound's tunables; RTN leaves them at
+    their neutral values.
+    """
+    dtype = DTYPES[scheme.data_type]
+    grouped, layout = to_groups(weight, scheme.group_size)
+    qdq, qp = dtype.qdq(grouped, scheme.bits, scheme.sym, v, min_scale, max_scale)
+    out_features = weight.shape[0]
+    quant = LayerQuant(
+        scheme,
+        _per_row(qp.scale.detach(), out_features),
+        _per_row(qp.zero.detach(), out_features).to(torch.int32),
+    )
+    return from_groups(qdq, layout), quant
+
+
+def group_width(scheme: Scheme, in_features: int) -> int:
+    """Inputs per group: the group size, or the whole row for per-channel/per-tensor/narrow rows."""
+    if 0 < scheme.group_size < in_features:
+        return scheme.group_size
+    return in_features
+
+
+def _expand_to_columns(per_group: torch.Tensor, in_features: int, width: int) -> torch.Tensor:
+    """(out, groups) -> (out, in), each group's value repeated over its ``width`` columns."""
+    return per_group.repeat_interleave(width, dim=1)[:, :in_features]
+
+
+def codes_of(weight: torch.Tensor, quant: LayerQuant) -> torch.Tensor:
+    """Integer codes (uint8, (out, in)) of a quantize-dequantized weight.
+
+    ``round(w / scale + zero)`` recovers the codes exactly: the weight's rounding error is far
+    below half a quantization step for every supported bit width.
+    """
+    width = group_width(quant.scheme, weight.shape[1])
+    scale = _expand_to_columns(quant.scale, weight.shape[1], width)
+    zero = _expand_to_columns(quant.zero, weight.shape[1], width)
+    codes = torch.round(weight / scale + zero).clamp_(0, 2**quant.scheme.bits - 1)
+    return codes.to(torch.uint8)
+
+
+def dequantize_codes(codes: torch.Tensor, quant: LayerQuant, dtype: torch.dtype) -> torch.Tensor:
+    """Dense (out, in) weight from codes: ``scale * (codes - zero)``, computed in fp32."""
+    width = group_width(quant.scheme, codes.shape[1])
+    scale = _expand_to_columns(quant.scale, codes.shape[1], width).float()
+    zero = _expand_to_columns(quant.zero, codes.shape[1], width).float()
+    return (scale * (codes.float() - zero)).to(dtype)
+
