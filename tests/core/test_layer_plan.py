@@ -73,5 +73,5 @@ def test_a_model_without_blocks_names_what_it_searched() -> None:
     import torch
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
-    with pytest.raises(ValueError, match="no decoder block list found in Sequential.*block_name"):
+    with pytest.raises(ValueError, match=r"no decoder block list found in Sequential.*block_name"):
         resolve(model, W4)

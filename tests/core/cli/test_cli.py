@@ -22,15 +22,42 @@ def test_help_lists_every_option(capsys) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     out = capsys.readouterr().out
-    for flag in ("--model", "--scheme", "--bits", "--group_size", "--sym", "--layer_config", "--format",
-                 "--output_dir", "--iters", "--device", "--seed", "--eval_ppl", "--overwrite"):
+    for flag in (
+        "--model",
+        "--scheme",
+        "--bits",
+        "--group_size",
+        "--sym",
+        "--layer_config",
+        "--format",
+        "--output_dir",
+        "--iters",
+        "--device",
+        "--seed",
+        "--eval_ppl",
+        "--overwrite",
+    ):
         assert flag in out
 
 
 def test_rtn_quantizes_a_local_model_with_overrides(tmp_path, tiny_model_dir) -> None:
     out = tmp_path / "out"
-    code = main_rtn(["--model", str(tiny_model_dir), "--scheme", "w4a16", "--group_size", "32", "--asym",
-                     "--layer_config", json.dumps({"down_proj": {"bits": 8}}), "--output_dir", str(out), "-q"])
+    code = main_rtn(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--scheme",
+            "w4a16",
+            "--group_size",
+            "32",
+            "--asym",
+            "--layer_config",
+            json.dumps({"down_proj": {"bits": 8}}),
+            "--output_dir",
+            str(out),
+            "-q",
+        ]
+    )
     assert code == 0
     spec = read_spec(out)
     assert (spec.default.bits, spec.default.group_size, spec.default.sym) == (4, 32, False)
@@ -38,8 +65,22 @@ def test_rtn_quantizes_a_local_model_with_overrides(tmp_path, tiny_model_dir) ->
 
 
 def test_iters_zero_is_rtn(tmp_path, tiny_model_dir) -> None:
-    assert main(["--model", str(tiny_model_dir), "--iters", "0", "--group_size", "32",
-                 "--output_dir", str(tmp_path / "o"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tiny_model_dir),
+                "--iters",
+                "0",
+                "--group_size",
+                "32",
+                "--output_dir",
+                str(tmp_path / "o"),
+                "-q",
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("entry", [main, main_best, main_opt_rtn])
@@ -51,13 +92,15 @@ def test_recipes_that_need_signround_say_so(entry, tmp_path, tiny_model_dir, cap
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--scheme", "W9A16"], "unknown scheme 'W9A16'"),
-     (["--bits", "9"], "bits=9 is not allowed"),
-     (["--group_size", "-3"], "group_size=-3 is invalid"),
-     (["--format", "onnx"], "unknown format 'onnx'; allowed: ['auto_round']"),
-     (["--layer_config", "{not json"], "--layer_config is neither a JSON object"),
-     (["--layer_config", json.dumps({"mlp.(": {"bits": 8}})], "not a valid regular expression"),
-     (["--iters", "-1"], "--iters must be >= 0")],
+    [
+        (["--scheme", "W9A16"], "unknown scheme 'W9A16'"),
+        (["--bits", "9"], "bits=9 is not allowed"),
+        (["--group_size", "-3"], "group_size=-3 is invalid"),
+        (["--format", "onnx"], "unknown format 'onnx'; allowed: ['auto_round']"),
+        (["--layer_config", "{not json"], "--layer_config is neither a JSON object"),
+        (["--layer_config", json.dumps({"mlp.(": {"bits": 8}})], "not a valid regular expression"),
+        (["--iters", "-1"], "--iters must be >= 0"),
+    ],
 )
 def test_bad_arguments_are_named(args, message, tmp_path, tiny_model_dir, capsys) -> None:
     code = main_rtn(["--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o"), *args])
@@ -83,5 +126,7 @@ def test_a_non_empty_output_dir_is_refused_before_any_work(tmp_path, tiny_model_
 def test_tokenizer_is_saved_with_the_checkpoint(tmp_path, tiny_model_dir, tiny_tokenizer) -> None:
     tiny_tokenizer.save_pretrained(tiny_model_dir)
     out = tmp_path / "o"
-    assert main_rtn(["--model", str(tiny_model_dir), "--group_size", "32", "--output_dir", str(out), "-q"]) == 0
+    assert (
+        main_rtn(["--model", str(tiny_model_dir), "--group_size", "32", "--output_dir", str(out), "-q"]) == 0
+    )
     assert AutoTokenizer.from_pretrained(out).vocab_size == tiny_tokenizer.vocab_size

@@ -94,7 +94,7 @@ def test_rounding_offset_and_clipping_factors_shift_the_result() -> None:
     grouped, _ = to_groups(weight, 32)
     base, _ = INT.qdq(grouped, 4, True)
     shifted, _ = INT.qdq(grouped, 4, True, v=torch.full_like(grouped, 0.49))
-    clipped, qp = INT.qdq(grouped, 4, True, min_scale=torch.full((4,), 0.5), max_scale=torch.full((4,), 0.5))
+    clipped, _ = INT.qdq(grouped, 4, True, min_scale=torch.full((4,), 0.5), max_scale=torch.full((4,), 0.5))
     assert not torch.equal(base, shifted) and not torch.equal(base, clipped)
     assert clipped.abs().max() < base.abs().max()
 

@@ -29,7 +29,10 @@ def test_w4a16_layout_matches_intels(tmp_path, tiny_llama_bf16) -> None:
     _, path = _saved(tmp_path, tiny_llama_bf16, "W4A16", group_size=64)
     tensors = _tensors(path)
     name = "model.layers.0.self_attn.q_proj"
-    assert tensors[f"{name}.qweight"].shape == (96 * 4 // 32, 96) and tensors[f"{name}.qweight"].dtype == torch.int32
+    assert (
+        tensors[f"{name}.qweight"].shape == (96 * 4 // 32, 96)
+        and tensors[f"{name}.qweight"].dtype == torch.int32
+    )
     assert tensors[f"{name}.qzeros"].shape == (2, 96 * 4 // 32)
     assert tensors[f"{name}.scales"].shape == (2, 96) and tensors[f"{name}.scales"].dtype == torch.float16
     assert f"{name}.weight" not in tensors
@@ -43,17 +46,33 @@ def test_config_has_intels_keys(tmp_path, tiny_llama_bf16) -> None:
     _, path = _saved(tmp_path, tiny_llama_bf16, "W2A16G64")
     config = json.loads((path / "config.json").read_text())["quantization_config"]
     assert config == json.loads((path / "quantization_config.json").read_text())
-    expected = {"bits": 2, "group_size": 64, "sym": True, "data_type": "int", "amp": False,
-                "enable_quanted_input": False, "block_name_to_quantize": "model.layers",
-                "quant_method": "auto-round", "packing_format": "auto_round:auto_gptq"}
+    expected = {
+        "bits": 2,
+        "group_size": 64,
+        "sym": True,
+        "data_type": "int",
+        "enable_quanted_input": False,
+        "block_name_to_quantize": "model.layers",
+        "quant_method": "auto-round",
+        "packing_format": "auto_round:auto_gptq",
+    }
     assert {k: config[k] for k in expected} == expected
     assert set(config) == {*expected, "autoround_version"}
 
 
-@pytest.mark.parametrize(("scheme", "overrides"), [("W4A16", {"group_size": 64}), ("W2A16G64", {}),
-                                                   ("W3A16", {"group_size": 32}), ("W8A16", {"group_size": -1}),
-                                                   ("W4A16", {"group_size": 32, "sym": False})])
-def test_unpacking_gives_back_the_quantized_weights_exactly(tmp_path, tiny_llama_bf16, scheme, overrides) -> None:
+@pytest.mark.parametrize(
+    ("scheme", "overrides"),
+    [
+        ("W4A16", {"group_size": 64}),
+        ("W2A16G64", {}),
+        ("W3A16", {"group_size": 32}),
+        ("W8A16", {"group_size": -1}),
+        ("W4A16", {"group_size": 32, "sym": False}),
+    ],
+)
+def test_unpacking_gives_back_the_quantized_weights_exactly(
+    tmp_path, tiny_llama_bf16, scheme, overrides
+) -> None:
     qm, path = _saved(tmp_path, tiny_llama_bf16, scheme, **overrides)
     dense = load_dense(path)
     for name, param in qm.model.state_dict().items():
@@ -70,8 +89,11 @@ def test_asymmetric_zero_points_are_stored_as_they_are(tmp_path, tiny_llama) -> 
 
 
 def test_layer_overrides_go_to_extra_config(tmp_path, tiny_llama) -> None:
-    layer_config = {"model.layers.0.mlp.down_proj": {"bits": 8}, "model.layers.1.self_attn.v_proj": {"bits": 16},
-                    "lm_head": "W8A16"}
+    layer_config = {
+        "model.layers.0.mlp.down_proj": {"bits": 8},
+        "model.layers.1.self_attn.v_proj": {"bits": 16},
+        "lm_head": "W8A16",
+    }
     qm, path = _saved(tmp_path, tiny_llama, "W4A16", group_size=32, layer_config=layer_config)
     config = json.loads((path / "config.json").read_text())["quantization_config"]
     assert config["extra_config"] == {
@@ -100,15 +122,23 @@ def test_saving_into_a_non_empty_dir_is_refused_unless_overwrite(tmp_path, tiny_
 
 @pytest.mark.parametrize(
     ("change", "message"),
-    [({"bits": None}, r"missing key\(s\) \['bits'\]"),
-     ({"bits": 5}, r"bits=5 cannot be unpacked; allowed: \[2, 3, 4, 8\]"),
-     ({"packing_format": "auto_round:marlin"}, r"packing_format 'auto_round:marlin' is not supported"),
-     ({"quant_method": "gptq"}, r"quant_method is 'gptq'"),
-     ({"data_type": "nf4"}, r"unknown data_type 'nf4'")],
+    [
+        ({"bits": None}, r"missing key\(s\) \['bits'\]"),
+        ({"bits": 5}, r"bits=5 cannot be unpacked; allowed: \[2, 3, 4, 8\]"),
+        ({"packing_format": "auto_round:marlin"}, r"packing_format 'auto_round:marlin' is not supported"),
+        ({"quant_method": "gptq"}, r"quant_method is 'gptq'"),
+        ({"data_type": "nf4"}, r"unknown data_type 'nf4'"),
+    ],
 )
 def test_bad_quantization_configs_name_the_key(change, message) -> None:
-    config = {"bits": 4, "group_size": 128, "sym": True, "data_type": "int", "quant_method": "auto-round",
-              "packing_format": "auto_round:auto_gptq"}
+    config = {
+        "bits": 4,
+        "group_size": 128,
+        "sym": True,
+        "data_type": "int",
+        "quant_method": "auto-round",
+        "packing_format": "auto_round:auto_gptq",
+    }
     config.update(change)
     config = {k: v for k, v in config.items() if v is not None}
     with pytest.raises(CheckpointError, match=message):
@@ -121,5 +151,8 @@ def test_packed_shapes_that_disagree_with_the_config_are_named(tmp_path, tiny_ll
     config = json.loads(config_path.read_text())
     config["quantization_config"]["group_size"] = 64
     config_path.write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"model\.layers\.0\.\S+ has shape \(\d+, \d+\), but config.json's scheme .*group_size=64.* need "):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.layers\.0\.\S+ has shape \(\d+, \d+\), but config.json's scheme .*group_size=64",
+    ):
         load_dense(path)

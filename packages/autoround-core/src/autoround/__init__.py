@@ -13,8 +13,17 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-from autoround.api import AutoRound, quantize, save  # noqa: E402
-from autoround.quantized_model import QuantizedModel  # noqa: E402
-from autoround.schemes import PRESETS, Scheme, parse_scheme  # noqa: E402
+from autoround.api import AutoRound, quantize, save
+from autoround.quantized_model import QuantizedModel
+from autoround.schemes import PRESETS, Scheme, parse_scheme
 
-__all__ = ["PRESETS", "AutoRound", "QuantizedModel", "Scheme", "__version__", "parse_scheme", "quantize", "save"]
+__all__ = [
+    "PRESETS",
+    "AutoRound",
+    "QuantizedModel",
+    "Scheme",
+    "__version__",
+    "parse_scheme",
+    "quantize",
+    "save",
+]

@@ -23,7 +23,7 @@ from autoround.schemes import SchemeLike, parse_scheme
 logger = logging.getLogger(__name__)
 
 #: What the checkpoint records for a round-to-nearest run (Intel writes the same).
-RTN_SETTINGS = {"amp": False, "enable_quanted_input": False}
+RTN_SETTINGS = {"enable_quanted_input": False}
 
 
 def _signround_missing(what: str) -> NotImplementedError:

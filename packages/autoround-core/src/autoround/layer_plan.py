@@ -104,7 +104,9 @@ def resolve(
     return LayerPlan(decisions, blocks)
 
 
-def _default_decision(name: str, scheme: Scheme, blocks: tuple[str, ...], quant_lm_head: bool) -> LayerDecision:
+def _default_decision(
+    name: str, scheme: Scheme, blocks: tuple[str, ...], quant_lm_head: bool
+) -> LayerDecision:
     if any(name.startswith(block + ".") for block in blocks):
         return _decision(scheme, "default scheme")
     if quant_lm_head and name.split(".")[-1] == "lm_head":

@@ -98,4 +98,3 @@ def dequantize_codes(codes: torch.Tensor, quant: LayerQuant, dtype: torch.dtype)
     scale = _expand_to_columns(quant.scale, codes.shape[1], width).float()
     zero = _expand_to_columns(quant.zero, codes.shape[1], width).float()
     return (scale * (codes.float() - zero)).to(dtype)
-

@@ -24,31 +24,62 @@ from autoround.errors import AutoRoundError
 
 logger = logging.getLogger("autoround")
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
-    parser.add_argument(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None, help=help)
+    parser.add_argument(
+        f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None, help=help
+    )
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="local checkpoint dir, hub id, or the offline demo alias 'smollm2'")
+    parser.add_argument(
+        "--model", required=True, help="local checkpoint dir, hub id, or the offline demo alias 'smollm2'"
+    )
     parser.add_argument("--device", default="cpu", help="device to compute on: cpu (default), cuda, cuda:1")
-    parser.add_argument("--model_dtype", "--model-dtype", default=None, choices=sorted(DTYPES),
-                        help="dtype to load and quantize the model in (default: the checkpoint's own)")
+    parser.add_argument(
+        "--model_dtype",
+        "--model-dtype",
+        default=None,
+        choices=sorted(DTYPES),
+        help="dtype to load and quantize the model in (default: the checkpoint's own)",
+    )
 
 
 def _add_eval_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--eval_text", "--eval-text", type=Path, default=None,
-                        help="text file for perplexity (default: the wikitext-2 test head shipped with autoround)")
-    parser.add_argument("--eval_windows", "--eval-windows", type=int, default=20,
-                        help="number of 2048-token windows to evaluate (default 20: the cpu-small protocol; "
-                             "0 = the whole file)")
-    parser.add_argument("--eval_seqlen", "--eval-seqlen", type=int, default=2048, help="window length in tokens")
-    parser.add_argument("--eval_dtype", "--eval-dtype", default="float32", choices=sorted(DTYPES),
-                        help="dtype to evaluate in (default float32: bf16 matmul is ~9x slower on AVX2 CPUs)")
+    parser.add_argument(
+        "--eval_text",
+        "--eval-text",
+        type=Path,
+        default=None,
+        help="text file for perplexity (default: the wikitext-2 test head shipped with autoround)",
+    )
+    parser.add_argument(
+        "--eval_windows",
+        "--eval-windows",
+        type=int,
+        default=20,
+        help="number of 2048-token windows to evaluate (default 20: the cpu-small protocol; "
+        "0 = the whole file)",
+    )
+    parser.add_argument(
+        "--eval_seqlen", "--eval-seqlen", type=int, default=2048, help="window length in tokens"
+    )
+    parser.add_argument(
+        "--eval_dtype",
+        "--eval-dtype",
+        default="float32",
+        choices=sorted(DTYPES),
+        help="dtype to evaluate in (default float32: bf16 matmul is ~9x slower on AVX2 CPUs)",
+    )
 
 
 def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
@@ -56,22 +87,38 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoround" if default_recipe == "default" else f"autoround-{default_recipe}",
         description=f"Quantize a causal LM's weights (recipe '{default_recipe}': "
-                    f"{dict(RECIPES[default_recipe])}). `autoround eval --help` for perplexity.",
+        f"{dict(RECIPES[default_recipe])}). `autoround eval --help` for perplexity.",
     )
     _add_model_args(parser)
-    parser.add_argument("--scheme", default="W4A16", help="preset name, e.g. W4A16, W2A16G64, W8A16 (any case)")
+    parser.add_argument(
+        "--scheme", default="W4A16", help="preset name, e.g. W4A16, W2A16G64, W8A16 (any case)"
+    )
     parser.add_argument("--bits", type=int, default=None, help="override the scheme's weight bits (2-8)")
-    parser.add_argument("--group_size", "--group-size", type=int, default=None,
-                        help="override the group size (-1 per channel, 0 per tensor)")
+    parser.add_argument(
+        "--group_size",
+        "--group-size",
+        type=int,
+        default=None,
+        help="override the group size (-1 per channel, 0 per tensor)",
+    )
     sym = parser.add_mutually_exclusive_group()
     sym.add_argument("--sym", dest="sym", action="store_true", default=None, help="symmetric quantization")
     sym.add_argument("--asym", dest="sym", action="store_false", help="asymmetric quantization")
-    parser.add_argument("--layer_config", "--layer-config", default=None,
-                        help="JSON object or path to a JSON file: {layer name or pattern: scheme or fields}")
+    parser.add_argument(
+        "--layer_config",
+        "--layer-config",
+        default=None,
+        help="JSON object or path to a JSON file: {layer name or pattern: scheme or fields}",
+    )
     _bool_flag(parser, "quant_lm_head", "also quantize lm_head with the default scheme")
     parser.add_argument("--format", default="auto_round", help="checkpoint format (default auto_round)")
-    parser.add_argument("--output_dir", "--output-dir", type=Path, default=None,
-                        help="where to write the checkpoint (default: ./out/<model>-<scheme>)")
+    parser.add_argument(
+        "--output_dir",
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="where to write the checkpoint (default: ./out/<model>-<scheme>)",
+    )
     _bool_flag(parser, "overwrite", "replace a non-empty output directory")
     parser.add_argument("--iters", type=int, default=None, help="SignRound iterations; 0 = round-to-nearest")
     _bool_flag(parser, "disable_opt_rtn", "with --iters 0: plain RTN instead of optimized RTN")
@@ -85,7 +132,9 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
 
 def build_eval_parser() -> argparse.ArgumentParser:
     """``autoround eval``: perplexity of a dense model or an autoround checkpoint."""
-    parser = argparse.ArgumentParser(prog="autoround eval", description="Perplexity of a model or checkpoint.")
+    parser = argparse.ArgumentParser(
+        prog="autoround eval", description="Perplexity of a model or checkpoint."
+    )
     _add_model_args(parser)
     _add_eval_args(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
@@ -100,7 +149,9 @@ def _layer_config(value: str | None) -> dict[str, Any] | None:
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"--layer_config is neither a JSON object nor a JSON file: {value!r} ({exc})") from exc
+        raise ValueError(
+            f"--layer_config is neither a JSON object nor a JSON file: {value!r} ({exc})"
+        ) from exc
     if not isinstance(parsed, dict):
         raise ValueError(f"--layer_config must be a JSON object, got {type(parsed).__name__}")
     return parsed
@@ -126,7 +177,8 @@ def _check_buildable(settings: dict[str, Any], recipe_name: str) -> None:
         )
     if not settings.get("disable_opt_rtn", False):
         raise NotImplementedError(
-            "optimized RTN (recipe 'opt-rtn') is not built yet. Use plain round-to-nearest: `autoround-rtn ...`."
+            "optimized RTN (recipe 'opt-rtn') is not built yet. "
+            "Use plain round-to-nearest: `autoround-rtn ...`."
         )
 
 
@@ -150,8 +202,14 @@ def run_quantize(args: argparse.Namespace) -> int:
     model, tokenizer = _load(args)
     before = _perplexity(model, tokenizer, args, "16-bit model") if args.eval_ppl else None
     start = time.perf_counter()
-    qm = quantize(model, scheme, layer_config=layer_config, quant_lm_head=bool(args.quant_lm_head),
-                  device=args.device, tokenizer=tokenizer)
+    qm = quantize(
+        model,
+        scheme,
+        layer_config=layer_config,
+        quant_lm_head=bool(args.quant_lm_head),
+        device=args.device,
+        tokenizer=tokenizer,
+    )
     seconds = time.perf_counter() - start
     print(f"quantized {len(qm.layers)} layers to {args.scheme.upper()} in {seconds:.1f} s")
     path = save(qm, output_dir, format=args.format, overwrite=bool(args.overwrite))
@@ -168,7 +226,9 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 def _refuse_nonempty(output_dir: Path, overwrite: bool) -> None:
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"output directory {output_dir} exists and is not empty; pass --overwrite to replace it")
+        raise FileExistsError(
+            f"output directory {output_dir} exists and is not empty; pass --overwrite to replace it"
+        )
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -185,10 +245,18 @@ def _perplexity(model: Any, tokenizer: Any, args: argparse.Namespace, label: str
     path = args.eval_text or default_eval_text_path()
     windows = None if args.eval_windows == 0 else args.eval_windows
     start = time.perf_counter()
-    result = perplexity_of_file(model, tokenizer, path, seqlen=args.eval_seqlen, max_windows=windows,
-                                compute_dtype=DTYPES[args.eval_dtype])
-    print(f"{label}: perplexity {result.ppl:.3f} over {result.windows} windows "
-          f"({result.predicted_tokens} tokens, {args.eval_dtype}) in {time.perf_counter() - start:.0f} s")
+    result = perplexity_of_file(
+        model,
+        tokenizer,
+        path,
+        seqlen=args.eval_seqlen,
+        max_windows=windows,
+        compute_dtype=DTYPES[args.eval_dtype],
+    )
+    print(
+        f"{label}: perplexity {result.ppl:.3f} over {result.windows} windows "
+        f"({result.predicted_tokens} tokens, {args.eval_dtype}) in {time.perf_counter() - start:.0f} s"
+    )
     return result.ppl
 
 
@@ -210,7 +278,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _dispatch(argv: Sequence[str], default_recipe: str) -> int:

@@ -10,7 +10,9 @@ RECIPES: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
     {
         "default": MappingProxyType({"iters": 200, "nsamples": 128, "seqlen": 2048, "batch_size": 8}),
         "best": MappingProxyType({"iters": 1000, "nsamples": 512, "seqlen": 2048, "batch_size": 8}),
-        "light": MappingProxyType({"iters": 50, "nsamples": 128, "seqlen": 2048, "batch_size": 8, "lr": 5e-3}),
+        "light": MappingProxyType(
+            {"iters": 50, "nsamples": 128, "seqlen": 2048, "batch_size": 8, "lr": 5e-3}
+        ),
         "opt-rtn": MappingProxyType({"iters": 0, "disable_opt_rtn": False}),
         "rtn": MappingProxyType({"iters": 0, "disable_opt_rtn": True}),
     }

@@ -24,7 +24,7 @@ class GroupLayout:
     @property
     def groups_per_row(self) -> int:
         """Number of groups along one row (1 for per-tensor, where there is one in total)."""
-        rows, cols = self.shape
+        cols = self.shape[1]
         if self.group_size == 0:
             return 1
         return (cols + self.pad) // self.effective_group_size
@@ -40,7 +40,9 @@ class GroupLayout:
         return self.group_size
 
 
-def to_groups(weight: torch.Tensor, group_size: int, pad_value: float = 0.0) -> tuple[torch.Tensor, GroupLayout]:
+def to_groups(
+    weight: torch.Tensor, group_size: int, pad_value: float = 0.0
+) -> tuple[torch.Tensor, GroupLayout]:
     """Reshape a 2-D ``weight`` to (groups, group_width), padding a partial last group."""
     if weight.dim() != 2:
         raise ValueError(f"expected a 2-D weight, got shape {tuple(weight.shape)}")

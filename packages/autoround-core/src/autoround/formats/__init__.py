@@ -20,7 +20,9 @@ FORMATS: dict[str, SaveFn] = {
 }
 
 
-def save(qm: QuantizedModel, output_dir: str | Path, format: str = "auto_round", overwrite: bool = False) -> Path:
+def save(
+    qm: QuantizedModel, output_dir: str | Path, format: str = "auto_round", overwrite: bool = False
+) -> Path:
     """Save ``qm`` in the named format; unknown names raise SchemeError listing the known ones."""
     key = format.strip().lower()
     if key not in FORMATS:

@@ -26,7 +26,7 @@ from autoround.formats.gptq_layout import pack_layer
 from autoround.io import atomic_dir, save_safetensors_sharded
 from autoround.modeling.blocks import linear_weight
 from autoround.quantized_model import QuantizedModel
-from autoround.schemes import Scheme, UNQUANTIZED_BITS
+from autoround.schemes import UNQUANTIZED_BITS, Scheme
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +114,13 @@ def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
     """Validate a ``quantization_config``; errors name the offending key and what is allowed."""
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
-        raise CheckpointError(f"quantization_config is missing key(s) {missing}; required: {list(REQUIRED_KEYS)}")
+        raise CheckpointError(
+            f"quantization_config is missing key(s) {missing}; required: {list(REQUIRED_KEYS)}"
+        )
     if config["quant_method"] != QUANT_METHOD:
         raise CheckpointError(
-            f"quantization_config.quant_method is {config['quant_method']!r}; this format reads {QUANT_METHOD!r}"
+            f"quantization_config.quant_method is {config['quant_method']!r}; "
+            f"this format reads {QUANT_METHOD!r}"
         )
     if config["packing_format"] not in ZERO_OFFSET:
         raise CheckpointError(
@@ -129,14 +132,20 @@ def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
     except (ValueError, NotImplementedError) as exc:
         raise CheckpointError(f"quantization_config: {exc}") from exc
     if default.bits not in PACKABLE_BITS:
-        raise CheckpointError(f"quantization_config.bits={default.bits} cannot be unpacked; allowed: {list(PACKABLE_BITS)}")
+        raise CheckpointError(
+            f"quantization_config.bits={default.bits} cannot be unpacked; allowed: {list(PACKABLE_BITS)}"
+        )
     blocks = config.get("block_name_to_quantize") or ""
     if isinstance(blocks, str):
         blocks = [b.strip() for b in blocks.split(",") if b.strip()]
     extra = config.get("extra_config") or {}
     if not isinstance(extra, Mapping):
-        raise CheckpointError(f"quantization_config.extra_config must be a mapping, got {type(extra).__name__}")
-    return CheckpointSpec(default, config["packing_format"], tuple(blocks), {k: dict(v) for k, v in extra.items()})
+        raise CheckpointError(
+            f"quantization_config.extra_config must be a mapping, got {type(extra).__name__}"
+        )
+    return CheckpointSpec(
+        default, config["packing_format"], tuple(blocks), {k: dict(v) for k, v in extra.items()}
+    )
 
 
 def _packed_tensors(qm: QuantizedModel) -> Iterator[tuple[str, torch.Tensor]]:
@@ -177,7 +186,8 @@ def save(
     unpackable = sorted({q.scheme.bits for q in qm.layers.values()} - set(PACKABLE_BITS))
     if unpackable:
         raise NotImplementedError(
-            f"the auto_round format packs bits {list(PACKABLE_BITS)} only; this model has {unpackable}-bit layers"
+            f"the auto_round format packs bits {list(PACKABLE_BITS)} only; "
+            f"this model has {unpackable}-bit layers"
         )
     quant_config = to_config(qm)
     with atomic_dir(target, overwrite=overwrite) as tmp:

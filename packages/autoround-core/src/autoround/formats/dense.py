@@ -35,7 +35,9 @@ def dense_state_dict(
     for name, tensors in packed.items():
         scheme = spec.scheme_for(name)
         if scheme is None:
-            raise CheckpointError(f"{name} holds packed tensors but quantization_config leaves it unquantized")
+            raise CheckpointError(
+                f"{name} holds packed tensors but quantization_config leaves it unquantized"
+            )
         out_features, in_features = linear_shape(model.get_submodule(name))
         codes, quant = unpack_layer(tensors, scheme, in_features, out_features, spec.zero_offset, name)
         state[f"{name}.weight"] = dequantize_codes(codes, quant, dtype)
@@ -62,7 +64,8 @@ def load_dense(checkpoint_dir: str | Path, dtype: torch.dtype | None = None) -> 
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise CheckpointError(
-            f"{checkpoint_dir}: tensors missing from the checkpoint {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{checkpoint_dir}: tensors missing from the checkpoint {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
         )
     model.tie_weights()
     model.eval()
