@@ -21,10 +21,14 @@ from typing import Any
 from torch import nn
 
 from autoround.errors import SchemeError
-from autoround.modeling.blocks import find_block_names, is_linear_like
+from autoround.modeling.blocks import find_block_names, is_linear_like, linear_shape
 from autoround.schemes import Scheme, SchemeLike, parse_scheme
 
 logger = logging.getLogger(__name__)
+
+#: Packed layouts hold whole 32-bit words along both dimensions; Intel auto-round keeps layers
+#: whose input or output width is not a multiple of this in 16 bits, and so do we.
+PACK_MULTIPLE = 32
 
 _REGEX_TOKENS = (".*", "^", "$", "|", "(", ")", "[", "]", "?", "+")
 
@@ -101,6 +105,11 @@ def resolve(
     decisions = {name: _default_decision(name, scheme, blocks, quant_lm_head) for name in linear_names}
     for name, decision in _overrides(model, linear_names, scheme, layer_config or {}).items():
         decisions[name] = decision
+    for name, decision in decisions.items():
+        shape = linear_shape(model.get_submodule(name))
+        if decision.scheme is not None and any(dim % PACK_MULTIPLE for dim in shape):
+            logger.info("%s stays in 16 bits: shape %s is not a multiple of %d", name, shape, PACK_MULTIPLE)
+            decisions[name] = LayerDecision(None, f"out x in = {shape} not a multiple of {PACK_MULTIPLE}")
     return LayerPlan(decisions, blocks)
 
 
