@@ -51,9 +51,16 @@ def tiny_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = ["<unk>", "<s>", "</s>", *"the of and to in a is was for on as with by at".split()]
+    words = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        *["the", "of", "and", "to", "in", "a", "is", "was", "for", "on", "as", "with", "by", "at"],
+    ]
     words += [f"w{i}" for i in range(TINY_LLAMA["vocab_size"] - len(words))]
     vocab = {word: i for i, word in enumerate(words)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )

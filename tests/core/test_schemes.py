@@ -10,8 +10,14 @@ from autoround.schemes import PRESETS, Scheme, parse_scheme
 
 @pytest.mark.parametrize(
     ("name", "bits", "group"),
-    [("W2A16", 2, 128), ("W2A16G32", 2, 32), ("W2A16G64", 2, 64), ("W3A16", 3, 128), ("W4A16", 4, 128),
-     ("W8A16", 8, 128)],
+    [
+        ("W2A16", 2, 128),
+        ("W2A16G32", 2, 32),
+        ("W2A16G64", 2, 64),
+        ("W3A16", 3, 128),
+        ("W4A16", 4, 128),
+        ("W8A16", 8, 128),
+    ],
 )
 def test_presets_have_intels_values(name: str, bits: int, group: int) -> None:
     scheme = PRESETS[name]
@@ -64,7 +70,9 @@ def test_activation_quantization_is_not_built_yet() -> None:
         Scheme(act_bits=8)
 
 
-@pytest.mark.parametrize(("in_features", "group", "groups"), [(576, 128, 5), (512, 128, 4), (96, 128, 1),
-                                                              (576, -1, 1), (576, 0, 1)])
+@pytest.mark.parametrize(
+    ("in_features", "group", "groups"),
+    [(576, 128, 5), (512, 128, 4), (96, 128, 1), (576, -1, 1), (576, 0, 1)],
+)
 def test_a_partial_last_group_counts_as_a_group(in_features: int, group: int, groups: int) -> None:
     assert Scheme(group_size=group).num_groups(in_features) == groups

@@ -12,9 +12,10 @@ from autoround.formats.auto_round import read_spec
 
 
 @pytest.fixture
-def tiny_model_dir(tmp_path, tiny_llama):
+def tiny_model_dir(tmp_path, tiny_llama, tiny_tokenizer):
     path = tmp_path / "tiny"
     tiny_llama.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
     return path
 
 
@@ -124,7 +125,6 @@ def test_a_non_empty_output_dir_is_refused_before_any_work(tmp_path, tiny_model_
 
 
 def test_tokenizer_is_saved_with_the_checkpoint(tmp_path, tiny_model_dir, tiny_tokenizer) -> None:
-    tiny_tokenizer.save_pretrained(tiny_model_dir)
     out = tmp_path / "o"
     assert (
         main_rtn(["--model", str(tiny_model_dir), "--group_size", "32", "--output_dir", str(out), "-q"]) == 0

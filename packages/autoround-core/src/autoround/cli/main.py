@@ -291,7 +291,7 @@ def _dispatch(argv: Sequence[str], default_recipe: str) -> int:
     _setup_logging(args.quiet)
     try:
         return run_eval(args) if is_eval else run_quantize(args)
-    except (AutoRoundError, ValueError, FileNotFoundError, FileExistsError, NotImplementedError) as exc:
+    except (AutoRoundError, ValueError, OSError, NotImplementedError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
 
