@@ -64,3 +64,9 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
     )
+
+
+@pytest.fixture
+def make_llama():
+    """Build a tiny llama with some config fields changed: ``make_llama(intermediate_size=144)``."""
+    return lambda **overrides: build_model(LlamaConfig(**{**TINY_LLAMA, **overrides}))

@@ -77,13 +77,8 @@ def test_a_model_without_blocks_names_what_it_searched() -> None:
         resolve(model, W4)
 
 
-def test_layers_whose_width_is_not_a_multiple_of_32_stay_16_bit_as_in_intel() -> None:
-    from transformers import LlamaConfig
-
-    from tests.conftest import TINY_LLAMA, build_model
-
-    model = build_model(LlamaConfig(**{**TINY_LLAMA, "intermediate_size": 144}))
-    plan = resolve(model, W4)
+def test_layers_whose_width_is_not_a_multiple_of_32_stay_16_bit_as_in_intel(make_llama) -> None:
+    plan = resolve(make_llama(intermediate_size=144), W4)
     assert plan.layers["model.layers.0.mlp.up_proj"].scheme is None
     assert "not a multiple of 32" in plan.layers["model.layers.0.mlp.down_proj"].reason
     assert plan.layers["model.layers.0.self_attn.q_proj"].scheme == W4
