@@ -65,6 +65,11 @@ def test_rtn_quantizes_a_local_model_with_overrides(tmp_path, tiny_model_dir) ->
     assert spec.scheme_for("model.layers.1.mlp.down_proj").bits == 8
 
 
+def test_dashed_spellings_of_flags_are_accepted() -> None:
+    args = build_parser().parse_args(["--model", "m", "--eval-ppl", "--quant-lm-head", "--output-dir", "o"])
+    assert args.eval_ppl and args.quant_lm_head and str(args.output_dir) == "o"
+
+
 def test_iters_zero_is_rtn(tmp_path, tiny_model_dir) -> None:
     assert (
         main(

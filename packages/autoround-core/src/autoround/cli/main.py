@@ -35,9 +35,8 @@ DTYPES = {
 
 
 def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
-    parser.add_argument(
-        f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None, help=help
-    )
+    spellings = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
+    parser.add_argument(*spellings, dest=name, action="store_true", default=None, help=help)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
