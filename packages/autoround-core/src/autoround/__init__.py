@@ -1,4 +1,4 @@
-"""autoround: low-bit weight quantization of LLMs (RTN now; SignRound next), exported in the
+"""autoround: low-bit weight quantization of LLMs (SignRound and RTN), exported in the
 formats the ecosystem serves.
 
 >>> from autoround import quantize, save
@@ -6,14 +6,9 @@ formats the ecosystem serves.
 >>> save(qm, "out/model-w4a16")            # doctest: +SKIP
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("autoround-core")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
-
-from autoround.api import AutoRound, quantize, save
+from autoround._version import __version__
+from autoround.api import quantize, save
+from autoround.autoround import AutoRound
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import PRESETS, Scheme, parse_scheme
 

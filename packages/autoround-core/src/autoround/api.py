@@ -1,8 +1,9 @@
 """The Python API: quantize a loaded model, save it, in the fewest calls.
 
-``quantize`` plans every layer, runs the chosen algorithm and returns a :class:`QuantizedModel`;
-``save`` writes it in a format. :class:`AutoRound` wraps both with Intel auto-round's argument
-names so its examples run with only the import changed.
+``quantize`` plans every layer, runs the chosen algorithm (RTN, or SignRound when tuning
+settings and calibration ids are given) and returns a :class:`QuantizedModel`; ``save`` writes
+it in a format. :class:`autoround.autoround.AutoRound` wraps both with Intel auto-round's
+argument names.
 """
 
 from __future__ import annotations
@@ -16,22 +17,47 @@ from torch import nn
 
 from autoround import formats, layer_plan
 from autoround.algorithms import quantize_rtn
+from autoround.algorithms.signround import SignRoundSettings
 from autoround.layer_plan import LayerConfig
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import SchemeLike, parse_scheme
+from autoround.tuning.driver import BlockDone, BlockRestore, quantize_signround
 
 logger = logging.getLogger(__name__)
 
 #: What the checkpoint records for a round-to-nearest run (Intel writes the same).
 RTN_SETTINGS = {"enable_quanted_input": False}
+#: Intel's defaults: a checkpoint records a tuning setting only where it differs from these.
+_DEFAULTS = {
+    "batch_size": 8,
+    "enable_minmax_tuning": True,
+    "enable_quanted_input": True,
+    "gradient_accumulate_steps": 1,
+    "iters": 200,
+    "nsamples": 128,
+    "seqlen": 2048,
+}
 
 
-def _signround_missing(what: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"{what} is not built yet: only round-to-nearest (iters=0 with disable_opt_rtn=True, "
-        f"or the `autoround-rtn` recipe) works in this release. SignRound and optimized RTN "
-        f"land with the SignRound tuner."
-    )
+def checkpoint_settings(settings: SignRoundSettings, nsamples: int, seqlen: int) -> dict[str, Any]:
+    """The tuning settings a checkpoint's config records (Intel's keys, defaults left out)."""
+    values = {
+        "amp": False,
+        "batch_size": settings.batch_size,
+        "enable_minmax_tuning": settings.enable_minmax_tuning,
+        "enable_quanted_input": settings.enable_quanted_input,
+        "gradient_accumulate_steps": settings.gradient_accumulate_steps,
+        "iters": settings.iters,
+        "nsamples": nsamples,
+        "seqlen": seqlen,
+    }
+    recorded = {k: v for k, v in values.items() if _DEFAULTS.get(k, object()) != v}
+    default_lr = 1.0 / settings.iters
+    if settings.lr is not None and settings.lr != default_lr:
+        recorded["lr"] = settings.lr
+    if settings.minmax_lr is not None and settings.minmax_lr != (settings.lr or default_lr):
+        recorded["minmax_lr"] = settings.minmax_lr
+    return recorded
 
 
 def quantize(
@@ -40,27 +66,56 @@ def quantize(
     *,
     layer_config: LayerConfig | None = None,
     iters: int = 0,
+    tuning: SignRoundSettings | None = None,
+    calibration: torch.Tensor | None = None,
     quant_lm_head: bool = False,
     block_names: list[str] | None = None,
     device: str | torch.device | None = None,
     tokenizer: Any | None = None,
     progress: bool = True,
+    on_block_done: BlockDone | None = None,
+    restore: BlockRestore | None = None,
     **scheme_overrides: Any,
 ) -> QuantizedModel:
     """Quantize ``model`` in place and return it with its per-layer parameters.
 
-    ``iters=0`` is round-to-nearest; SignRound (``iters > 0``) is not built yet.
-    ``scheme_overrides`` (``bits=``, ``group_size=``, ``sym=``) apply on top of ``scheme``.
+    With ``iters=0`` and no ``tuning`` this is round-to-nearest. SignRound runs when ``tuning``
+    is given (or ``iters > 0``, shorthand for ``SignRoundSettings(iters=iters)``) and needs
+    ``calibration``: token ids of shape (nsamples, seqlen), e.g. from
+    :func:`autoround.calibration.build_calibration_set`. ``scheme_overrides`` (``bits=``,
+    ``group_size=``, ``sym=``) apply on top of ``scheme``.
     """
-    if not isinstance(iters, int) or iters < 0:
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
         raise ValueError(f"iters must be an integer >= 0, got {iters!r}")
-    if iters > 0:
-        raise _signround_missing(f"SignRound tuning (iters={iters})")
+    if tuning is None and iters > 0:
+        tuning = SignRoundSettings(iters=iters)
     resolved = parse_scheme(scheme, **scheme_overrides)
     plan = layer_plan.resolve(model, resolved, layer_config, quant_lm_head, block_names)
     logger.info("layer plan: %s", layer_plan.describe(plan))
-    layers = quantize_rtn(model, plan, device=device, progress=progress)
-    return QuantizedModel(model, resolved, plan, layers, dict(RTN_SETTINGS), tokenizer)
+    if tuning is None:
+        layers = quantize_rtn(model, plan, device=device, progress=progress)
+        return QuantizedModel(model, resolved, plan, layers, dict(RTN_SETTINGS), tokenizer)
+    if calibration is None or calibration.dim() != 2:
+        raise ValueError(
+            "SignRound needs calibration token ids of shape (nsamples, seqlen): pass calibration="
+        )
+    _check_outside_blocks(plan)
+    layers, reports = quantize_signround(
+        model, plan, calibration, tuning, device, progress, on_block_done, restore
+    )
+    settings = checkpoint_settings(tuning, calibration.shape[0], calibration.shape[1])
+    qm = QuantizedModel(model, resolved, plan, layers, settings, tokenizer)
+    qm.reports = reports
+    return qm
+
+
+def _check_outside_blocks(plan: layer_plan.LayerPlan) -> None:
+    outside = [n for n in plan.quantized() if not any(n.startswith(b + ".") for b in plan.block_names)]
+    if outside:
+        raise NotImplementedError(
+            f"SignRound tunes layers inside the decoder blocks only; {outside} lie outside them "
+            f"(quantizing lm_head with SignRound is not built yet: use iters=0 for it)"
+        )
 
 
 def save(
@@ -68,57 +123,3 @@ def save(
 ) -> Path:
     """Write ``qm`` to ``output_dir`` in ``format`` (atomically)."""
     return formats.save(qm, output_dir, format=format, overwrite=overwrite)
-
-
-class AutoRound:
-    """Intel auto-round's entry point, with its argument names and defaults.
-
-    Only what this release builds is accepted: ``iters=0`` with ``disable_opt_rtn=True``
-    (round-to-nearest). Other settings raise NotImplementedError naming what is missing.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer: Any | None = None,
-        scheme: SchemeLike = "W4A16",
-        bits: int | None = None,
-        group_size: int | None = None,
-        sym: bool | None = None,
-        layer_config: LayerConfig | None = None,
-        iters: int = 200,
-        disable_opt_rtn: bool = False,
-        quant_lm_head: bool = False,
-        device_map: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if iters == 0 and not disable_opt_rtn:
-            raise _signround_missing("optimized RTN (iters=0 without disable_opt_rtn=True)")
-        if kwargs:
-            logger.warning("AutoRound: ignoring settings not used by round-to-nearest: %s", sorted(kwargs))
-        self.model = model
-        self.tokenizer = tokenizer
-        self.scheme = parse_scheme(scheme, bits=bits, group_size=group_size, sym=sym)
-        self.layer_config = layer_config
-        self.iters = iters
-        self.quant_lm_head = quant_lm_head
-        self.device = None if device_map in (None, "auto") else device_map
-        self.result: QuantizedModel | None = None
-
-    def quantize(self) -> QuantizedModel:
-        """Quantize the model in place; returns the result (also kept on ``self.result``)."""
-        self.result = quantize(
-            self.model,
-            self.scheme,
-            layer_config=self.layer_config,
-            iters=self.iters,
-            quant_lm_head=self.quant_lm_head,
-            device=self.device,
-            tokenizer=self.tokenizer,
-        )
-        return self.result
-
-    def quantize_and_save(self, output_dir: str | Path = "tmp_autoround", format: str = "auto_round") -> Path:
-        """Quantize (if not done yet) and save to ``output_dir``; returns the directory."""
-        result = self.result or self.quantize()
-        return save(result, output_dir, format=format)

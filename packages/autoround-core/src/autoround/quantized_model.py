@@ -24,6 +24,7 @@ class QuantizedModel:
         layers: scale / zero point of every quantized layer, by module name.
         settings: algorithm settings a checkpoint records (``iters``, ``lr``, ...).
         tokenizer: saved beside the weights when given.
+        reports: per-block tuning reports (SignRound only).
     """
 
     model: nn.Module
@@ -32,3 +33,4 @@ class QuantizedModel:
     layers: dict[str, LayerQuant]
     settings: dict[str, Any] = field(default_factory=dict)
     tokenizer: Any | None = None
+    reports: list[Any] = field(default_factory=list)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from autoround import __version__
+from autoround._version import __version__
 from autoround.errors import CheckpointError
 from autoround.formats.gptq_layout import pack_layer
 from autoround.io import atomic_dir, save_safetensors_sharded

@@ -1,0 +1,264 @@
+"""SignRound: tune per-weight rounding offsets and per-group clipping factors of one block.
+
+For every quantized Linear of a block, ``v`` (one offset per weight, added before rounding) and
+``min_scale`` / ``max_scale`` (one factor per group, shrinking the range the scale is computed
+from) are trained by signed gradient descent to make the quantized block's output match the
+full-precision block's output (MSE). Intel auto-round's defaults: ``v`` starts at 0, the factors
+at 1 and are kept in [0, 1]; ``lr = 1 / iters`` (``2 / iters`` for <= 3 bits with >= 1000 iters),
+decaying linearly to 0; the parameters of the iteration with the lowest loss are kept.
+
+The loop keeps everything on the device: the best loss and best parameters are tracked with
+``torch.where``, so no iteration waits for the host.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.modeling.blocks import linear_weight
+from autoround.modeling.capture import block_output
+from autoround.schemes import Scheme
+
+#: Range the clipping factors are kept in (Intel's ``minmax_scale_bound``).
+MINMAX_BOUNDS = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class SignRoundSettings:
+    """Tuning knobs, with Intel auto-round's names and defaults. Validated on creation."""
+
+    iters: int = 200
+    lr: float | None = None
+    minmax_lr: float | None = None
+    batch_size: int = 8
+    gradient_accumulate_steps: int = 1
+    enable_minmax_tuning: bool = True
+    not_use_best_mse: bool = False
+    enable_quanted_input: bool = True
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        for name in ("iters", "batch_size", "gradient_accumulate_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.iters > 100_000:
+            raise ValueError(f"iters={self.iters} is absurd; use at most 100000")
+        for name in ("lr", "minmax_lr"):
+            value = getattr(self, name)
+            if value is not None and not (0 < value <= 10):
+                raise ValueError(f"{name} must be in (0, 10], got {value!r}")
+
+    def lr_for(self, bits: int) -> float:
+        """The rounding lr of a layer: explicit, else Intel's bit-dependent default."""
+        if self.lr is not None:
+            return self.lr
+        return 2.0 / self.iters if self.iters >= 1000 and bits <= 3 else 1.0 / self.iters
+
+    def minmax_lr_for(self, bits: int) -> float:
+        """The clipping-factor lr of a layer (defaults to its rounding lr)."""
+        return self.minmax_lr if self.minmax_lr is not None else self.lr_for(bits)
+
+
+class TunedLinear(nn.Module):
+    """A Linear whose weight is quantize-dequantized from trainable ``v`` and clipping factors."""
+
+    def __init__(self, linear: nn.Module, scheme: Scheme, tune_minmax: bool) -> None:
+        super().__init__()
+        self.scheme = scheme
+        self.linear = linear
+        self.dtype = DTYPES[scheme.data_type]
+        grouped, self.layout = to_groups(linear_weight(linear).detach(), scheme.group_size)
+        self.register_buffer("grouped", grouped, persistent=False)
+        groups = grouped.shape[0]
+        self.v = nn.Parameter(torch.zeros_like(grouped, dtype=torch.float32))
+        self.min_scale = nn.Parameter(torch.ones(groups, device=grouped.device), requires_grad=tune_minmax)
+        self.max_scale = nn.Parameter(torch.ones(groups, device=grouped.device), requires_grad=tune_minmax)
+
+    def qdq_weight(self) -> torch.Tensor:
+        """The (out, in) weight under the current parameters, in the working dtype."""
+        qdq, _ = self.dtype.qdq(
+            self.grouped, self.scheme.bits, self.scheme.sym, self.v, self.min_scale, self.max_scale
+        )
+        return from_groups(qdq, self.layout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # F.linear takes the (out, in) weight whatever the wrapped layer's storage layout (Conv1D).
+        return F.linear(x, self.qdq_weight(), self.linear.bias)
+
+    def clamp_(self) -> None:
+        """Keep the clipping factors in their bounds (Intel clamps them before each use)."""
+        self.min_scale.data.clamp_(*MINMAX_BOUNDS)
+        self.max_scale.data.clamp_(*MINMAX_BOUNDS)
+
+    def trainables(self) -> list[nn.Parameter]:
+        """v, then the clipping factors when they are tuned."""
+        return [p for p in (self.v, self.min_scale, self.max_scale) if p.requires_grad]
+
+
+@dataclass(frozen=True)
+class TunedParams:
+    """The kept parameters of one layer: offsets (grouped shape) and clipping factors (groups,)."""
+
+    v: torch.Tensor
+    min_scale: torch.Tensor
+    max_scale: torch.Tensor
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """Tuned parameters per layer (names relative to the block) and the loss trajectory."""
+
+    params: dict[str, TunedParams]
+    initial_loss: float
+    best_loss: float
+    best_iter: int
+
+
+def _batches(nsamples: int, size: int, rng: random.Random) -> Any:
+    """Shuffled index batches, reshuffling when fewer than ``size`` remain (Intel's sampler)."""
+    order: list[int] = []
+    while True:
+        if len(order) < size:
+            order = list(range(nsamples))
+            rng.shuffle(order)
+        batch, order = order[:size], order[size:]
+        yield batch
+
+
+def _wrap(block: nn.Module, layers: dict[str, Scheme], tune_minmax: bool) -> dict[str, TunedLinear]:
+    wrapped = {}
+    for name, scheme in layers.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = block.get_submodule(parent_name) if parent_name else block
+        tuned = TunedLinear(getattr(parent, child), scheme, tune_minmax)
+        setattr(parent, child, tuned)
+        wrapped[name] = tuned
+    return wrapped
+
+
+def _unwrap(block: nn.Module, wrapped: dict[str, TunedLinear]) -> None:
+    for name, tuned in wrapped.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = block.get_submodule(parent_name) if parent_name else block
+        setattr(parent, child, tuned.linear)
+
+
+def tune_block(
+    block: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    kwargs: dict[str, Any],
+    layers: dict[str, Scheme],
+    settings: SignRoundSettings,
+    seed_offset: int = 0,
+) -> BlockResult:
+    """Tune the quantized layers of ``block`` (names relative to it) and return their parameters.
+
+    ``inputs`` (nsamples, seq, hidden) is what the block receives (quantized predecessors'
+    outputs by default), ``targets`` the full-precision block's outputs on full-precision
+    inputs. The block is left as it was; its layers' weights are not modified.
+    """
+    for param in block.parameters():
+        param.requires_grad_(False)
+    wrapped = _wrap(block, layers, settings.enable_minmax_tuning)
+    try:
+        return _optimize(block, wrapped, inputs, targets, kwargs, settings, seed_offset)
+    finally:
+        _unwrap(block, wrapped)
+
+
+def _param_groups(
+    wrapped: dict[str, TunedLinear], settings: SignRoundSettings
+) -> list[tuple[nn.Parameter, float]]:
+    groups = []
+    for tuned in wrapped.values():
+        bits = tuned.scheme.bits
+        groups.append((tuned.v, settings.lr_for(bits)))
+        if settings.enable_minmax_tuning:
+            groups += [
+                (tuned.min_scale, settings.minmax_lr_for(bits)),
+                (tuned.max_scale, settings.minmax_lr_for(bits)),
+            ]
+    return groups
+
+
+def _optimize(
+    block: nn.Module,
+    wrapped: dict[str, TunedLinear],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    kwargs: dict[str, Any],
+    settings: SignRoundSettings,
+    seed_offset: int,
+) -> BlockResult:
+    groups = _param_groups(wrapped, settings)
+    params = [p for p, _ in groups]
+    best = [p.detach().clone() for p in params]
+    best_loss = torch.tensor(float("inf"), device=inputs.device)
+    best_iter = torch.tensor(0, device=inputs.device)
+    losses = torch.empty(settings.iters, device=inputs.device)
+    nsamples = inputs.shape[0]
+    per_step = min(nsamples, settings.batch_size * settings.gradient_accumulate_steps)
+    sampler = _batches(nsamples, per_step, random.Random(settings.seed + seed_offset))
+    for step in range(settings.iters):
+        indices = next(sampler)
+        total = torch.zeros((), device=inputs.device)
+        for start in range(0, len(indices), settings.batch_size):
+            chunk = torch.tensor(indices[start : start + settings.batch_size], device=inputs.device)
+            out = block_output(block, inputs.index_select(0, chunk), kwargs)
+            loss = F.mse_loss(out.float(), targets.index_select(0, chunk).float())
+            (loss / settings.gradient_accumulate_steps).backward()
+            total = total + loss.detach()
+        total = total / settings.gradient_accumulate_steps
+        losses[step] = total
+        better = total < best_loss
+        best_loss = torch.where(better, total, best_loss)
+        best_iter = torch.where(better, torch.tensor(step, device=inputs.device), best_iter)
+        for kept, current in zip(best, params, strict=True):
+            kept.copy_(torch.where(better, current.detach(), kept))
+        _sign_step(groups, 1.0 - step / settings.iters)
+        for tuned in wrapped.values():
+            tuned.clamp_()
+    if settings.not_use_best_mse:
+        best = [p.detach().clone() for p in params]
+    result = _collect(wrapped, dict(zip(map(id, params), best, strict=True)))
+    final_iter = settings.iters - 1 if settings.not_use_best_mse else int(best_iter)
+    final_loss = float(losses[-1]) if settings.not_use_best_mse else float(best_loss)
+    return BlockResult(result, float(losses[0]), final_loss, final_iter)
+
+
+@torch.no_grad()
+def _sign_step(groups: list[tuple[nn.Parameter, float]], factor: float) -> None:
+    for param, lr in groups:
+        if param.grad is not None:
+            param.add_(param.grad.sign(), alpha=-lr * factor)
+            param.grad = None
+
+
+def _collect(wrapped: dict[str, TunedLinear], best: dict[int, torch.Tensor]) -> dict[str, TunedParams]:
+    def kept(param: nn.Parameter) -> torch.Tensor:
+        return best.get(id(param), param.detach()).clone()
+
+    return {
+        name: TunedParams(
+            kept(t.v), kept(t.min_scale).clamp_(*MINMAX_BOUNDS), kept(t.max_scale).clamp_(*MINMAX_BOUNDS)
+        )
+        for name, t in wrapped.items()
+    }
+
+
+def qdq_with(weight: torch.Tensor, scheme: Scheme, params: TunedParams) -> tuple[torch.Tensor, Any]:
+    """Final quantize-dequantize of a layer's weight with its tuned parameters (any dtype)."""
+    grouped, layout = to_groups(weight, scheme.group_size)
+    qdq, qp = DTYPES[scheme.data_type].qdq(
+        grouped, scheme.bits, scheme.sym, params.v.to(grouped.device), params.min_scale, params.max_scale
+    )
+    return from_groups(qdq, layout), qp

@@ -1,0 +1,195 @@
+"""``AutoRound``: Intel auto-round's entry point, with its argument names and defaults, so its
+examples run with only the import changed.
+
+Unlike Intel's (opt-in ``AR_RESUME_DIR``), ``quantize_and_save`` is resumable by default: every
+finished block is persisted beside the output directory, and a run killed at any point and
+started again with the same arguments resumes after the last finished block.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoround.algorithms.signround import SignRoundSettings
+from autoround.api import quantize, save
+from autoround.calibration import DEFAULT_DATASET, build_calibration_set
+from autoround.layer_plan import LayerConfig
+from autoround.modeling.blocks import find_block_names
+from autoround.quantized_model import QuantizedModel
+from autoround.schemes import SchemeLike, parse_scheme
+from autoround.tuning.resume import ResumeStore, fingerprint
+
+logger = logging.getLogger(__name__)
+REPORT_FILE = "autoround_report.json"
+# Intel arguments that only tune its own runtime; accepted, with no effect here.
+_NO_EFFECT = {
+    "platform",
+    "amp",
+    "nblocks",
+    "enable_norm_bias_tuning",
+    "momentum",
+    "device",
+    "to_quant_block_names",
+}
+
+
+class AutoRound:
+    """Quantize a causal LM with SignRound (``iters > 0``) or round-to-nearest (``iters=0``).
+
+    ``model`` is a loaded transformers model or a path / hub id / demo alias (``"smollm2"``).
+    Argument names and defaults are Intel auto-round's: ``scheme="W4A16"``, ``iters=200``,
+    ``nsamples=128``, ``seqlen=2048``, ``batch_size=8``, ``lr=1/iters``,
+    ``dataset="NeelNanda/pile-10k"`` (unreachable offline: pass a local .txt/.json/.jsonl path,
+    a list of texts or token-id tensors).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | str,
+        tokenizer: Any | None = None,
+        scheme: SchemeLike = "W4A16",
+        layer_config: LayerConfig | None = None,
+        dataset: Any = DEFAULT_DATASET,
+        iters: int = 200,
+        seqlen: int = 2048,
+        nsamples: int = 128,
+        batch_size: int = 8,
+        gradient_accumulate_steps: int = 1,
+        low_gpu_mem_usage: bool = False,
+        device_map: str | int | None = None,
+        enable_torch_compile: bool = False,
+        seed: int = 42,
+        *,
+        bits: int | None = None,
+        group_size: int | None = None,
+        sym: bool | None = None,
+        lr: float | None = None,
+        minmax_lr: float | None = None,
+        enable_minmax_tuning: bool = True,
+        enable_quanted_input: bool = True,
+        not_use_best_mse: bool = False,
+        disable_opt_rtn: bool | None = None,
+        quant_lm_head: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        ignored = sorted(set(kwargs) - _NO_EFFECT)
+        if ignored:
+            raise TypeError(f"AutoRound got unexpected argument(s) {ignored}")
+        if isinstance(model, str):
+            from autoround.models.loading import load_model_and_tokenizer
+
+            model, loaded_tokenizer = load_model_and_tokenizer(model, dtype=None)
+            tokenizer = tokenizer or loaded_tokenizer
+        if iters == 0 and not disable_opt_rtn:
+            raise NotImplementedError(
+                "optimized RTN (iters=0 without disable_opt_rtn=True) is not built yet; "
+                "pass disable_opt_rtn=True for plain round-to-nearest"
+            )
+        self.model, self.tokenizer = model, tokenizer
+        self.scheme = parse_scheme(scheme, bits=bits, group_size=group_size, sym=sym)
+        self.layer_config, self.dataset, self.quant_lm_head = layer_config, dataset, quant_lm_head
+        self.nsamples, self.seqlen, self.seed = nsamples, seqlen, seed
+        self.device = _device(device_map)
+        self.low_gpu_mem_usage, self.enable_torch_compile = low_gpu_mem_usage, enable_torch_compile
+        self.tuning = (
+            None
+            if iters == 0
+            else SignRoundSettings(
+                iters=iters,
+                lr=lr,
+                minmax_lr=minmax_lr,
+                batch_size=batch_size,
+                gradient_accumulate_steps=gradient_accumulate_steps,
+                enable_minmax_tuning=enable_minmax_tuning,
+                not_use_best_mse=not_use_best_mse,
+                enable_quanted_input=enable_quanted_input,
+                seed=seed,
+            )
+        )
+        self.result: QuantizedModel | None = None
+
+    def calibration(self) -> torch.Tensor:
+        """The calibration token ids (nsamples, seqlen) this run tunes on."""
+        calib = build_calibration_set(self.dataset, self.tokenizer, self.nsamples, self.seqlen, self.seed)
+        return calib.input_ids
+
+    def quantize(
+        self, resume: ResumeStore | None = None, calibration: torch.Tensor | None = None
+    ) -> QuantizedModel:
+        """Quantize the model in place; returns the result (also kept on ``self.result``)."""
+        if self.tuning is not None and calibration is None:
+            calibration = self.calibration()
+        hooks = self._resume_hooks(resume) if resume is not None else {}
+        self.result = quantize(
+            self.model,
+            self.scheme,
+            layer_config=self.layer_config,
+            tuning=self.tuning,
+            calibration=calibration,
+            quant_lm_head=self.quant_lm_head,
+            device=self.device,
+            tokenizer=self.tokenizer,
+            **hooks,
+        )
+        if resume is not None:
+            self.result.reports = resume.reports()
+        return self.result
+
+    def _resume_hooks(self, resume: ResumeStore) -> dict[str, Any]:
+        blocks = find_block_names(self.model)[0]
+
+        def on_block_done(index: int, quants: dict[str, Any], report: Any) -> None:
+            resume.save_block(index, self.model.get_submodule(report.name), report.name, quants, report)
+
+        def restore(index: int, block: nn.Module) -> dict[str, Any] | None:
+            return resume.restore(index, block, f"{blocks}.{index}")
+
+        return {"on_block_done": on_block_done, "restore": restore}
+
+    def quantize_and_save(
+        self,
+        output_dir: str | Path = "tmp_autoround",
+        format: str = "auto_round",
+        overwrite: bool = False,
+        **kwargs: Any,
+    ) -> Path:
+        """Quantize (resumably, when tuning) and save; returns the checkpoint directory."""
+        resume = None
+        result = self.result
+        if result is None and self.tuning is not None:
+            calibration = self.calibration()
+            resume = ResumeStore(output_dir, fingerprint(calibration, **self._arguments()))
+            result = self.quantize(resume, calibration)
+        elif result is None:
+            result = self.quantize()
+        path = save(result, output_dir, format=format, overwrite=overwrite)
+        if result.reports:
+            rows = [r.__dict__ for r in result.reports]
+            (path / REPORT_FILE).write_text(json.dumps({"blocks": rows}, indent=2) + "\n")
+        if resume is not None:
+            resume.clear()
+        return path
+
+    def _arguments(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme.to_dict(),
+            "layer_config": self.layer_config,
+            "tuning": self.tuning,
+            "quant_lm_head": self.quant_lm_head,
+            "model": type(self.model).__name__,
+            "config": self.model.config.to_dict() if hasattr(self.model, "config") else None,
+        }
+
+
+def _device(device_map: str | int | None) -> str | None:
+    if device_map in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else None
+    if isinstance(device_map, int):
+        return f"cuda:{device_map}"
+    return device_map

@@ -1,0 +1,1 @@
+"""Block-wise tuning: the driver that walks decoder blocks, and crash-safe progress."""

@@ -1,0 +1,204 @@
+"""The block-wise tuner: walk the decoder blocks, tune each one, feed its output to the next.
+
+Per block: the full-precision block's output on full-precision inputs is the target; the block
+is tuned on the quantized predecessors' outputs (``enable_quanted_input``, Intel's default); its
+layers' weights are then quantize-dequantized with the kept parameters and the quantized block's
+outputs become the next block's inputs. Tuning computes in fp32 on a copy of the block (dense
+bf16 matmul is ~9x slower on AVX2 CPUs); the model keeps its dtype.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from autoround.algorithms.signround import SignRoundSettings, TunedParams, qdq_with, tune_block
+from autoround.layer_plan import LayerPlan
+from autoround.modeling.blocks import linear_weight
+from autoround.modeling.capture import block_output, capture_block_inputs, cast_kwargs
+from autoround.quantizer import LayerQuant
+
+logger = logging.getLogger(__name__)
+WORK_DTYPE = torch.float32
+
+
+@dataclass(frozen=True)
+class BlockReport:
+    """What tuning one block achieved, over all calibration samples."""
+
+    name: str
+    layers: int
+    rtn_loss: float
+    tuned_loss: float
+    best_iter: int
+    seconds: float
+    fell_back_to_rtn: bool = False
+
+
+BlockDone = Callable[[int, dict[str, LayerQuant], BlockReport], None]
+#: Puts a finished block's quantized weights back into the model block (a resumed run) and
+#: returns its layers' parameters, or returns None for a block still to tune.
+BlockRestore = Callable[[int, nn.Module], dict[str, LayerQuant] | None]
+
+
+@torch.no_grad()
+def _run(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any], batch: int) -> torch.Tensor:
+    return torch.cat(
+        [block_output(block, hidden[i : i + batch], kwargs) for i in range(0, len(hidden), batch)]
+    )
+
+
+def _neutral(tuned: TunedParams) -> TunedParams:
+    return TunedParams(
+        torch.zeros_like(tuned.v), torch.ones_like(tuned.min_scale), torch.ones_like(tuned.max_scale)
+    )
+
+
+def _set_weights(
+    block: nn.Module, model_block: nn.Module | None, layers: dict[str, Any], params: dict[str, TunedParams]
+) -> dict[str, LayerQuant]:
+    """Quantize-dequantize each layer with its parameters: in the fp32 work block and (if given)
+    in the model's own block, in its dtype. Returns the model-side layer parameters."""
+    quants = {}
+    for name, scheme in layers.items():
+        target = model_block.get_submodule(name) if model_block is not None else block.get_submodule(name)
+        weight = linear_weight(target)
+        qdq, qp = qdq_with(weight.detach().to(params[name].v.device), scheme, params[name])
+        with torch.no_grad():
+            weight.copy_(qdq.to(weight.device))
+            if model_block is not None:
+                linear_weight(block.get_submodule(name)).copy_(qdq.to(WORK_DTYPE))
+        out = weight.shape[0]
+        quants[name] = LayerQuant(
+            scheme,
+            qp.scale.detach().reshape(out, -1).cpu(),
+            qp.zero.detach().reshape(out, -1).to(torch.int32).cpu(),
+        )
+    return quants
+
+
+def quantize_signround(
+    model: nn.Module,
+    plan: LayerPlan,
+    input_ids: torch.Tensor,
+    settings: SignRoundSettings,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    on_block_done: BlockDone | None = None,
+    restore: BlockRestore | None = None,
+) -> tuple[dict[str, LayerQuant], list[BlockReport]]:
+    """Tune every decoder block of ``model`` on ``input_ids`` (nsamples, seqlen), in place.
+
+    ``restore`` (a resumed run) supplies blocks finished earlier: they are replayed to rebuild
+    the next block's inputs, not tuned again. ``on_block_done`` is called after each tuned block.
+    """
+    if len(plan.block_names) != 1:
+        raise NotImplementedError(f"tuning several block lists is not built yet: {plan.block_names}")
+    device = torch.device(device or "cpu")
+    blocks = model.get_submodule(plan.block_names[0])
+    captured = capture_block_inputs(model, blocks[0], input_ids, next(model.parameters()).device, progress)
+    kwargs = cast_kwargs(captured.kwargs, WORK_DTYPE, device)
+    fp_in = captured.hidden.to(device, WORK_DTYPE)
+    q_in = fp_in
+    results: dict[str, LayerQuant] = {}
+    reports: list[BlockReport] = []
+    bar = tqdm(range(len(blocks)), desc="SignRound", unit="block", disable=not progress)
+    for index in bar:
+        name = f"{plan.block_names[0]}.{index}"
+        model_block = blocks[index]
+        work = copy.deepcopy(model_block).to(device, WORK_DTYPE)
+        layers = {k[len(name) + 1 :]: s for k, s in plan.in_block(name).items()}
+        restored = restore(index, model_block) if restore is not None else None
+        if restored is not None:  # work still holds the original weights: the fp reference
+            results.update(restored)
+            fp_in, q_in = _replay(work, model_block, fp_in, q_in, kwargs, settings)
+            continue
+        start = time.perf_counter()
+        fp_out = _run(work, fp_in, kwargs, settings.batch_size)
+        quants, report, q_out = _tune_one(
+            work, model_block, name, layers, fp_in, q_in, fp_out, kwargs, settings, index
+        )
+        report = BlockReport(**{**report.__dict__, "seconds": time.perf_counter() - start})
+        reports.append(report)
+        results.update({f"{name}.{k}": v for k, v in quants.items()})
+        bar.set_postfix(rtn=f"{report.rtn_loss:.2e}", tuned=f"{report.tuned_loss:.2e}")
+        if on_block_done is not None:
+            on_block_done(index, {f"{name}.{k}": v for k, v in quants.items()}, report)
+        fp_in, q_in = fp_out, q_out if settings.enable_quanted_input else fp_out
+        del work
+    return results, reports
+
+
+def _tune_one(
+    work: nn.Module,
+    model_block: nn.Module,
+    name: str,
+    layers: dict[str, Any],
+    fp_in: torch.Tensor,
+    q_in: torch.Tensor,
+    fp_out: torch.Tensor,
+    kwargs: dict[str, Any],
+    settings: SignRoundSettings,
+    index: int,
+) -> tuple[dict[str, LayerQuant], BlockReport, torch.Tensor]:
+    if not layers:
+        return {}, BlockReport(name, 0, 0.0, 0.0, 0, 0.0), _run(work, q_in, kwargs, settings.batch_size)
+    inputs = q_in if settings.enable_quanted_input else fp_in
+    result = tune_block(work, inputs, fp_out, kwargs, layers, settings, seed_offset=index)
+    params = result.params
+    originals = {n: linear_weight(work.get_submodule(n)).detach().clone() for n in layers}
+    _set_weights(work, None, layers, {n: _neutral(p) for n, p in params.items()})
+    rtn_loss = F.mse_loss(_run(work, inputs, kwargs, settings.batch_size), fp_out).item()
+    for n, weight in originals.items():
+        linear_weight(work.get_submodule(n)).data.copy_(weight)
+    fell_back = not math.isfinite(result.best_loss)
+    if fell_back:
+        logger.warning("%s: loss became %s during tuning; keeping its RTN result", name, result.best_loss)
+        params = {n: _neutral(p) for n, p in params.items()}
+    quants = _set_weights(work, model_block, layers, params)
+    q_out = _run(work, q_in, kwargs, settings.batch_size)
+    tuned_loss = (
+        F.mse_loss(_run(work, inputs, kwargs, settings.batch_size), fp_out).item()
+        if inputs is not q_in
+        else F.mse_loss(q_out, fp_out).item()
+    )
+    logger.info(
+        "%s: %d layers, loss RTN %.3e -> tuned %.3e (best iter %d)",
+        name,
+        len(layers),
+        rtn_loss,
+        tuned_loss,
+        result.best_iter,
+    )
+    return (
+        quants,
+        BlockReport(name, len(layers), rtn_loss, tuned_loss, result.best_iter, 0.0, fell_back),
+        q_out,
+    )
+
+
+def _replay(
+    work: nn.Module,
+    model_block: nn.Module,
+    fp_in: torch.Tensor,
+    q_in: torch.Tensor,
+    kwargs: dict[str, Any],
+    settings: SignRoundSettings,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs of a finished block: ``work`` holds its original weights, ``model_block`` the
+    quantized ones, exactly as an uninterrupted run would have left them."""
+    fp_out = _run(work, fp_in, kwargs, settings.batch_size)
+    if not settings.enable_quanted_input:
+        return fp_out, fp_out
+    quantized = copy.deepcopy(model_block).to(fp_in.device, WORK_DTYPE)
+    return fp_out, _run(quantized, q_in, kwargs, settings.batch_size)

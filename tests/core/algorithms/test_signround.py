@@ -1,0 +1,116 @@
+"""SignRound: the tuned block reproduces the full-precision block better than RTN does."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from autoround import quantize, save
+from autoround.algorithms.signround import SignRoundSettings, TunedLinear
+from autoround.formats.dense import load_dense
+from autoround.quantizer import codes_of, quantize_weight
+from autoround.schemes import PRESETS
+
+W4G32 = PRESETS["W4A16G32"]
+
+
+@pytest.fixture
+def calibration():
+    torch.manual_seed(1)
+    return torch.randint(0, 128, (8, 32))
+
+
+def test_each_tuned_block_beats_rtn_and_the_checkpoint_loads_back(tmp_path, tiny_llama, calibration) -> None:
+    qm = quantize(tiny_llama, "W2A16G32", tuning=SignRoundSettings(iters=12, batch_size=4), calibration=calibration,
+                  progress=False)
+    assert [r.name for r in qm.reports] == ["model.layers.0", "model.layers.1"]
+    for report in qm.reports:
+        assert report.tuned_loss < report.rtn_loss, report
+    dense = load_dense(save(qm, tmp_path / "ckpt")).state_dict()
+    for name, param in qm.model.state_dict().items():
+        assert torch.equal(dense[name], param), name
+
+
+def test_the_untrained_wrapper_is_exactly_rtn(tiny_llama) -> None:
+    linear = tiny_llama.model.layers[0].mlp.down_proj
+    tuned = TunedLinear(linear, W4G32, tune_minmax=True)
+    expected, _ = quantize_weight(linear.weight.detach(), W4G32)
+    assert torch.equal(tuned.qdq_weight(), expected)
+
+
+def test_tuned_weights_are_on_the_quantization_grid(tiny_llama_bf16, calibration) -> None:
+    qm = quantize(tiny_llama_bf16, W4G32, tuning=SignRoundSettings(iters=4, batch_size=4), calibration=calibration,
+                  progress=False)
+    name = "model.layers.1.self_attn.o_proj"
+    weight = qm.model.get_submodule(name).weight.detach()
+    quant = qm.layers[name]
+    from autoround.quantizer import dequantize_codes
+
+    assert torch.equal(dequantize_codes(codes_of(weight, quant), quant, torch.bfloat16), weight)
+    assert qm.model.get_submodule(name).weight.dtype == torch.bfloat16
+
+
+def test_settings_recorded_in_the_checkpoint_leave_out_intels_defaults(tiny_llama, calibration) -> None:
+    qm = quantize(tiny_llama, W4G32, tuning=SignRoundSettings(iters=3, batch_size=4, lr=0.01),
+                  calibration=calibration, progress=False)
+    assert qm.settings == {"amp": False, "batch_size": 4, "iters": 3, "nsamples": 8, "seqlen": 32, "lr": 0.01}
+
+
+def test_a_non_finite_loss_keeps_rtn_for_that_block_and_warns(tiny_llama, calibration, monkeypatch, caplog) -> None:
+    import autoround.algorithms.signround as signround
+
+    monkeypatch.setattr(signround.F, "mse_loss", lambda a, b: (a - b).pow(2).mean() * float("nan"))
+    original = tiny_llama.model.layers[0].mlp.up_proj.weight.detach().clone()
+    with caplog.at_level(logging.WARNING):
+        qm = quantize(tiny_llama, W4G32, tuning=SignRoundSettings(iters=2, batch_size=4), calibration=calibration,
+                      progress=False)
+    assert all(r.fell_back_to_rtn for r in qm.reports)
+    assert "model.layers.0: loss became inf" in caplog.text
+    rtn, _ = quantize_weight(original, W4G32)
+    assert torch.equal(tiny_llama.model.layers[0].mlp.up_proj.weight, rtn)
+
+
+def test_not_use_best_mse_keeps_the_last_iteration(tiny_llama, calibration) -> None:
+    qm = quantize(tiny_llama, W4G32, tuning=SignRoundSettings(iters=5, batch_size=4, not_use_best_mse=True),
+                  calibration=calibration, progress=False)
+    assert all(r.best_iter == 4 for r in qm.reports)
+
+
+def test_sign_steps_move_offsets_by_the_decayed_learning_rate(tiny_llama, calibration) -> None:
+    from autoround.algorithms.signround import tune_block
+    from autoround.modeling.capture import capture_block_inputs
+
+    block = tiny_llama.model.layers[0]
+    captured = capture_block_inputs(tiny_llama, block, calibration, torch.device("cpu"), progress=False)
+    targets = captured.hidden + 0.01
+    settings = SignRoundSettings(iters=2, batch_size=8, not_use_best_mse=True, enable_minmax_tuning=False)
+    result = tune_block(block, captured.hidden, targets, captured.kwargs, {"mlp.up_proj": W4G32}, settings)
+    v = result.params["mlp.up_proj"].v
+    steps = {round(x, 6) for x in v.unique().tolist()}
+    # two steps of lr 1/2 then 1/2 * (1 - 1/2): every offset is a sum of +-0.5 and +-0.25 (or 0)
+    assert steps <= {-0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75}
+    assert torch.all(result.params["mlp.up_proj"].min_scale == 1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("iters", 0, "iters must be an integer >= 1"), ("batch_size", -1, "batch_size must be"),
+     ("lr", 0.0, r"lr must be in \(0, 10\]"), ("iters", 10**7, "absurd")],
+)
+def test_bad_settings_are_named(field, value, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        SignRoundSettings(**{field: value})
+
+
+def test_learning_rate_defaults_follow_intel() -> None:
+    assert SignRoundSettings(iters=200).lr_for(4) == 1 / 200
+    assert SignRoundSettings(iters=1000).lr_for(2) == 2 / 1000
+    assert SignRoundSettings(iters=1000).lr_for(4) == 1 / 1000
+    assert SignRoundSettings(iters=50, lr=5e-3).minmax_lr_for(4) == 5e-3
+
+
+def test_signround_without_calibration_is_refused(tiny_llama) -> None:
+    with pytest.raises(ValueError, match="calibration token ids"):
+        quantize(tiny_llama, W4G32, iters=5)
