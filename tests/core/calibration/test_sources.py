@@ -183,3 +183,10 @@ def test_default_system_prompt_is_intels(tiny_tokenizer) -> None:
     tiny_tokenizer.chat_template = "{% for m in messages %}{{ m.role }}={{ m.content }};{% endfor %}"
     (rendered,) = render_chat(tiny_tokenizer, ["hi"], parse_spec("a:apply_chat_template")[0].system_prompt)
     assert rendered == "system=You are a helpful assistant.;user=hi;"
+
+
+def test_the_shipped_wikitext2_alias_needs_no_network(tiny_tokenizer) -> None:
+    from autoround.calibration import build_calibration_set
+
+    calib = build_calibration_set("wikitext2:concat", tiny_tokenizer, nsamples=4, seqlen=64, seed=0)
+    assert calib.input_ids.shape == (4, 64)

@@ -7,7 +7,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from autoround.cli.main import build_parser, main, main_best, main_opt_rtn, main_rtn
+from autoround.cli.main import build_parser, main, main_light, main_opt_rtn, main_rtn
 from autoround.formats.auto_round import read_spec
 
 
@@ -89,11 +89,51 @@ def test_iters_zero_is_rtn(tmp_path, tiny_model_dir) -> None:
     )
 
 
-@pytest.mark.parametrize("entry", [main, main_best, main_opt_rtn])
-def test_recipes_that_need_signround_say_so(entry, tmp_path, tiny_model_dir, capsys) -> None:
-    assert entry(["--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]) == 2
+def test_opt_rtn_is_not_built_yet_and_says_what_to_use(tmp_path, tiny_model_dir, capsys) -> None:
+    assert main_opt_rtn(["--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "not built yet" in err and "autoround-rtn" in err
+    assert "not built yet" in err and "disable_opt_rtn" in err
+
+
+def test_the_default_hub_dataset_fails_offline_with_advice(
+    tmp_path, tiny_model_dir, capsys, monkeypatch
+) -> None:
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    assert main(["--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "NeelNanda/pile-10k" in capsys.readouterr().err
+
+
+def test_light_recipe_tunes_with_the_shipped_calibration_text(tmp_path, tiny_model_dir) -> None:
+    out = tmp_path / "o"
+    args = [
+        "--model",
+        str(tiny_model_dir),
+        "--group_size",
+        "32",
+        "--dataset",
+        "wikitext2:concat",
+        "--iters",
+        "2",
+        "--nsamples",
+        "4",
+        "--seqlen",
+        "32",
+        "--batch_size",
+        "2",
+        "--output_dir",
+        str(out),
+        "-q",
+    ]
+    assert main_light(args) == 0
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert (config["iters"], config["lr"], config["nsamples"], config["seqlen"]) == (2, 5e-3, 4, 32)
+    report = json.loads((out / "autoround_report.json").read_text())["blocks"]
+    assert [r["name"] for r in report] == ["model.layers.0", "model.layers.1"]
 
 
 @pytest.mark.parametrize(

@@ -28,16 +28,20 @@ class DatasetUnavailableError(AutoRoundError, OSError):
     """A calibration dataset could not be loaded (Hub unreachable, file missing, no text)."""
 
 
+#: Spec names served by text shipped inside the package (no network needed).
+SHIPPED = {"wikitext2": "wikitext2_valid.txt"}
+
+
 def is_local(name: str) -> bool:
     """Whether a spec name is a local file: it ends in .txt/.json/.jsonl or exists on disk."""
-    return name.lower().endswith(LOCAL_SUFFIXES) or Path(name).is_file()
+    return name in SHIPPED or name.lower().endswith(LOCAL_SUFFIXES) or Path(name).is_file()
 
 
 def load_texts(spec: DatasetSpec) -> list[str]:
     """The texts of one spec's source, in file / dataset order."""
     if not is_local(spec.name):
         return _load_hub(spec)
-    path = Path(spec.name)
+    path = _shipped(spec.name) if spec.name in SHIPPED else Path(spec.name)
     if spec.split:
         raise DatasetUnavailableError(f"{spec.name}: split= applies to Hub datasets only")
     if not path.is_file():
@@ -51,6 +55,12 @@ def load_texts(spec: DatasetSpec) -> list[str]:
     if suffix in (".json", ".jsonl"):
         return _load_json(path)
     raise DatasetUnavailableError(f"{path}: unsupported file type; use {', '.join(LOCAL_SUFFIXES)}")
+
+
+def _shipped(name: str) -> Path:
+    from autoround.data import default_calibration_text_path
+
+    return default_calibration_text_path().with_name(SHIPPED[name])
 
 
 def _load_json(path: Path) -> list[str]:

@@ -81,6 +81,27 @@ def _add_eval_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_tuning_args(parser: argparse.ArgumentParser) -> None:
+    tuning = parser.add_argument_group("tuning (SignRound; defaults come from the recipe)")
+    tuning.add_argument("--iters", type=int, default=None, help="SignRound iterations; 0 = round-to-nearest")
+    tuning.add_argument(
+        "--dataset",
+        default=None,
+        help="calibration data: Intel spec string (name[:split=..][:num=N][:concat], ','-joined), "
+        "a local .txt/.json/.jsonl, or 'wikitext2' (shipped; default NeelNanda/pile-10k)",
+    )
+    tuning.add_argument("--nsamples", type=int, default=None, help="calibration samples")
+    tuning.add_argument("--seqlen", type=int, default=None, help="tokens per calibration sample")
+    tuning.add_argument("--batch_size", "--batch-size", type=int, default=None, help="samples per step")
+    tuning.add_argument("--gradient_accumulate_steps", type=int, default=None, help="batches per step")
+    tuning.add_argument("--lr", type=float, default=None, help="rounding learning rate (default 1/iters)")
+    tuning.add_argument("--minmax_lr", type=float, default=None, help="clipping learning rate (default lr)")
+    _bool_flag(tuning, "disable_minmax_tuning", "tune rounding only, not the clipping ranges")
+    _bool_flag(tuning, "not_use_best_mse", "keep the last iteration instead of the best one")
+    _bool_flag(tuning, "disable_quanted_input", "tune each block on full-precision inputs")
+    _bool_flag(tuning, "disable_opt_rtn", "with --iters 0: plain RTN instead of optimized RTN")
+
+
 def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
     """The quantize command's parser; ``default_recipe`` is what the recipe commands change."""
     parser = argparse.ArgumentParser(
@@ -119,9 +140,8 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
         help="where to write the checkpoint (default: ./out/<model>-<scheme>)",
     )
     _bool_flag(parser, "overwrite", "replace a non-empty output directory")
-    parser.add_argument("--iters", type=int, default=None, help="SignRound iterations; 0 = round-to-nearest")
-    _bool_flag(parser, "disable_opt_rtn", "with --iters 0: plain RTN instead of optimized RTN")
-    parser.add_argument("--seed", type=int, default=42, help="random seed")
+    _add_tuning_args(parser)
+    parser.add_argument("--seed", type=int, default=42, help="random seed (calibration sampling, tuning)")
     _bool_flag(parser, "eval_ppl", "report perplexity before and after quantization")
     _add_eval_args(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
@@ -157,28 +177,35 @@ def _layer_config(value: str | None) -> dict[str, Any] | None:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe's settings with the flags that were given on top."""
     settings = dict(recipe(args.recipe))
-    if args.iters is not None:
-        if args.iters < 0:
-            raise ValueError(f"--iters must be >= 0, got {args.iters}")
-        settings["iters"] = args.iters
-        settings.setdefault("disable_opt_rtn", True)
-    if args.disable_opt_rtn:
-        settings["disable_opt_rtn"] = True
+    for key in (
+        "iters",
+        "dataset",
+        "nsamples",
+        "seqlen",
+        "batch_size",
+        "gradient_accumulate_steps",
+        "lr",
+        "minmax_lr",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    if settings["iters"] < 0:
+        raise ValueError(f"--iters must be >= 0, got {settings['iters']}")
+    if args.iters == 0 and "disable_opt_rtn" not in recipe(args.recipe):
+        settings["disable_opt_rtn"] = True  # `--iters 0` alone means plain RTN here
+    flags = {
+        "disable_opt_rtn": ("disable_opt_rtn", True),
+        "disable_minmax_tuning": ("enable_minmax_tuning", False),
+        "not_use_best_mse": ("not_use_best_mse", True),
+        "disable_quanted_input": ("enable_quanted_input", False),
+    }
+    for flag, (key, value) in flags.items():
+        if getattr(args, flag):
+            settings[key] = value
     return settings
-
-
-def _check_buildable(settings: dict[str, Any], recipe_name: str) -> None:
-    if settings["iters"] > 0:
-        raise NotImplementedError(
-            f"recipe '{recipe_name}' needs SignRound tuning (iters={settings['iters']}), which is not built "
-            f"yet. Use round-to-nearest: `autoround-rtn ...` or `autoround --iters 0 ...`."
-        )
-    if not settings.get("disable_opt_rtn", False):
-        raise NotImplementedError(
-            "optimized RTN (recipe 'opt-rtn') is not built yet. "
-            "Use plain round-to-nearest: `autoround-rtn ...`."
-        )
 
 
 def _default_output_dir(model: str, scheme: str) -> Path:
@@ -187,11 +214,10 @@ def _default_output_dir(model: str, scheme: str) -> Path:
 
 def run_quantize(args: argparse.Namespace) -> int:
     """Load, optionally evaluate, quantize, save, optionally evaluate the saved checkpoint."""
-    from autoround.api import quantize, save
+    from autoround.autoround import AutoRound
     from autoround.schemes import parse_scheme
 
     settings = _settings(args)
-    _check_buildable(settings, args.recipe)
     scheme = parse_scheme(args.scheme, bits=args.bits, group_size=args.group_size, sym=args.sym)
     layer_config = _layer_config(args.layer_config)
     output_dir = args.output_dir or _default_output_dir(args.model, args.scheme)
@@ -200,25 +226,27 @@ def run_quantize(args: argparse.Namespace) -> int:
     random.seed(args.seed)
     model, tokenizer = _load(args)
     before = _perplexity(model, tokenizer, args, "16-bit model") if args.eval_ppl else None
-    start = time.perf_counter()
-    qm = quantize(
+    rounder = AutoRound(
         model,
-        scheme,
+        tokenizer,
+        scheme=scheme,
         layer_config=layer_config,
         quant_lm_head=bool(args.quant_lm_head),
-        device=args.device,
-        tokenizer=tokenizer,
+        device_map=args.device,
+        seed=args.seed,
+        **settings,
     )
-    seconds = time.perf_counter() - start
-    print(f"quantized {len(qm.layers)} layers to {args.scheme.upper()} in {seconds:.1f} s")
-    path = save(qm, output_dir, format=args.format, overwrite=bool(args.overwrite))
-    print(f"saved {args.format} checkpoint to {path}")
+    start = time.perf_counter()
+    path = rounder.quantize_and_save(output_dir, format=args.format, overwrite=bool(args.overwrite))
+    print(
+        f"quantized {len(rounder.result.layers)} layers to {args.scheme.upper()} and saved a {args.format} "
+        f"checkpoint to {path} in {time.perf_counter() - start:.1f} s"
+    )
     if args.eval_ppl:
         from autoround.formats.dense import load_dense
 
-        del model, qm
-        reloaded = load_dense(path)
-        after = _perplexity(reloaded, tokenizer, args, "quantized checkpoint")
+        del model, rounder
+        after = _perplexity(load_dense(path), tokenizer, args, "quantized checkpoint")
         print(f"perplexity: 16-bit {before:.3f} -> quantized {after:.3f} ({after / before:.3f}x)")
     return 0
 

@@ -13,7 +13,7 @@ RECIPES: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
         "light": MappingProxyType(
             {"iters": 50, "nsamples": 128, "seqlen": 2048, "batch_size": 8, "lr": 5e-3}
         ),
-        "opt-rtn": MappingProxyType({"iters": 0, "disable_opt_rtn": False}),
+        "opt-rtn": MappingProxyType({"iters": 0}),
         "rtn": MappingProxyType({"iters": 0, "disable_opt_rtn": True}),
     }
 )
