@@ -70,3 +70,30 @@ def tiny_tokenizer():
 def make_llama():
     """Build a tiny llama with some config fields changed: ``make_llama(intermediate_size=144)``."""
     return lambda **overrides: build_model(LlamaConfig(**{**TINY_LLAMA, **overrides}))
+
+
+TINY_QWEN3_MOE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "moe_intermediate_size": 64,  # every expert Linear is 64 x 64: all of them quantize
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "vocab_size": 128,
+    "max_position_embeddings": 256,
+}
+
+
+@pytest.fixture
+def tiny_qwen3_moe():
+    """Qwen3-MoE, 2 blocks of 4 experts (top-2), already unfused into per-expert Linear layers."""
+    from transformers import Qwen3MoeConfig
+
+    from autoround.modeling.moe import unfuse_experts
+
+    model = build_model(Qwen3MoeConfig(**TINY_QWEN3_MOE))
+    unfuse_experts(model)
+    return model

@@ -23,8 +23,13 @@ def calibration():
 
 
 def test_each_tuned_block_beats_rtn_and_the_checkpoint_loads_back(tmp_path, tiny_llama, calibration) -> None:
-    qm = quantize(tiny_llama, "W2A16G32", tuning=SignRoundSettings(iters=12, batch_size=4), calibration=calibration,
-                  progress=False)
+    qm = quantize(
+        tiny_llama,
+        "W2A16G32",
+        tuning=SignRoundSettings(iters=12, batch_size=4),
+        calibration=calibration,
+        progress=False,
+    )
     assert [r.name for r in qm.reports] == ["model.layers.0", "model.layers.1"]
     for report in qm.reports:
         assert report.tuned_loss < report.rtn_loss, report
@@ -41,8 +46,13 @@ def test_the_untrained_wrapper_is_exactly_rtn(tiny_llama) -> None:
 
 
 def test_tuned_weights_are_on_the_quantization_grid(tiny_llama_bf16, calibration) -> None:
-    qm = quantize(tiny_llama_bf16, W4G32, tuning=SignRoundSettings(iters=4, batch_size=4), calibration=calibration,
-                  progress=False)
+    qm = quantize(
+        tiny_llama_bf16,
+        W4G32,
+        tuning=SignRoundSettings(iters=4, batch_size=4),
+        calibration=calibration,
+        progress=False,
+    )
     name = "model.layers.1.self_attn.o_proj"
     weight = qm.model.get_submodule(name).weight.detach()
     quant = qm.layers[name]
@@ -53,19 +63,31 @@ def test_tuned_weights_are_on_the_quantization_grid(tiny_llama_bf16, calibration
 
 
 def test_settings_recorded_in_the_checkpoint_leave_out_intels_defaults(tiny_llama, calibration) -> None:
-    qm = quantize(tiny_llama, W4G32, tuning=SignRoundSettings(iters=3, batch_size=4, lr=0.01),
-                  calibration=calibration, progress=False)
+    qm = quantize(
+        tiny_llama,
+        W4G32,
+        tuning=SignRoundSettings(iters=3, batch_size=4, lr=0.01),
+        calibration=calibration,
+        progress=False,
+    )
     assert qm.settings == {"amp": False, "batch_size": 4, "iters": 3, "nsamples": 8, "seqlen": 32, "lr": 0.01}
 
 
-def test_a_non_finite_loss_keeps_rtn_for_that_block_and_warns(tiny_llama, calibration, monkeypatch, caplog) -> None:
+def test_a_non_finite_loss_keeps_rtn_for_that_block_and_warns(
+    tiny_llama, calibration, monkeypatch, caplog
+) -> None:
     import autoround.algorithms.signround as signround
 
     monkeypatch.setattr(signround.F, "mse_loss", lambda a, b: (a - b).pow(2).mean() * float("nan"))
     original = tiny_llama.model.layers[0].mlp.up_proj.weight.detach().clone()
     with caplog.at_level(logging.WARNING):
-        qm = quantize(tiny_llama, W4G32, tuning=SignRoundSettings(iters=2, batch_size=4), calibration=calibration,
-                      progress=False)
+        qm = quantize(
+            tiny_llama,
+            W4G32,
+            tuning=SignRoundSettings(iters=2, batch_size=4),
+            calibration=calibration,
+            progress=False,
+        )
     assert all(r.fell_back_to_rtn for r in qm.reports)
     assert "model.layers.0: loss became inf" in caplog.text
     rtn, _ = quantize_weight(original, W4G32)
@@ -73,8 +95,13 @@ def test_a_non_finite_loss_keeps_rtn_for_that_block_and_warns(tiny_llama, calibr
 
 
 def test_not_use_best_mse_keeps_the_last_iteration(tiny_llama, calibration) -> None:
-    qm = quantize(tiny_llama, W4G32, tuning=SignRoundSettings(iters=5, batch_size=4, not_use_best_mse=True),
-                  calibration=calibration, progress=False)
+    qm = quantize(
+        tiny_llama,
+        W4G32,
+        tuning=SignRoundSettings(iters=5, batch_size=4, not_use_best_mse=True),
+        calibration=calibration,
+        progress=False,
+    )
     assert all(r.best_iter == 4 for r in qm.reports)
 
 
@@ -96,8 +123,12 @@ def test_sign_steps_move_offsets_by_the_decayed_learning_rate(tiny_llama, calibr
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("iters", 0, "iters must be an integer >= 1"), ("batch_size", -1, "batch_size must be"),
-     ("lr", 0.0, r"lr must be in \(0, 10\]"), ("iters", 10**7, "absurd")],
+    [
+        ("iters", 0, "iters must be an integer >= 1"),
+        ("batch_size", -1, "batch_size must be"),
+        ("lr", 0.0, r"lr must be in \(0, 10\]"),
+        ("iters", 10**7, "absurd"),
+    ],
 )
 def test_bad_settings_are_named(field, value, message) -> None:
     with pytest.raises(ValueError, match=message):
@@ -114,3 +145,21 @@ def test_learning_rate_defaults_follow_intel() -> None:
 def test_signround_without_calibration_is_refused(tiny_llama) -> None:
     with pytest.raises(ValueError, match="calibration token ids"):
         quantize(tiny_llama, W4G32, iters=5)
+
+
+def test_moe_experts_are_all_tuned_and_the_router_stays_16_bit(tmp_path, tiny_qwen3_moe, calibration) -> None:
+    qm = quantize(
+        tiny_qwen3_moe,
+        W4G32,
+        tuning=SignRoundSettings(iters=20, batch_size=4),
+        calibration=calibration,
+        progress=False,
+    )
+    experts = [n for n in qm.layers if ".mlp.experts." in n]
+    assert len(experts) == 2 * 4 * 3  # blocks x experts x (gate, up, down)
+    assert not any(n.endswith("mlp.gate") for n in qm.layers)
+    for report in qm.reports:
+        assert report.tuned_loss < report.rtn_loss, report
+    dense = load_dense(save(qm, tmp_path / "moe")).state_dict()
+    for name, param in qm.model.state_dict().items():
+        assert torch.equal(dense[name], param), name

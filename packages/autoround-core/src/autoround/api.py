@@ -19,6 +19,7 @@ from autoround import formats, layer_plan
 from autoround.algorithms import quantize_rtn
 from autoround.algorithms.signround import SignRoundSettings
 from autoround.layer_plan import LayerConfig
+from autoround.modeling.moe import unfuse_experts
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import SchemeLike, parse_scheme
 from autoround.tuning.driver import BlockDone, BlockRestore, quantize_signround
@@ -90,6 +91,9 @@ def quantize(
     if tuning is None and iters > 0:
         tuning = SignRoundSettings(iters=iters)
     resolved = parse_scheme(scheme, **scheme_overrides)
+    unfused = unfuse_experts(model)
+    if unfused:
+        logger.info("split %d fused MoE expert modules into per-expert Linear layers", unfused)
     plan = layer_plan.resolve(model, resolved, layer_config, quant_lm_head, block_names)
     logger.info("layer plan: %s", layer_plan.describe(plan))
     if tuning is None:

@@ -14,6 +14,7 @@ from autoround.formats.auto_round import CheckpointSpec, read_spec
 from autoround.formats.gptq_layout import unpack_layer
 from autoround.io import iter_safetensors_dir
 from autoround.modeling.blocks import linear_shape
+from autoround.modeling.moe import unfuse_experts
 from autoround.quantizer import dequantize_codes
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def load_dense(checkpoint_dir: str | Path, dtype: torch.dtype | None = None) -> 
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    unfuse_experts(model)  # checkpoints store MoE experts as per-expert Linear layers
     state = dense_state_dict(checkpoint_dir, model, spec, dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
