@@ -77,6 +77,7 @@ class TunedLinear(nn.Module):
         self.dtype = DTYPES[scheme.data_type]
         grouped, self.layout = to_groups(linear_weight(linear).detach(), scheme.group_size)
         self.register_buffer("grouped", grouped, persistent=False)
+        self.group_range = self.dtype.group_range(grouped)
         groups = grouped.shape[0]
         self.v = nn.Parameter(torch.zeros_like(grouped, dtype=torch.float32))
         self.min_scale = nn.Parameter(torch.ones(groups, device=grouped.device), requires_grad=tune_minmax)
@@ -219,11 +220,7 @@ def _optimize(
             total = total + loss.detach()
         total = total / settings.gradient_accumulate_steps
         losses[step] = total
-        better = total < best_loss
-        best_loss = torch.where(better, total, best_loss)
-        best_iter = torch.where(better, torch.tensor(step, device=inputs.device), best_iter)
-        for kept, current in zip(best, params, strict=True):
-            kept.copy_(torch.where(better, current.detach(), kept))
+        _keep_if_better(total, step, best_loss, best_iter, best, params)
         _sign_step(groups, 1.0 - step / settings.iters)
         for tuned in wrapped.values():
             tuned.clamp_()
@@ -233,6 +230,34 @@ def _optimize(
     final_iter = settings.iters - 1 if settings.not_use_best_mse else int(best_iter)
     final_loss = float(losses[-1]) if settings.not_use_best_mse else float(best_loss)
     return BlockResult(result, float(losses[0]), final_loss, final_iter)
+
+
+@torch.no_grad()
+def _keep_if_better(
+    loss: torch.Tensor,
+    step: int,
+    best_loss: torch.Tensor,
+    best_iter: torch.Tensor,
+    best: list[torch.Tensor],
+    params: list[nn.Parameter],
+) -> None:
+    """Remember the parameters of the lowest loss so far, in place.
+
+    On an accelerator a Python branch would wait for the device every iteration, so the copy is
+    a ``torch.where``; on the CPU nothing is queued, and branching copies only on improvement.
+    """
+    if loss.device.type == "cpu":
+        if loss < best_loss:
+            best_loss.copy_(loss)
+            best_iter.fill_(step)
+            for kept, current in zip(best, params, strict=True):
+                kept.copy_(current)
+        return
+    better = loss < best_loss
+    best_loss.copy_(torch.where(better, loss, best_loss))
+    best_iter.copy_(torch.where(better, step, best_iter))
+    for kept, current in zip(best, params, strict=True):
+        kept.copy_(torch.where(better, current, kept))
 
 
 @torch.no_grad()

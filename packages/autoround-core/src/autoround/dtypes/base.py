@@ -48,3 +48,32 @@ class DataType(Protocol):
     def dequantize(self, codes: torch.Tensor, qp: QParams) -> torch.Tensor:
         """Codes back to real values (float32 or wider of the inputs)."""
         ...
+
+    def qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        sym: bool,
+        v: torch.Tensor | float = 0.0,
+        min_scale: torch.Tensor | float = 1.0,
+        max_scale: torch.Tensor | float = 1.0,
+    ) -> tuple[torch.Tensor, QParams]:
+        """Quantize-dequantize in one call, in ``grouped``'s dtype."""
+        ...
+
+    def group_range(self, grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-group statistics that stay fixed while a weight is tuned."""
+        ...
+
+    def tuning_qdq(
+        self,
+        grouped: torch.Tensor,
+        group_range: tuple[torch.Tensor, torch.Tensor],
+        bits: int,
+        sym: bool,
+        v: torch.Tensor,
+        min_scale: torch.Tensor,
+        max_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`qdq`'s values for the tuning loop, with gradients for v and the factors."""
+        ...

@@ -107,6 +107,28 @@ class IntDataType:
         """``scale * (codes - zero)``."""
         return qp.scale * (codes - qp.zero)
 
+    def group_range(self, grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each group's (min, max), widened to include 0: fixed while a weight is tuned."""
+        return _group_min_max(grouped)
+
+    def tuning_qdq(
+        self,
+        grouped: torch.Tensor,
+        group_range: tuple[torch.Tensor, torch.Tensor],
+        bits: int,
+        sym: bool,
+        v: torch.Tensor,
+        min_scale: torch.Tensor,
+        max_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`qdq` for the tuning loop: the same values, cheaper gradients (symmetric case
+        fused with a hand-written backward; asymmetric through autograd)."""
+        if sym:
+            from autoround.dtypes.int_fused import symmetric_qdq
+
+            return symmetric_qdq(grouped, *group_range, v, min_scale, max_scale, bits)
+        return self.qdq(grouped, bits, sym, v, min_scale, max_scale)[0]
+
     def qdq(
         self,
         grouped: torch.Tensor,

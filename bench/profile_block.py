@@ -1,0 +1,72 @@
+"""Per-iteration cost of SignRound on one SmolLM2 block vs the eager floor (cpu-small shapes).
+
+The floor is one unquantized block's fp32 forward + MSE + backward with weight gradients on
+4 x 256 tokens (benchmark-protocol.md: 0.24 s here). Our iteration should cost <= 1.2x that.
+
+    uv run python bench/profile_block.py [--iters 20] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+import torch.nn.functional as F
+
+from autoround.algorithms.signround import SignRoundSettings, tune_block
+from autoround.data import default_calibration_text_path
+from autoround.calibration import windows_from_text
+from autoround.modeling.capture import capture_block_inputs
+from autoround.models.loading import load_model_and_tokenizer
+from autoround.schemes import PRESETS
+
+
+def eager_step(block, hidden, kwargs, target) -> None:
+    out = block(hidden, **kwargs)
+    out = out[0] if isinstance(out, tuple) else out
+    F.mse_loss(out, target).backward()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--block", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model, tok = load_model_and_tokenizer("smollm2", dtype=torch.float32)
+    calib = windows_from_text(tok, default_calibration_text_path().read_text(), 4, 256, seed=0)
+    captured = capture_block_inputs(model, model.model.layers[0], calib.input_ids, torch.device("cpu"), False)
+    block = copy.deepcopy(model.model.layers[args.block])
+    with torch.no_grad():
+        target = block(captured.hidden, **captured.kwargs)
+    target = target[0] if isinstance(target, tuple) else target
+    for p in block.parameters():
+        p.requires_grad_(True)
+    for _ in range(2):
+        eager_step(block, captured.hidden, captured.kwargs, target)
+    start = time.perf_counter()
+    for _ in range(5):
+        eager_step(block, captured.hidden, captured.kwargs, target)
+    eager = (time.perf_counter() - start) / 5
+    layers = {n: PRESETS["W4A16"] for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
+    settings = SignRoundSettings(iters=args.iters, batch_size=4)
+    tune_block(block, captured.hidden, target, captured.kwargs, layers, SignRoundSettings(iters=2, batch_size=4))
+    start = time.perf_counter()
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            tune_block(block, captured.hidden, target, captured.kwargs, layers, settings)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    else:
+        tune_block(block, captured.hidden, target, captured.kwargs, layers, settings)
+    ours = (time.perf_counter() - start) / args.iters
+    print(f"eager fwd+mse+bwd: {eager * 1000:.1f} ms; SignRound iteration: {ours * 1000:.1f} ms "
+          f"({ours / eager:.2f}x the eager floor)")
+
+
+if __name__ == "__main__":
+    main()
