@@ -19,10 +19,12 @@ from torch import nn
 from autoround.algorithms.signround import SignRoundSettings
 from autoround.api import quantize, save
 from autoround.calibration import DEFAULT_DATASET, build_calibration_set
-from autoround.layer_plan import LayerConfig
+from autoround.layer_plan import LayerConfig, resolve
 from autoround.modeling.blocks import find_block_names
+from autoround.modeling.moe import unfuse_experts
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import SchemeLike, parse_scheme
+from autoround.tuning import preflight
 from autoround.tuning.resume import ResumeStore, fingerprint
 
 logger = logging.getLogger(__name__)
@@ -160,6 +162,8 @@ class AutoRound:
         **kwargs: Any,
     ) -> Path:
         """Quantize (resumably, when tuning) and save; returns the checkpoint directory."""
+        if self.result is None:
+            self.preflight(format)
         resume = None
         result = self.result
         if result is None and self.tuning is not None:
@@ -175,6 +179,12 @@ class AutoRound:
         if resume is not None:
             resume.clear()
         return path
+
+    def preflight(self, format: str = "auto_round") -> None:
+        """Check, before any work, that ``format`` and the runtimes serving it can take the plan."""
+        unfuse_experts(self.model)
+        plan = resolve(self.model, self.scheme, self.layer_config, self.quant_lm_head)
+        preflight.check(self.model, plan, format)
 
     def _arguments(self) -> dict[str, Any]:
         return {

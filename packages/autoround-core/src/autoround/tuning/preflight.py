@@ -1,0 +1,114 @@
+"""Pre-flight: refuse, before any tuning starts, a layer plan the chosen format or the runtimes
+that serve it cannot load, naming the layers and the fix.
+
+* A format stores certain bit widths and data types only (``auto_round``: integers of 2, 3, 4
+  and 8 bits, weight-only).
+* vLLM fuses some layers into one weight: q/k/v into ``qkv_proj``, gate/up into
+  ``gate_up_proj`` (``w1``/``w3`` in Mixtral's names), and all experts of a MoE layer into one
+  tensor. The parts of a fused weight must share one scheme (or all stay unquantized).
+* Stock vLLM cannot load a layer whose input width the group size does not divide (its last
+  group is partial); autoround-vllm can. That is a warning, not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+
+from torch import nn
+
+from autoround.errors import SchemeError
+from autoround.formats.auto_round import PACKABLE_BITS
+from autoround.layer_plan import LayerPlan
+from autoround.modeling.blocks import linear_shape
+from autoround.schemes import Scheme
+
+logger = logging.getLogger(__name__)
+
+#: Layer-name endings vLLM fuses into one weight, as (fused name, parts).
+FUSED_SETS = (
+    ("qkv_proj", ("q_proj", "k_proj", "v_proj")),
+    ("gate_up_proj", ("gate_proj", "up_proj")),
+    ("w13", ("w1", "w3")),
+)
+_EXPERT = re.compile(r"\.experts\.\d+\.")
+#: What each format can store: allowed bits and data types (weight-only).
+FORMAT_LIMITS = {"auto_round": (PACKABLE_BITS, ("int",))}
+
+
+def _describe(scheme: Scheme | None) -> str:
+    if scheme is None:
+        return "16-bit"
+    return f"W{scheme.bits}G{scheme.group_size}{'' if scheme.sym else ' asym'}"
+
+
+def _fusion_key(name: str) -> str | None:
+    """The fused weight a layer belongs to in vLLM, or None if it stands alone."""
+    parent, _, leaf = name.rpartition(".")
+    key = _EXPERT.sub(".experts.*.", name) if _EXPERT.search(name) else None
+    for fused, parts in FUSED_SETS:
+        if leaf in parts:
+            return f"{_EXPERT.sub('.experts.*.', parent + '.')}{fused}" if key else f"{parent}.{fused}"
+    return key
+
+
+def fusion_conflicts(plan: LayerPlan) -> list[str]:
+    """One message per fused weight whose parts were given different schemes."""
+    groups: dict[str, dict[str, Scheme | None]] = defaultdict(dict)
+    for name, decision in plan.layers.items():
+        key = _fusion_key(name)
+        if key is not None:
+            groups[key][name] = decision.scheme
+    problems = []
+    for key, members in sorted(groups.items()):
+        kinds = {_describe(s) for s in members.values()}
+        if len(kinds) > 1:
+            listing = ", ".join(f"{n} ({_describe(s)})" for n, s in sorted(members.items())[:6])
+            problems.append(f"{key} is one fused weight in vLLM but its parts differ: {listing}")
+    return problems
+
+
+def format_conflicts(plan: LayerPlan, format_name: str) -> list[str]:
+    """One message per scheme the format cannot store."""
+    if format_name not in FORMAT_LIMITS:
+        return []
+    bits, data_types = FORMAT_LIMITS[format_name]
+    problems = []
+    for name, scheme in plan.quantized().items():
+        if scheme.bits not in bits or scheme.data_type not in data_types:
+            problems.append(
+                f"{name}: {scheme.data_type} {scheme.bits}-bit cannot be stored in format {format_name!r} "
+                f"(it stores {list(data_types)} with bits {list(bits)})"
+            )
+    return problems
+
+
+def warn_partial_groups(model: nn.Module, plan: LayerPlan) -> None:
+    """Say which layers stock vLLM could not load (a partial last group)."""
+    partial = [
+        name
+        for name, s in plan.quantized().items()
+        if s.group_size > 0 and linear_shape(model.get_submodule(name))[1] % s.group_size
+    ]
+    if partial:
+        logger.warning(
+            "%d layers have a partial last group (input width not divisible by the group size), e.g. %s: "
+            "stock vLLM cannot load them; autoround-vllm and transformers can",
+            len(partial),
+            partial[0],
+        )
+
+
+def check(model: nn.Module, plan: LayerPlan, format_name: str) -> None:
+    """Raise SchemeError listing every problem (with the fix) before any work is done."""
+    problems = format_conflicts(plan, format_name) + fusion_conflicts(plan)
+    if problems:
+        shown = "\n  - ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise SchemeError(
+            f"the layer configuration cannot be saved and served as planned:\n  - {shown}{more}\n"
+            f"Fix: give the parts of each fused weight the same scheme in layer_config (e.g. one pattern "
+            f"matching q_proj|k_proj|v_proj), and use schemes the format stores."
+        )
+    warn_partial_groups(model, plan)
