@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from autoround.algorithms.signround import SignRoundSettings, tune_block
-from autoround.data import default_calibration_text_path
 from autoround.calibration import windows_from_text
+from autoround.data import default_calibration_text_path
 from autoround.modeling.capture import capture_block_inputs
 from autoround.models.loading import load_model_and_tokenizer
 from autoround.schemes import PRESETS
@@ -53,7 +53,9 @@ def main() -> None:
     eager = (time.perf_counter() - start) / 5
     layers = {n: PRESETS["W4A16"] for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
     settings = SignRoundSettings(iters=args.iters, batch_size=4)
-    tune_block(block, captured.hidden, target, captured.kwargs, layers, SignRoundSettings(iters=2, batch_size=4))
+    tune_block(
+        block, captured.hidden, target, captured.kwargs, layers, SignRoundSettings(iters=2, batch_size=4)
+    )
     start = time.perf_counter()
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
@@ -64,8 +66,10 @@ def main() -> None:
     else:
         tune_block(block, captured.hidden, target, captured.kwargs, layers, settings)
     ours = (time.perf_counter() - start) / args.iters
-    print(f"eager fwd+mse+bwd: {eager * 1000:.1f} ms; SignRound iteration: {ours * 1000:.1f} ms "
-          f"({ours / eager:.2f}x the eager floor)")
+    print(
+        f"eager fwd+mse+bwd: {eager * 1000:.1f} ms; SignRound iteration: {ours * 1000:.1f} ms "
+        f"({ours / eager:.2f}x the eager floor)"
+    )
 
 
 if __name__ == "__main__":

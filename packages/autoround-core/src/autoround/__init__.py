@@ -9,15 +9,21 @@ formats the ecosystem serves.
 from autoround._version import __version__
 from autoround.api import quantize, save
 from autoround.autoround import AutoRound
+from autoround.backends import BACKENDS
+from autoround.formats.loading import load_quantized
+from autoround.nn.quant_linear import QuantLinear
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import PRESETS, Scheme, parse_scheme
 
 __all__ = [
+    "BACKENDS",
     "PRESETS",
     "AutoRound",
+    "QuantLinear",
     "QuantizedModel",
     "Scheme",
     "__version__",
+    "load_quantized",
     "parse_scheme",
     "quantize",
     "save",

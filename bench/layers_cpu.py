@@ -1,0 +1,106 @@
+"""Layer-level CPU benchmark: the ``cpu`` backend vs dense fp32 and bf16 ``torch.matmul``.
+
+    python bench/layers_cpu.py [--threads 2] [--repeats 7] [--quick]
+
+Prints a markdown table: median milliseconds per ``x @ W^T`` (x in fp32, as in an fp32 model), for
+W4A16 g128, W4A16 g64, W2A16G64 and W8A16 on SmolLM2's shapes and 4096x4096, M in {1, 16, 512}.
+``auto`` is the backend's own choice; ``int4op`` and ``deq+fp32`` force each of its two paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from autoround.backends import BACKENDS
+from autoround.backends.cpu import CpuBackend, _dense_forward
+from autoround.formats.gptq_layout import pack_layer
+from autoround.nn import QuantLinear
+from autoround.quantizer import quantize_weight
+from autoround.schemes import Scheme
+
+SCHEMES = {
+    "W4A16 g128": Scheme(bits=4, group_size=128),
+    "W4A16 g64": Scheme(bits=4, group_size=64),
+    "W2A16G64": Scheme(bits=2, group_size=64),
+    "W8A16": Scheme(bits=8, group_size=128),
+}
+SHAPES = ((576, 576), (576, 1536), (1536, 576), (4096, 4096))  # (K, N)
+ROWS = (1, 16, 512)
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def packed(scheme: Scheme, k: int, n: int) -> QuantLinear:
+    weight = torch.randn(n, k) * 0.02
+    qdq, quant = quantize_weight(weight, scheme)
+    layer = QuantLinear(k, n, scheme, 1, backend="cpu")
+    layer.load_state_dict(pack_layer(qdq, quant, 1))
+    layer.prepare()
+    return layer
+
+
+def row(name: str, layer: QuantLinear, dense: dict[str, float], x: torch.Tensor, repeats: int) -> str:
+    cpu = BACKENDS["cpu"]
+    assert isinstance(cpu, CpuBackend)
+    state = layer.backend_state
+    auto = median_ms(lambda: layer(x), repeats)
+    int4 = median_ms(lambda: cpu._int4_forward(state, x), repeats)
+    deq = median_ms(lambda: _dense_forward(layer, x), repeats)
+    return (
+        f"| {name} | {layer.in_features}x{layer.out_features} | {x.shape[0]} | {dense['fp32']:.2f} | "
+        f"{dense['bf16']:.2f} | {auto:.2f} | {int4:.2f} | {deq:.2f} | "
+        f"{dense['fp32'] / auto:.2f}x | {dense['bf16'] / auto:.2f}x |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="4096x4096 only")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    shapes = SHAPES[-1:] if args.quick else SHAPES
+    cpu = BACKENDS["cpu"]
+    assert isinstance(cpu, CpuBackend)
+    capability = torch.backends.cpu.get_cpu_capability()
+    print(f"torch {torch.__version__}, {args.threads} threads, CPU {capability}, median of {args.repeats}")
+    print(f"cpu backend: dequantize + fp32 matmul from M = {cpu.dense_min_rows} (None: int4 op always)\n")
+    columns = ("scheme", "K x N", "M", "fp32 ms", "bf16 ms", "cpu auto ms", "int4op ms", "deq+fp32 ms")
+    print("| " + " | ".join((*columns, "vs fp32", "vs bf16")) + " |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for k, n in shapes:
+        weight = torch.randn(n, k)
+        layers = {name: packed(scheme, k, n) for name, scheme in SCHEMES.items()}
+        for m in ROWS:
+            x = torch.randn(m, k)
+            dense = dense_times(x, weight, args.repeats)
+            for name, layer in layers.items():
+                print(row(name, layer, dense, x, args.repeats), flush=True)
+
+
+def dense_times(x: torch.Tensor, weight: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median ms of the dense fp32 and bf16 matmuls (bf16 result cast back, as a model would)."""
+    xb, wb = x.bfloat16(), weight.bfloat16()
+    return {
+        "fp32": median_ms(lambda: x @ weight.t(), repeats),
+        "bf16": median_ms(lambda: (xb @ wb.t()).float(), repeats),
+    }
+
+
+if __name__ == "__main__":
+    main()

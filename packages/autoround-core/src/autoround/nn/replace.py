@@ -1,0 +1,61 @@
+"""Swap a model's Linear layers for :class:`QuantLinear` as a checkpoint's config describes them."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from autoround.backends import select
+from autoround.modeling.blocks import is_linear_like, linear_shape
+from autoround.nn.quant_linear import QuantLinear
+from autoround.schemes import Scheme
+
+
+class LayerSpecs(Protocol):
+    """What replacing needs from a checkpoint spec (:class:`~autoround.formats.auto_round.CheckpointSpec`)."""
+
+    @property
+    def zero_offset(self) -> int: ...
+
+    def scheme_for(self, layer_name: str) -> Scheme | None: ...
+
+
+def replace_linears(
+    model: nn.Module,
+    spec: LayerSpecs,
+    backend: str | None = None,
+    device: torch.device | str = "meta",
+    target_device: torch.device | str = "cpu",
+) -> list[str]:
+    """Replace every Linear-like layer ``spec`` says is quantized; returns their names.
+
+    The new layers' buffers are made on ``device`` (``"meta"``: nothing allocated until the
+    checkpoint's tensors are assigned); the backend is chosen for ``target_device``, where the
+    layers will run. The old dense weights are dropped, never copied.
+    """
+    replaced: list[str] = []
+    for name, module in list(model.named_modules()):
+        scheme = spec.scheme_for(name) if is_linear_like(module) else None
+        if scheme is None:
+            continue
+        out_features, in_features = linear_shape(module)
+        layer = QuantLinear(
+            in_features,
+            out_features,
+            scheme,
+            spec.zero_offset,
+            bias=getattr(module, "bias", None) is not None,
+            backend=select(scheme, (in_features, out_features), target_device, requested=backend).name,
+            device=device,
+        )
+        _set_submodule(model, name, layer)
+        replaced.append(name)
+    return replaced
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, leaf, module)
