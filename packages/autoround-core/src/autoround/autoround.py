@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,12 @@ class AutoRound:
         self.layer_config, self.dataset, self.quant_lm_head = layer_config, dataset, quant_lm_head
         self.nsamples, self.seqlen, self.seed = nsamples, seqlen, seed
         self.device = _device(device_map)
-        self.low_gpu_mem_usage, self.enable_torch_compile = low_gpu_mem_usage, enable_torch_compile
+        for flag, value in (
+            ("low_gpu_mem_usage", low_gpu_mem_usage),
+            ("enable_torch_compile", enable_torch_compile),
+        ):
+            if value:
+                logger.warning("%s=True is not built yet and has no effect", flag)
         self.tuning = (
             None
             if iters == 0
@@ -117,8 +123,22 @@ class AutoRound:
         self.result: QuantizedModel | None = None
 
     def calibration(self) -> torch.Tensor:
-        """The calibration token ids (nsamples, seqlen) this run tunes on."""
-        calib = build_calibration_set(self.dataset, self.tokenizer, self.nsamples, self.seqlen, self.seed)
+        """The calibration token ids (nsamples, seqlen) this run tunes on.
+
+        Where the Hub is unreachable, ``AUTOROUND_DEFAULT_DATASET`` (a spec string, e.g.
+        ``wikitext2:concat``) replaces the default dataset, so unchanged scripts run offline.
+        """
+        dataset = self.dataset
+        if (
+            isinstance(dataset, str)
+            and dataset == DEFAULT_DATASET
+            and os.environ.get("AUTOROUND_DEFAULT_DATASET")
+        ):
+            dataset = os.environ["AUTOROUND_DEFAULT_DATASET"]
+            logger.info(
+                "calibrating on %s (AUTOROUND_DEFAULT_DATASET) instead of %s", dataset, DEFAULT_DATASET
+            )
+        calib = build_calibration_set(dataset, self.tokenizer, self.nsamples, self.seqlen, self.seed)
         return calib.input_ids
 
     def quantize(
