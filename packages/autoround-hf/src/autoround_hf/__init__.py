@@ -1,7 +1,14 @@
 """Hugging Face transformers integration for autoround checkpoints.
 
-Not built yet: the ``AutoRoundConfig`` / ``HfQuantizer`` registration lands with the
-quantized-layers issue. Importing this package works; it registers nothing yet.
+Importing this package calls :func:`install`, which points transformers' ``auto-round`` entries
+at :class:`AutoRoundConfig` / :class:`AutoRoundHfQuantizer` (the one override we make; see
+:mod:`autoround_hf.install`). :func:`uninstall` restores transformers' originals.
 """
 
-__all__: list[str] = []
+from autoround_hf.config import AutoRoundConfig
+from autoround_hf.install import install, installed, uninstall
+from autoround_hf.quantizer import AutoRoundHfQuantizer
+
+install()
+
+__all__ = ["AutoRoundConfig", "AutoRoundHfQuantizer", "install", "installed", "uninstall"]

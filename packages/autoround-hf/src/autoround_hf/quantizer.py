@@ -1,0 +1,146 @@
+"""The ``HfQuantizer`` that loads auto-round (and GPTQ / AWQ) checkpoints into core QuantLinear layers.
+
+transformers builds the model on meta, we swap its Linears for empty QuantLinears (core
+``replace_linears``), transformers' own weight loading assigns the checkpoint's tensors to their
+buffers by name, and after loading we check every packed shape, repack AWQ once and prepare
+each layer's backend. No dense weight of a quantized layer is ever made.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers.quantizers.base import HfQuantizer
+
+from autoround.errors import CheckpointError
+from autoround.formats import awq_layout
+from autoround.formats.gptq_layout import expected_shapes
+from autoround.io import PICKLE_SUFFIXES
+from autoround.modeling.blocks import find_block_names
+from autoround.nn import QuantLinear, replace_linears
+from autoround_hf.config import AUTO, AutoRoundConfig
+
+#: Tensors GPTQ writers add that our layers do not hold: act-order indices, trivial when
+#: desc_act is False (which the config requires).
+IGNORED_CHECKPOINT_TENSORS = (r"\.g_idx$",)
+
+
+class AutoRoundHfQuantizer(HfQuantizer):
+    """Loads pre-quantized checkpoints only (``requires_calibration``); inference, not training."""
+
+    requires_calibration = True
+
+    def __init__(self, quantization_config: Any, **kwargs: Any) -> None:
+        super().__init__(AutoRoundConfig.from_hf(quantization_config), **kwargs)
+        self._layer_dtypes: dict[str, dict[str, torch.dtype]] = {}
+        self._target: torch.device = torch.device("cpu")
+
+    def validate_environment(self, *args: Any, device_map: Any = None, **kwargs: Any) -> None:
+        self._target = _target_device(device_map)
+
+    def update_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return torch.float32 if dtype is None else dtype
+
+    def _process_model_before_weight_loading(
+        self, model: Any, checkpoint_files: Any = None, **kwargs: Any
+    ) -> None:
+        _check_files(checkpoint_files)
+        config: AutoRoundConfig = self.quantization_config
+        backend = None if config.backend == AUTO else config.backend
+        self._blocks = find_block_names(model)
+        spec = config.spec(self._blocks)
+        names = replace_linears(model, spec, backend=backend, device="meta", target_device=self._target)
+        strict = set(getattr(model, "_keep_in_fp32_modules_strict", None) or ())
+        for name in names:
+            layer = model.get_submodule(name)
+            if config.is_awq:
+                awq_layout.expect_awq(layer)
+            self._layer_dtypes[name] = {k: b.dtype for k, b in layer.named_buffers() if b is not None}
+            # Float buffers (fp16 scales) are cast to the model dtype on load; loading them as fp32
+            # (exact) and casting back below keeps them bit-identical under bf16.
+            strict.update(
+                re.escape(f"{name}.{k}") + "$"
+                for k, d in self._layer_dtypes[name].items()
+                if d.is_floating_point
+            )
+        model._keep_in_fp32_modules_strict = strict
+        ignored = set(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ())
+        model._keys_to_ignore_on_load_unexpected = ignored | set(IGNORED_CHECKPOINT_TENSORS)
+
+    def _process_model_after_weight_loading(self, model: Any, **kwargs: Any) -> Any:
+        config: AutoRoundConfig = self.quantization_config
+        for name, module in model.named_modules():
+            if not isinstance(module, QuantLinear):
+                continue
+            _check_loaded(module, name, config.is_awq)
+            if config.is_awq:
+                awq_layout.convert_layer(module, name)
+            for key, dtype in self._layer_dtypes.get(name, {}).items():
+                buf = getattr(module, key)
+                if buf is not None and buf.dtype != dtype:
+                    module.register_buffer(key, buf.to(dtype))
+            module.prepare()
+        self.quantization_config = config.saved(self._blocks)
+        model.config.quantization_config = self.quantization_config
+        return model
+
+    def is_serializable(self, **kwargs: Any) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return False
+
+
+def _target_device(device_map: Any) -> torch.device:
+    """Where the layers will run: the first non-CPU device of ``device_map``, else the CPU."""
+    if isinstance(device_map, dict):
+        values = [v for v in device_map.values() if v not in ("cpu", "disk")]
+        device_map = values[0] if values else "cpu"
+    if device_map in (None, "auto", "balanced", "balanced_low_0", "sequential"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device_map if not isinstance(device_map, int) else f"cuda:{device_map}")
+
+
+def _check_files(checkpoint_files: Any) -> None:
+    """Refuse pickle weights before anything reads them (transformers would ``torch.load`` them)."""
+    for path in map(Path, checkpoint_files or ()):
+        if path.suffix in PICKLE_SUFFIXES:
+            raise CheckpointError(
+                f"{path} is a pickle weight file; it is never loaded because unpickling can run "
+                "arbitrary code. Convert the checkpoint to safetensors first"
+            )
+        _check_safetensors_header(path)
+
+
+def _check_safetensors_header(path: Path) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file (corrupt or truncated?): {err}"
+        ) from err
+
+
+def _check_loaded(layer: QuantLinear, name: str, awq: bool) -> None:
+    """Every packed tensor is loaded and has the shape config.json implies (naming both)."""
+    layout = awq_layout if awq else None
+    shapes = (layout.expected_shapes if layout else expected_shapes)(
+        layer.scheme, layer.in_features, layer.out_features
+    )
+    for key, shape in shapes.items():
+        tensor = getattr(layer, key)
+        if tensor.is_meta:
+            raise CheckpointError(f"{name}.{key} is missing from the checkpoint")
+        if tuple(tensor.shape) != shape:
+            raise CheckpointError(
+                f"{name}.{key} has shape {tuple(tensor.shape)}, but config.json's scheme "
+                f"(bits={layer.scheme.bits}, group_size={layer.scheme.group_size}) and the layer size "
+                f"({layer.out_features}x{layer.in_features}) need {shape}"
+            )
