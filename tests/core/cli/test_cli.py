@@ -89,10 +89,26 @@ def test_iters_zero_is_rtn(tmp_path, tiny_model_dir) -> None:
     )
 
 
-def test_opt_rtn_is_not_built_yet_and_says_what_to_use(tmp_path, tiny_model_dir, capsys) -> None:
-    assert main_opt_rtn(["--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "not built yet" in err and "disable_opt_rtn" in err
+def test_opt_rtn_searches_scales_with_calibration(tmp_path, tiny_model_dir) -> None:
+    out = tmp_path / "o"
+    args = [
+        "--model",
+        str(tiny_model_dir),
+        "--group_size",
+        "32",
+        "--dataset",
+        "wikitext2:concat",
+        "--nsamples",
+        "4",
+        "--seqlen",
+        "32",
+        "--output_dir",
+        str(out),
+        "-q",
+    ]
+    assert main_opt_rtn(args) == 0
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["amp"] is False and config["enable_quanted_input"] is False and "iters" not in config
 
 
 def test_the_default_hub_dataset_fails_offline_with_advice(

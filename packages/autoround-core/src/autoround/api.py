@@ -17,6 +17,8 @@ from torch import nn
 
 from autoround import formats, layer_plan
 from autoround.algorithms import quantize_rtn
+from autoround.algorithms.imatrix import collect_imatrix
+from autoround.algorithms.opt_rtn import quantize_opt_rtn
 from autoround.algorithms.signround import SignRoundSettings
 from autoround.layer_plan import LayerConfig
 from autoround.modeling.moe import unfuse_experts
@@ -68,6 +70,7 @@ def quantize(
     layer_config: LayerConfig | None = None,
     iters: int = 0,
     tuning: SignRoundSettings | None = None,
+    opt_rtn: bool = False,
     calibration: torch.Tensor | None = None,
     quant_lm_head: bool = False,
     block_names: list[str] | None = None,
@@ -80,7 +83,9 @@ def quantize(
 ) -> QuantizedModel:
     """Quantize ``model`` in place and return it with its per-layer parameters.
 
-    With ``iters=0`` and no ``tuning`` this is round-to-nearest. SignRound runs when ``tuning``
+    With ``iters=0`` and no ``tuning`` this is round-to-nearest, or optimized RTN with
+    ``opt_rtn=True`` (a searched scale per group, weighted by an importance matrix from
+    ``calibration``; symmetric integers below 8 bits only, as in Intel's). SignRound runs when ``tuning``
     is given (or ``iters > 0``, shorthand for ``SignRoundSettings(iters=iters)``) and needs
     ``calibration``: token ids of shape (nsamples, seqlen), e.g. from
     :func:`autoround.calibration.build_calibration_set`. ``scheme_overrides`` (``bits=``,
@@ -96,6 +101,9 @@ def quantize(
         logger.info("split %d fused MoE expert modules into per-expert Linear layers", unfused)
     plan = layer_plan.resolve(model, resolved, layer_config, quant_lm_head, block_names)
     logger.info("layer plan: %s", layer_plan.describe(plan))
+    if tuning is None and opt_rtn:
+        layers = _opt_rtn(model, plan, calibration, device, progress)
+        return QuantizedModel(model, resolved, plan, layers, {"amp": False, **RTN_SETTINGS}, tokenizer)
     if tuning is None:
         layers = quantize_rtn(model, plan, device=device, progress=progress)
         return QuantizedModel(model, resolved, plan, layers, dict(RTN_SETTINGS), tokenizer)
@@ -111,6 +119,27 @@ def quantize(
     qm = QuantizedModel(model, resolved, plan, layers, settings, tokenizer)
     qm.reports = reports
     return qm
+
+
+def _opt_rtn(
+    model: nn.Module,
+    plan: layer_plan.LayerPlan,
+    calibration: torch.Tensor | None,
+    device: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    searched = [n for n, s in plan.quantized().items() if s.sym and s.data_type == "int" and s.bits < 8]
+    imatrix = {}
+    if searched:
+        if calibration is None or calibration.dim() != 2:
+            raise ValueError(
+                "optimized RTN needs calibration token ids of shape (nsamples, seqlen): pass calibration="
+            )
+        in_blocks = [n for n in searched if any(n.startswith(b + ".") for b in plan.block_names)]
+        imatrix = collect_imatrix(model, in_blocks, calibration, device=device, progress=progress)
+    return quantize_opt_rtn(
+        model, plan, imatrix, compute_dtype=torch.float32, device=device, progress=progress
+    )
 
 
 def _check_outside_blocks(plan: layer_plan.LayerPlan) -> None:

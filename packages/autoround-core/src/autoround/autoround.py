@@ -89,11 +89,7 @@ class AutoRound:
 
             model, loaded_tokenizer = load_model_and_tokenizer(model, dtype=None)
             tokenizer = tokenizer or loaded_tokenizer
-        if iters == 0 and not disable_opt_rtn:
-            raise NotImplementedError(
-                "optimized RTN (iters=0 without disable_opt_rtn=True) is not built yet; "
-                "pass disable_opt_rtn=True for plain round-to-nearest"
-            )
+        self.opt_rtn = iters == 0 and not disable_opt_rtn
         self.model, self.tokenizer = model, tokenizer
         self.scheme = parse_scheme(scheme, bits=bits, group_size=group_size, sym=sym)
         self.layer_config, self.dataset, self.quant_lm_head = layer_config, dataset, quant_lm_head
@@ -145,7 +141,7 @@ class AutoRound:
         self, resume: ResumeStore | None = None, calibration: torch.Tensor | None = None
     ) -> QuantizedModel:
         """Quantize the model in place; returns the result (also kept on ``self.result``)."""
-        if self.tuning is not None and calibration is None:
+        if (self.tuning is not None or self._needs_imatrix()) and calibration is None:
             calibration = self.calibration()
         hooks = self._resume_hooks(resume) if resume is not None else {}
         self.result = quantize(
@@ -153,6 +149,7 @@ class AutoRound:
             self.scheme,
             layer_config=self.layer_config,
             tuning=self.tuning,
+            opt_rtn=self.opt_rtn,
             calibration=calibration,
             quant_lm_head=self.quant_lm_head,
             device=self.device,
@@ -162,6 +159,14 @@ class AutoRound:
         if resume is not None:
             self.result.reports = resume.reports()
         return self.result
+
+    def _needs_imatrix(self) -> bool:
+        """Optimized RTN calibrates only for symmetric integer layers below 8 bits (Intel's rule)."""
+        if not self.opt_rtn:
+            return False
+        unfuse_experts(self.model)
+        plan = resolve(self.model, self.scheme, self.layer_config, self.quant_lm_head)
+        return any(s.sym and s.data_type == "int" and s.bits < 8 for s in plan.quantized().values())
 
     def _resume_hooks(self, resume: ResumeStore) -> dict[str, Any]:
         blocks = find_block_names(self.model)[0]

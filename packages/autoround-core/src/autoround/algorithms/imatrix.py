@@ -1,0 +1,87 @@
+"""Importance matrix: the mean squared input activation of every input channel of chosen layers.
+
+Intel auto-round's optimized RTN weights its scale search by this ("imatrix", after llama.cpp).
+Intel collects it with forward hooks while running each decoder block on the full-precision
+inputs of the calibration set (the previous blocks still unquantized, since RTN does not feed
+quantized outputs forward), summing ``x**2`` over all tokens in float32 and dividing by the
+number of samples. Running the unquantized model once with the same hooks gives the same
+statistics; that is what :func:`collect_imatrix` does, before any layer is quantized.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+class _Stop(Exception):
+    """Raised to skip the output head when no hooked layer lies there."""
+
+
+@torch.no_grad()
+def collect_imatrix(
+    model: nn.Module,
+    layer_names: Iterable[str],
+    input_ids: torch.Tensor,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Per-layer importance (in_features,) float32 on the CPU, from token ids (nsamples, seqlen).
+
+    Each value is ``sum over tokens of x**2 / nsamples`` for that input channel (Intel divides by
+    the number of samples, not tokens; the search only compares losses, so the scale is
+    immaterial). The model runs in its own dtype, ``batch_size`` rows at a time; the output
+    head (``get_output_embeddings``) is skipped unless one of ``layer_names`` is it.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (nsamples, seqlen), got shape {tuple(input_ids.shape)}")
+    names = list(layer_names)
+    sums: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(_module: nn.Module, args: tuple[Any, ...], _output: Any) -> None:
+            x = args[0]
+            squared = x.reshape(-1, x.shape[-1]).to(torch.float32).pow(2).sum(dim=0)
+            if name in sums:
+                sums[name] += squared
+            else:
+                sums[name] = squared
+
+        return hook
+
+    for name in names:
+        handles.append(model.get_submodule(name).register_forward_hook(make_hook(name)))
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and not any(model.get_submodule(n) is head for n in names):
+
+        def stop(_module: nn.Module, _args: tuple[Any, ...]) -> None:
+            raise _Stop
+
+        handles.append(head.register_forward_pre_hook(stop))
+    if device is None:
+        device = next(model.parameters()).device
+    try:
+        batches = input_ids.split(batch_size)
+        for batch in tqdm(batches, desc="imatrix", unit="batch", disable=not progress):
+            with contextlib.suppress(_Stop):
+                model(input_ids=batch.to(device), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [n for n in names if n not in sums]
+    if missing:
+        logger.warning(
+            "no activations reached %d layers (e.g. %s): they get no imatrix", len(missing), missing[0]
+        )
+    count = input_ids.shape[0]
+    return {name: (total / count).cpu() for name, total in sums.items()}
