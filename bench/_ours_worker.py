@@ -1,0 +1,135 @@
+"""cpu-small worker for OUR autoround (runs in the workspace venv). See bench/cpu_small.py.
+
+Jobs: ``{"kind": "quantize", ...}`` -> AutoRound(...).quantize() timed, checkpoint saved in the
+auto_round format; ``{"kind": "floor", ...}`` -> the eager floor and our per-iteration SignRound
+time on one block (the method of bench/profile_block.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _worker_common import find_checkpoint, load_fp32, peak_rss_mb, run_worker, timed, versions
+
+
+def quantize_job(job: dict) -> dict:
+    import torch
+
+    from autoround import AutoRound
+    from autoround.api import save
+
+    model, tok = load_fp32(job["model_dir"])
+    ids = torch.load(job["ids_path"])  # (nsamples, seqlen) int64
+    dataset = [row for row in ids]  # a list of token-id tensors
+    rss_loaded = peak_rss_mb()
+    kw = dict(
+        scheme=job["scheme"],
+        iters=job["iters"],
+        nsamples=ids.shape[0],
+        seqlen=ids.shape[1],
+        batch_size=job["batch_size"],
+        dataset=dataset,
+        disable_opt_rtn=not job["opt_rtn"],
+    )
+    if job.get("group_size"):
+        kw["group_size"] = job["group_size"]
+    try:
+        ar = AutoRound(model, tok, **kw)
+        used = ar.calibration()  # cheap; check that our loader kept exactly the given rows
+        same_rows = sorted(map(tuple, used.tolist())) == sorted(map(tuple, ids.tolist()))
+        qm, seconds, rss = timed(ar.quantize)
+    except NotImplementedError as exc:
+        return {"status": "not built", "message": str(exc)[:500]}
+    out = job["out_dir"]
+    save(qm, out, format="auto_round", overwrite=True)
+    return {
+        "status": "ok",
+        "time_s": seconds,
+        "peak_rss_mb": rss,
+        "rss_after_load_mb": rss_loaded,
+        "checkpoint": find_checkpoint(out),
+        "checkpoint_kind": "auto_round",
+        "same_calibration_rows": same_rows,
+        "call": {
+            k: (v if k != "dataset" else f"list of {len(v)} tensors {tuple(v[0].shape)}")
+            for k, v in kw.items()
+        },
+        "versions": versions("torch", "transformers", "autoround-core"),
+    }
+
+
+def floor_job(job: dict) -> dict:
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from autoround.algorithms.signround import SignRoundSettings, tune_block
+    from autoround.modeling.capture import capture_block_inputs
+    from autoround.schemes import PRESETS
+
+    model, _ = load_fp32(job["model_dir"])
+    ids = torch.load(job["ids_path"])[: job["batch_size"]]
+    captured = capture_block_inputs(model, model.model.layers[0], ids, torch.device("cpu"), False)
+    block = copy.deepcopy(model.model.layers[job.get("block", 3)])
+    with torch.no_grad():
+        target = block(captured.hidden, **captured.kwargs)
+    target = target[0] if isinstance(target, tuple) else target
+
+    def eager_step() -> None:
+        out = block(captured.hidden, **captured.kwargs)
+        out = out[0] if isinstance(out, tuple) else out
+        F.mse_loss(out, target).backward()
+
+    for p in block.parameters():
+        p.requires_grad_(True)
+    for _ in range(2):
+        eager_step()
+    reps = job.get("reps", 5)
+    start = time.perf_counter()
+    for _ in range(reps):
+        eager_step()
+    eager = (time.perf_counter() - start) / reps
+    for p in block.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    layers = {n: PRESETS["W4A16"] for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
+    iters = job["iters"]
+    tune_block(
+        block,
+        captured.hidden,
+        target,
+        captured.kwargs,
+        layers,
+        SignRoundSettings(iters=2, batch_size=job["batch_size"]),
+    )  # warm-up
+    start = time.perf_counter()
+    tune_block(
+        block,
+        captured.hidden,
+        target,
+        captured.kwargs,
+        layers,
+        SignRoundSettings(iters=iters, batch_size=job["batch_size"]),
+    )
+    ours = (time.perf_counter() - start) / iters
+    return {
+        "status": "ok",
+        "eager_step_s": eager,
+        "signround_iter_s": ours,
+        "ratio": ours / eager,
+        "tokens": list(ids.shape),
+        "block": job.get("block", 3),
+        "iters": iters,
+    }
+
+
+def main_body(job: dict) -> dict:
+    return floor_job(job) if job["kind"] == "floor" else quantize_job(job)
+
+
+if __name__ == "__main__":
+    run_worker(main_body)

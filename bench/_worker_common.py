@@ -1,0 +1,98 @@
+"""Shared by the cpu-small workers. Standard library + torch + transformers only: each worker runs
+in its own venv (ours, Intel's, llm-compressor's) and must not import ``autoround``.
+
+A worker is run as ``python <worker>.py JOB.json``; it reads the job, does one quantize call and
+writes ``job["result_path"]`` (JSON). It also prints that JSON on its last stdout line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process in MB: VmHWM of /proc/self/status (falls back to ru_maxrss).
+
+    ``ru_maxrss`` alone is wrong for a worker started from a big parent: Linux folds the parent's
+    RSS at fork time into the child's maxrss across execve (seen here: every worker reported the
+    orchestrator's 1964 MB). VmHWM belongs to the mm that execve created, so it is this worker's own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return ru_maxrss_mb()
+
+
+def ru_maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def run_worker(body: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    with open(sys.argv[1]) as f:
+        job = json.load(f)
+    import torch
+
+    torch.set_num_threads(int(job.get("threads", 2)))
+    result: dict[str, Any] = {"status": "error"}
+    try:
+        result = body(job)
+    except Exception as exc:  # recorded, not raised: the orchestrator carries on with other rows
+        result = {
+            "status": "error",
+            "message": f"{type(exc).__name__}: {exc}"[:2000],
+            "traceback": traceback.format_exc()[-4000:],
+        }
+    result.setdefault("peak_rss_mb_end", peak_rss_mb())
+    result["ru_maxrss_mb_end"] = ru_maxrss_mb()
+    result["threads"] = torch.get_num_threads()
+    result["pid"] = os.getpid()
+    with open(job["result_path"], "w") as f:
+        json.dump(result, f, indent=2, default=str)
+    print(json.dumps(result, default=str))
+
+
+def load_fp32(model_dir: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(model_dir)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """(fn(), wall seconds, peak RSS MB right after the call)."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start, peak_rss_mb()
+
+
+def versions(*names: str) -> dict[str, str]:
+    import importlib.metadata as md
+
+    got = {}
+    for name in names:
+        try:
+            got[name] = md.version(name)
+        except md.PackageNotFoundError:
+            got[name] = "absent"
+    return got
+
+
+def find_checkpoint(root: str) -> str:
+    """The folder under ``root`` that holds config.json (Intel may add a subfolder)."""
+    hits = [d for d, _, files in os.walk(root) if "config.json" in files]
+    if not hits:
+        raise FileNotFoundError(f"no config.json under {root}")
+    return sorted(hits, key=len)[0]
