@@ -163,7 +163,10 @@ def test_unknown_backend_lists_known():
         AutoRoundConfig(backend="nope")
 
 
-def test_scheme_no_backend_serves(ours, tmp_path):
+def test_scheme_no_backend_serves(ours, tmp_path, monkeypatch):
+    # The kernel tests may have turned the Triton interpreter on for this session; without it,
+    # triton cannot serve a CPU layer.
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     bad = _copy(ours, tmp_path)
     with pytest.raises(UnsupportedLayerError, match="would"):
         load(bad, backend="triton")  # triton needs CUDA (or the interpreter); says which would serve
