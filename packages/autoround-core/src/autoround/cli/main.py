@@ -239,7 +239,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     path = rounder.quantize_and_save(output_dir, format=args.format, overwrite=bool(args.overwrite))
     print(
-        f"quantized {len(rounder.result.layers)} layers to {args.scheme.upper()} and saved a {args.format} "
+        f"quantized {len(rounder.result.layers)} layers to {args.scheme.upper()} and saved the {args.format} "
         f"checkpoint to {path} in {time.perf_counter() - start:.1f} s"
     )
     if args.eval_ppl:
