@@ -44,8 +44,11 @@ def main() -> None:
                 want = reference.quant_matmul(x.float(), qw, qz, sc, bits, group, 1).float()
                 err = ((got - want).abs().max() / want.abs().max().clamp(min=1e-6)).item()
                 nbytes = qw.numel() * 4 + qz.numel() * 4 + sc.numel() * 2 + x.numel() * 2 + m * n * 2
-                print(f"| {name} | {k}x{n} | {m} | {base * 1e3:.1f} | {ours * 1e3:.1f} | {base / ours:.2f}x | "
-                      f"{nbytes / ours / 1e6:.0f} | {err:.1e} |", flush=True)
+                print(
+                    f"| {name} | {k}x{n} | {m} | {base * 1e3:.1f} | {ours * 1e3:.1f} | {base / ours:.2f}x | "
+                    f"{nbytes / ours / 1e6:.0f} | {err:.1e} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
