@@ -163,3 +163,29 @@ def test_moe_experts_are_all_tuned_and_the_router_stays_16_bit(tmp_path, tiny_qw
     dense = load_dense(save(qm, tmp_path / "moe")).state_dict()
     for name, param in qm.model.state_dict().items():
         assert torch.equal(dense[name], param), name
+
+
+def test_low_gpu_mem_usage_changes_where_activations_live_not_the_result(make_llama, calibration) -> None:
+    settings = SignRoundSettings(iters=3, batch_size=4)
+    plain = quantize(make_llama(), W4G32, tuning=settings, calibration=calibration, progress=False)
+    frugal = quantize(
+        make_llama(), W4G32, tuning=settings, calibration=calibration, progress=False, low_gpu_mem_usage=True
+    )
+    for name, param in plain.model.state_dict().items():
+        assert torch.equal(frugal.model.state_dict()[name], param), name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tuning_on_cuda_with_activations_on_the_cpu_lowers_every_block_loss(make_llama, calibration) -> None:
+    qm = quantize(
+        make_llama(),
+        W4G32,
+        tuning=SignRoundSettings(iters=12, batch_size=4),
+        calibration=calibration,
+        device="cuda",
+        low_gpu_mem_usage=True,
+        progress=False,
+    )
+    assert all(r.tuned_loss < r.rtn_loss for r in qm.reports)
+    assert next(qm.model.parameters()).device.type == "cpu"

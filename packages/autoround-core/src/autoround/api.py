@@ -79,6 +79,7 @@ def quantize(
     progress: bool = True,
     on_block_done: BlockDone | None = None,
     restore: BlockRestore | None = None,
+    low_gpu_mem_usage: bool = False,
     **scheme_overrides: Any,
 ) -> QuantizedModel:
     """Quantize ``model`` in place and return it with its per-layer parameters.
@@ -88,7 +89,8 @@ def quantize(
     ``calibration``; symmetric integers below 8 bits only, as in Intel's). SignRound runs when ``tuning``
     is given (or ``iters > 0``, shorthand for ``SignRoundSettings(iters=iters)``) and needs
     ``calibration``: token ids of shape (nsamples, seqlen), e.g. from
-    :func:`autoround.calibration.build_calibration_set`. ``scheme_overrides`` (``bits=``,
+    :func:`autoround.calibration.build_calibration_set`. ``low_gpu_mem_usage`` keeps SignRound's
+    cached activations on the CPU. ``scheme_overrides`` (``bits=``,
     ``group_size=``, ``sym=``) apply on top of ``scheme``.
     """
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
@@ -113,7 +115,7 @@ def quantize(
         )
     _check_outside_blocks(plan)
     layers, reports = quantize_signround(
-        model, plan, calibration, tuning, device, progress, on_block_done, restore
+        model, plan, calibration, tuning, device, progress, on_block_done, restore, low_gpu_mem_usage
     )
     settings = checkpoint_settings(tuning, calibration.shape[0], calibration.shape[1])
     qm = QuantizedModel(model, resolved, plan, layers, settings, tokenizer)

@@ -95,12 +95,9 @@ class AutoRound:
         self.layer_config, self.dataset, self.quant_lm_head = layer_config, dataset, quant_lm_head
         self.nsamples, self.seqlen, self.seed = nsamples, seqlen, seed
         self.device = _device(device_map)
-        for flag, value in (
-            ("low_gpu_mem_usage", low_gpu_mem_usage),
-            ("enable_torch_compile", enable_torch_compile),
-        ):
-            if value:
-                logger.warning("%s=True is not built yet and has no effect", flag)
+        self.low_gpu_mem_usage = low_gpu_mem_usage
+        if enable_torch_compile:
+            logger.warning("enable_torch_compile=True is not built yet and has no effect")
         self.tuning = (
             None
             if iters == 0
@@ -154,6 +151,7 @@ class AutoRound:
             quant_lm_head=self.quant_lm_head,
             device=self.device,
             tokenizer=self.tokenizer,
+            low_gpu_mem_usage=self.low_gpu_mem_usage,
             **hooks,
         )
         if resume is not None:

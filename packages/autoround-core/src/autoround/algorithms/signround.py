@@ -203,19 +203,23 @@ def _optimize(
     groups = _param_groups(wrapped, settings)
     params = [p for p, _ in groups]
     best = [p.detach().clone() for p in params]
-    best_loss = torch.tensor(float("inf"), device=inputs.device)
-    best_iter = torch.tensor(0, device=inputs.device)
-    losses = torch.empty(settings.iters, device=inputs.device)
+    # The block computes where its weights live; the cached activations may live elsewhere
+    # (on the CPU with low_gpu_mem_usage), and only each batch is moved.
+    device = params[0].device
+    best_loss = torch.tensor(float("inf"), device=device)
+    best_iter = torch.tensor(0, device=device)
+    losses = torch.empty(settings.iters, device=device)
     nsamples = inputs.shape[0]
     per_step = min(nsamples, settings.batch_size * settings.gradient_accumulate_steps)
     sampler = _batches(nsamples, per_step, random.Random(settings.seed + seed_offset))
     for step in range(settings.iters):
         indices = next(sampler)
-        total = torch.zeros((), device=inputs.device)
+        total = torch.zeros((), device=device)
         for start in range(0, len(indices), settings.batch_size):
             chunk = torch.tensor(indices[start : start + settings.batch_size], device=inputs.device)
-            out = block_output(block, inputs.index_select(0, chunk), kwargs)
-            loss = F.mse_loss(out.float(), targets.index_select(0, chunk).float())
+            batch = inputs.index_select(0, chunk).to(device, non_blocking=True)
+            target = targets.index_select(0, chunk).to(device, non_blocking=True)
+            loss = F.mse_loss(block_output(block, batch, kwargs).float(), target.float())
             (loss / settings.gradient_accumulate_steps).backward()
             total = total + loss.detach()
         total = total / settings.gradient_accumulate_steps

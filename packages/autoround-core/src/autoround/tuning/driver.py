@@ -53,8 +53,13 @@ BlockRestore = Callable[[int, nn.Module], dict[str, LayerQuant] | None]
 
 @torch.no_grad()
 def _run(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any], batch: int) -> torch.Tensor:
+    """The block's outputs, computed batch by batch where the block lives, kept where ``hidden`` is."""
+    device = next(block.parameters()).device
     return torch.cat(
-        [block_output(block, hidden[i : i + batch], kwargs) for i in range(0, len(hidden), batch)]
+        [
+            block_output(block, hidden[i : i + batch].to(device), kwargs).to(hidden.device)
+            for i in range(0, len(hidden), batch)
+        ]
     )
 
 
@@ -96,11 +101,14 @@ def quantize_signround(
     progress: bool = True,
     on_block_done: BlockDone | None = None,
     restore: BlockRestore | None = None,
+    low_gpu_mem_usage: bool = False,
 ) -> tuple[dict[str, LayerQuant], list[BlockReport]]:
     """Tune every decoder block of ``model`` on ``input_ids`` (nsamples, seqlen), in place.
 
     ``restore`` (a resumed run) supplies blocks finished earlier: they are replayed to rebuild
     the next block's inputs, not tuned again. ``on_block_done`` is called after each tuned block.
+    ``low_gpu_mem_usage`` keeps the cached block inputs and outputs on the CPU, moving one batch
+    at a time to ``device``.
     """
     if len(plan.block_names) != 1:
         raise NotImplementedError(f"tuning several block lists is not built yet: {plan.block_names}")
@@ -108,7 +116,7 @@ def quantize_signround(
     blocks = model.get_submodule(plan.block_names[0])
     captured = capture_block_inputs(model, blocks[0], input_ids, next(model.parameters()).device, progress)
     kwargs = cast_kwargs(captured.kwargs, WORK_DTYPE, device)
-    fp_in = captured.hidden.to(device, WORK_DTYPE)
+    fp_in = captured.hidden.to(torch.device("cpu") if low_gpu_mem_usage else device, WORK_DTYPE)
     q_in = fp_in
     results: dict[str, LayerQuant] = {}
     reports: list[BlockReport] = []
