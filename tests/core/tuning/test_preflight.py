@@ -68,3 +68,10 @@ def test_autoround_refuses_before_tuning(tmp_path, tiny_llama, monkeypatch) -> N
     )
     with pytest.raises(SchemeError, match="qkv_proj"):
         rounder.quantize_and_save(tmp_path / "out")
+
+
+def test_rows_narrower_than_the_group_are_not_called_partial(make_llama, caplog) -> None:
+    model = make_llama(hidden_size=64, intermediate_size=128, num_attention_heads=2, head_dim=32)
+    with caplog.at_level(logging.WARNING):
+        check(model, resolve(model, PRESETS["W4A16"]), "auto_round")
+    assert "partial last group" not in caplog.text

@@ -86,11 +86,12 @@ def format_conflicts(plan: LayerPlan, format_name: str) -> list[str]:
 
 def warn_partial_groups(model: nn.Module, plan: LayerPlan) -> None:
     """Say which layers stock vLLM could not load (a partial last group)."""
-    partial = [
-        name
-        for name, s in plan.quantized().items()
-        if s.group_size > 0 and linear_shape(model.get_submodule(name))[1] % s.group_size
-    ]
+    partial = []
+    for name, scheme in plan.quantized().items():
+        in_features = linear_shape(model.get_submodule(name))[1]
+        # A row narrower than the group is one whole group, not a partial one.
+        if 0 < scheme.group_size < in_features and in_features % scheme.group_size:
+            partial.append(name)
     if partial:
         logger.warning(
             "%d layers have a partial last group (input width not divisible by the group size), e.g. %s: "
