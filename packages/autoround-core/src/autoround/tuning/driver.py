@@ -124,27 +124,71 @@ def quantize_signround(
     for index in bar:
         name = f"{plan.block_names[0]}.{index}"
         model_block = blocks[index]
-        work = copy.deepcopy(model_block).to(device, WORK_DTYPE)
         layers = {k[len(name) + 1 :]: s for k, s in plan.in_block(name).items()}
-        restored = restore(index, model_block) if restore is not None else None
-        if restored is not None:  # work still holds the original weights: the fp reference
-            results.update(restored)
-            fp_in, q_in = _replay(work, model_block, fp_in, q_in, kwargs, settings)
-            continue
-        start = time.perf_counter()
-        fp_out = _run(work, fp_in, kwargs, settings.batch_size)
-        quants, report, q_out = _tune_one(
-            work, model_block, name, layers, fp_in, q_in, fp_out, kwargs, settings, index
-        )
-        report = BlockReport(**{**report.__dict__, "seconds": time.perf_counter() - start})
+        if restore is not None:
+            original = copy.deepcopy(model_block).to(device, WORK_DTYPE)  # before restore() writes
+            restored = restore(index, model_block)
+            if restored is not None:  # the original weights are the fp reference
+                results.update(restored)
+                fp_in, q_in = _replay(original, model_block, fp_in, q_in, kwargs, settings)
+                continue
+            del original
+        step = quantize_block(model_block, name, layers, fp_in, q_in, kwargs, settings, index, device)
+        quants, report = step.quants, step.report
         reports.append(report)
         results.update({f"{name}.{k}": v for k, v in quants.items()})
         bar.set_postfix(rtn=f"{report.rtn_loss:.2e}", tuned=f"{report.tuned_loss:.2e}")
         if on_block_done is not None:
             on_block_done(index, {f"{name}.{k}": v for k, v in quants.items()}, report)
-        fp_in, q_in = fp_out, q_out if settings.enable_quanted_input else fp_out
-        del work
+        fp_in, q_in = step.fp_out, step.q_out if settings.enable_quanted_input else step.fp_out
     return results, reports
+
+
+@dataclass(frozen=True)
+class BlockStep:
+    """One tuned block: its layers' parameters (names relative to the block), its report, the
+    full-precision block's outputs (the next block's targets are computed from them) and the
+    quantized block's outputs on the quantized inputs."""
+
+    quants: dict[str, LayerQuant]
+    report: BlockReport
+    fp_out: torch.Tensor
+    q_out: torch.Tensor
+
+
+def quantize_block(
+    model_block: nn.Module,
+    name: str,
+    layers: dict[str, Any],
+    fp_in: torch.Tensor,
+    q_in: torch.Tensor,
+    kwargs: dict[str, Any],
+    settings: SignRoundSettings,
+    index: int = 0,
+    device: torch.device | str | None = None,
+) -> BlockStep:
+    """Tune one decoder block with SignRound and quantize-dequantize its layers in place.
+
+    This is one step of :func:`quantize_signround`, for hosts that walk the blocks themselves
+    (llm-compressor's sequential pipeline). ``layers`` maps names relative to the block to their
+    :class:`~autoround.schemes.Scheme`; ``fp_in`` (nsamples, seq, hidden) is what the
+    full-precision block receives from full-precision predecessors, ``q_in`` what it receives from
+    quantized ones (the same tensor for the first block); ``kwargs`` are the block's other
+    arguments (attention mask, rotary embeddings), shared by all samples. Tuning runs in fp32 on a
+    copy of the block on ``device`` (default: the CPU); ``index`` seeds the batch order as the
+    block's position does in a full run. The model's block keeps its dtype.
+    """
+    device = torch.device(device or "cpu")
+    kwargs = cast_kwargs(kwargs, WORK_DTYPE, device)
+    fp_in, q_in = fp_in.to(dtype=WORK_DTYPE), q_in.to(dtype=WORK_DTYPE)
+    work = copy.deepcopy(model_block).to(device, WORK_DTYPE)
+    start = time.perf_counter()
+    fp_out = _run(work, fp_in, kwargs, settings.batch_size)
+    quants, report, q_out = _tune_one(
+        work, model_block, name, layers, fp_in, q_in, fp_out, kwargs, settings, index
+    )
+    report = BlockReport(**{**report.__dict__, "seconds": time.perf_counter() - start})
+    return BlockStep(quants, report, fp_out, q_out)
 
 
 def _tune_one(
