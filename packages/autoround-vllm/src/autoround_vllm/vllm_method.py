@@ -1,0 +1,124 @@
+"""vLLM classes of the ``autoround`` method (imported by :func:`autoround_vllm.vllm_plugin.register`).
+
+Importing this module registers :class:`AutoRoundVllmConfig` under the name ``autoround``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from vllm.model_executor import parameter as vllm_parameter
+from vllm.model_executor.layers.fused_moe import RoutedExperts, UnquantizedFusedMoEMethod
+from vllm.model_executor.layers.linear import (
+    LinearBase,
+    LinearMethodBase,
+    UnquantizedLinearMethod,
+    register_weight_loader_v2_supported_method,
+)
+from vllm.model_executor.layers.quantization import register_quantization_config
+from vllm.model_executor.layers.quantization.base_config import QuantizationConfig
+from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
+from vllm.platforms import current_platform
+
+from autoround.errors import CheckpointError
+from autoround.formats.auto_round import CheckpointSpec, parse_config
+from autoround_vllm.layers import describe, scheme_for_layer
+from autoround_vllm.linear_method import PackedLinearLogic, ParameterKinds
+from autoround_vllm.selection import METHOD_NAME, choose_method, input_widths
+
+VLLM_KINDS = ParameterKinds(
+    vllm_parameter.PackedvLLMParameter,
+    vllm_parameter.PackedColumnParameter,
+    vllm_parameter.GroupQuantScaleParameter,
+    vllm_parameter.ChannelQuantScaleParameter,
+)
+
+
+@register_weight_loader_v2_supported_method
+class AutoRoundLinearMethod(PackedLinearLogic, LinearMethodBase):
+    """vLLM linear method over autoround-core's :class:`~autoround.nn.QuantLinear`."""
+
+    kinds = VLLM_KINDS
+
+
+@register_quantization_config(METHOD_NAME)
+class AutoRoundVllmConfig(QuantizationConfig):
+    """An ``auto-round`` checkpoint's ``quantization_config``, served by autoround-core."""
+
+    def __init__(self, spec: CheckpointSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"AutoRoundVllmConfig({describe(self.spec.default)}, {len(self.spec.extra_config)} overrides)"
+
+    @classmethod
+    def get_name(cls) -> str:
+        return METHOD_NAME
+
+    @classmethod
+    def get_supported_act_dtypes(cls) -> list[torch.dtype]:
+        return [torch.bfloat16, torch.float16, torch.float32]
+
+    @classmethod
+    def get_min_capability(cls) -> int:
+        return 60
+
+    @staticmethod
+    def get_config_filenames() -> list[str]:
+        return ["quantization_config.json"]
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> AutoRoundVllmConfig:
+        try:
+            return cls(parse_config(config))
+        except CheckpointError as exc:
+            raise ValueError(f"autoround-vllm cannot serve this checkpoint: {exc}") from exc
+
+    @classmethod
+    def override_quantization_method(
+        cls, hf_quant_cfg: dict[str, Any], user_quant: str | None, hf_config: Any = None
+    ) -> str | None:
+        return choose_method(hf_quant_cfg, user_quant, current_platform.device_type, input_widths(hf_config))
+
+    def apply_vllm_mapper(self, hf_to_vllm_mapper: Any) -> None:
+        spec = self.spec
+        self.spec = dataclasses.replace(
+            spec,
+            block_names=tuple(hf_to_vllm_mapper.apply_list(list(spec.block_names))),
+            extra_config=hf_to_vllm_mapper.apply_dict(dict(spec.extra_config)),
+        )
+
+    def get_quant_method(self, layer: torch.nn.Module, prefix: str) -> Any:
+        if isinstance(layer, LinearBase):
+            scheme = scheme_for_layer(self.spec, prefix, self.packed_modules_mapping)
+            if scheme is None:
+                return UnquantizedLinearMethod()
+            return AutoRoundLinearMethod(scheme, self.spec.zero_offset, prefix)
+        if isinstance(layer, ParallelLMHead):
+            if self.spec.scheme_for(prefix) is not None:
+                raise NotImplementedError(
+                    f"{prefix}: a quantized lm_head ({describe(self.spec.scheme_for(prefix))}) is not "
+                    "served by autoround-vllm yet; keep lm_head in 16 bits"
+                )
+            return None
+        return _moe_method(self.spec, layer, prefix)
+
+
+def _moe_method(spec: CheckpointSpec, layer: torch.nn.Module, prefix: str) -> Any:
+    """Unquantized experts run stock; quantized ones are refused (vLLM 0.32's fused-MoE API
+    runs experts through its own fused kernels, which do not take our layout on the CPU)."""
+    if not isinstance(layer, RoutedExperts):
+        return None
+    parts = [f"{prefix}.0.{p}" for p in ("gate_proj", "up_proj", "down_proj", "w1", "w2", "w3")]
+    quantized = [(name, spec.scheme_for(name)) for name in parts if spec.scheme_for(name) is not None]
+    if not quantized:
+        return UnquantizedFusedMoEMethod(layer.moe_config)
+    name, scheme = quantized[0]
+    raise NotImplementedError(
+        f"{prefix}: quantized MoE experts ({name}: {describe(scheme)}) are not served by autoround-vllm "
+        "on vLLM 0.32 yet; serve this checkpoint with transformers (autoround-hf), or on CUDA with "
+        "stock vLLM (quantization='inc') where its Marlin MoE path takes the scheme"
+    )
