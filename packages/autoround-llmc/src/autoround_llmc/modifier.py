@@ -1,0 +1,218 @@
+"""``SignRoundModifier``: autoround's SignRound as an llm-compressor ``Modifier``.
+
+Lifecycle (llm-compressor 0.14, sequential pipeline; one subgraph per decoder block):
+
+- ``on_initialize``: attach the compressed-tensors schemes (``scheme`` / ``config_groups``,
+  ``targets``, ``ignore``) to the model, translate each target layer's scheme to autoround's and
+  check that every target lies inside a decoder block (SignRound tunes blocks).
+- ``on_calibration_start``: a forward pre-hook on every decoder block records what it receives.
+- ``on_sequential_epoch_end`` (a block has seen every calibration batch): autoround's
+  :func:`~autoround.tuning.driver.quantize_block` tunes the block, exactly as autoround's own
+  ``AutoRound`` does (targets are the full-precision block's outputs on full-precision inputs, kept
+  here from block to block; inputs are the quantized predecessors' outputs, which the pipeline
+  propagates); then each layer gets ``weight_scale`` / ``weight_zero_point`` and its
+  quantize-dequantized weight (:mod:`autoround_llmc.qparams`).
+- ``on_calibration_end``: compressed-tensors' calibration state is frozen; every target layer
+  must have been tuned.
+
+``model.save_pretrained(dir, save_compressed=True)`` then writes compressed-tensors'
+``pack-quantized`` format through its own compressors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from compressed_tensors.utils import match_named_modules
+from llmcompressor.core import Event, State
+from llmcompressor.modifiers import Modifier
+from llmcompressor.modifiers.quantization.quantization import QuantizationMixin
+from pydantic import PrivateAttr, model_validator
+from torch import nn
+
+from autoround.algorithms.signround import SignRoundSettings
+from autoround.modeling.blocks import find_block_names
+from autoround.schemes import Scheme
+from autoround.tuning.driver import BlockReport, quantize_block
+from autoround_llmc.inputs import RecordedInputs
+from autoround_llmc.qparams import write_qparams
+from autoround_llmc.schemes import scheme_of
+
+
+class SignRoundModifier(Modifier, QuantizationMixin):
+    """SignRound (Intel auto-round's algorithm, autoround's implementation) for ``oneshot``.
+
+    Quantization is described in llm-compressor's vocabulary: ``scheme`` (a preset name such as
+    ``"W4A16"``, or a dict), or ``config_groups``; ``targets`` (default ``["Linear"]``) and
+    ``ignore`` (e.g. ``["lm_head"]``). Integer weight-only schemes, per group or per channel.
+
+    SignRound's knobs, with Intel's names and defaults:
+
+    :param iters: sign-SGD iterations per decoder block (200).
+    :param lr: learning rate of the rounding offsets; None: ``1 / iters``.
+    :param minmax_lr: learning rate of the clipping factors; None: ``lr``.
+    :param batch_size: calibration samples per tuning step (8).
+    :param gradient_accumulate_steps: batches per step (1).
+    :param enable_minmax_tuning: also tune the per-group clipping factors (True).
+    :param enable_quanted_input: tune each block on its quantized predecessors' outputs (True).
+    :param not_use_best_mse: keep the last iteration's parameters, not the best ones (False).
+    :param seed: seed of the batch order (42).
+    :param device: where blocks are tuned (fp32 copy); None: where the block lives.
+
+    Sample YAML (``import autoround_llmc`` first, which registers the name)::
+
+        quant_stage:
+          quant_modifiers:
+            SignRoundModifier:
+              iters: 200
+              scheme: W4A16
+              ignore: ["lm_head"]
+    """
+
+    requires_calibration_data: bool = True
+
+    iters: int = 200
+    lr: float | None = None
+    minmax_lr: float | None = None
+    batch_size: int = 8
+    gradient_accumulate_steps: int = 1
+    enable_minmax_tuning: bool = True
+    enable_quanted_input: bool = True
+    not_use_best_mse: bool = False
+    seed: int = 42
+    device: str | None = None
+
+    _blocks: list[tuple[str, nn.Module]] = PrivateAttr(default_factory=list)
+    _layers: dict[str, dict[str, Scheme]] = PrivateAttr(default_factory=dict)
+    _recorded: dict[str, RecordedInputs] = PrivateAttr(default_factory=dict)
+    _fp_in: torch.Tensor | None = PrivateAttr(default=None)
+    _pending: set[str] = PrivateAttr(default_factory=set)
+    _reports: list[BlockReport] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_settings(self) -> SignRoundModifier:
+        self.settings  # noqa: B018 -- validates the knobs, naming the bad one
+        return self
+
+    @property
+    def settings(self) -> SignRoundSettings:
+        """The knobs as autoround's validated :class:`SignRoundSettings`."""
+        return SignRoundSettings(
+            iters=self.iters,
+            lr=self.lr,
+            minmax_lr=self.minmax_lr,
+            batch_size=self.batch_size,
+            gradient_accumulate_steps=self.gradient_accumulate_steps,
+            enable_minmax_tuning=self.enable_minmax_tuning,
+            not_use_best_mse=self.not_use_best_mse,
+            enable_quanted_input=self.enable_quanted_input,
+            seed=self.seed,
+        )
+
+    @property
+    def block_reports(self) -> list[BlockReport]:
+        """Per tuned decoder block: RTN's and SignRound's loss on the calibration data, time."""
+        return list(self._reports)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_initialize(self, state: State, **kwargs: Any) -> bool:
+        """Attach the schemes and plan which layers of which decoder block get tuned."""
+        if not QuantizationMixin.has_config(self):
+            raise ValueError(
+                "SignRoundModifier needs a quantization scheme: pass scheme='W4A16' (or another "
+                "preset), or config_groups"
+            )
+        model = state.model
+        QuantizationMixin.initialize_quantization(self, model)
+        self._blocks = [
+            (f"{prefix}.{i}", block)
+            for prefix in find_block_names(model)
+            for i, block in enumerate(model.get_submodule(prefix))
+        ]
+        self._layers = {name: {} for name, _ in self._blocks}
+        outside = []
+        for name, module in match_named_modules(model, self.resolved_targets, self.ignore):
+            quant = getattr(module, "quantization_scheme", None)
+            if quant is None or quant.weights is None:
+                continue
+            block = next((b for b, _ in self._blocks if name.startswith(b + ".")), None)
+            if block is None:
+                outside.append(name)
+                continue
+            self._layers[block][name[len(block) + 1 :]] = scheme_of(quant, name)
+        if outside:
+            raise ValueError(
+                f"SignRoundModifier tunes layers inside the decoder blocks only; these targets lie "
+                f"outside them: {outside}. Add them to ignore (e.g. ignore=['lm_head'])"
+            )
+        self._pending = {f"{b}.{rel}" for b, layers in self._layers.items() for rel in layers}
+        if not self._pending:
+            raise ValueError(
+                f"SignRoundModifier found no layer to quantize for targets={sorted(self.resolved_targets)} "
+                f"and ignore={self.ignore}"
+            )
+        for _, param in model.named_parameters():
+            param.requires_grad_(False)
+        return True
+
+    def on_calibration_start(self, state: State, event: Event, **kwargs: Any) -> None:
+        """Record every decoder block's inputs as the pipeline runs it."""
+        QuantizationMixin.start_calibration(self, state.model)
+        for name, block in self._blocks:
+            recorded = self._recorded.setdefault(name, RecordedInputs())
+
+            def hook(_module: nn.Module, args: tuple, kwargs: dict, name=name, rec=recorded) -> None:
+                rec.add(name, args, kwargs)
+
+            self.register_hook(block, hook, "forward_pre", with_kwargs=True)
+
+    def on_sequential_epoch_end(
+        self, state: State, event: Event, modules: list[nn.Module] | None = None, **kwargs: Any
+    ) -> None:
+        """Tune the decoder blocks of the subgraph that just saw every calibration batch."""
+        in_subgraph = {id(m) for m in modules or []}
+        q_in = None  # a later block of the same subgraph gets its predecessor's tuned output
+        for index, (name, block) in enumerate(self._blocks):
+            recorded = self._recorded.get(name)
+            if id(block) not in in_subgraph or recorded is None or not recorded.hidden:
+                continue
+            captured = recorded.stacked()
+            fp_in = self._fp_in if self._fp_in is not None else captured
+            with torch.enable_grad():  # the pipeline calibrates under no_grad; tuning needs gradients
+                step = quantize_block(
+                    block,
+                    name,
+                    self._layers[name],
+                    fp_in,
+                    q_in if q_in is not None else captured,
+                    recorded.kwargs,
+                    self.settings,
+                    index,
+                    self.device or next(block.parameters()).device,
+                )
+            for rel, quant in step.quants.items():
+                write_qparams(block.get_submodule(rel), quant)
+                self._pending.discard(f"{name}.{rel}")
+            self._reports.append(step.report)
+            self._fp_in, q_in = step.fp_out, step.q_out
+            del self._recorded[name]
+
+    def on_calibration_end(self, state: State, event: Event, **kwargs: Any) -> None:
+        """Freeze compressed-tensors' calibration state; every target layer must be tuned."""
+        QuantizationMixin.end_calibration(self, state.model)
+        self.remove_hooks()
+        self._recorded.clear()
+        self._fp_in = None
+        if self._pending:
+            raise RuntimeError(
+                f"SignRoundModifier: {len(self._pending)} target layer(s) were never tuned, e.g. "
+                f"{sorted(self._pending)[:5]}; it needs llm-compressor's sequential pipeline with the "
+                f"decoder layers as sequential targets"
+            )
+
+    def on_finalize(self, state: State, **kwargs: Any) -> bool:
+        """End calibration if the pipeline did not (nothing else to release)."""
+        if not self.ended_:
+            self.on_calibration_end(state, None)
+        return True
