@@ -2,22 +2,24 @@
 
     python bench/layers_cpu.py [--threads 2] [--repeats 7] [--quick]
 
-Prints a markdown table: median milliseconds per ``x @ W^T`` (x in fp32, as in an fp32 model), for
-W4A16 g128, W4A16 g64, W2A16G64 and W8A16 on SmolLM2's shapes and 4096x4096, M in {1, 16, 512}.
-``auto`` is the backend's own choice; ``int4op`` and ``deq+fp32`` force each of its two paths.
+Prints a markdown table: median milliseconds per ``x @ W^T`` for W4A16 g128, W4A16 g64, W2A16G64
+and W8A16 on SmolLM2's shapes and 4096x4096, M in {1, 16, 512}, every row measured side by side:
+dense ``torch.matmul`` in fp32 and bf16, the ``cpu`` backend with bf16 activations (the int4 op),
+with fp32 activations (exact: cached dense fp32 weight), and its uncached fp32 path (dequantize
+blocks per call). Ratios compare the bf16-activation path with the dense matmuls.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
-from autoround.backends import BACKENDS
-from autoround.backends.cpu import CpuBackend, _dense_forward
+from autoround.backends.cpu import dense_forward
 from autoround.formats.gptq_layout import pack_layer
 from autoround.nn import QuantLinear
 from autoround.quantizer import quantize_weight
@@ -53,16 +55,14 @@ def packed(scheme: Scheme, k: int, n: int) -> QuantLinear:
 
 
 def row(name: str, layer: QuantLinear, dense: dict[str, float], x: torch.Tensor, repeats: int) -> str:
-    cpu = BACKENDS["cpu"]
-    assert isinstance(cpu, CpuBackend)
-    state = layer.backend_state
-    auto = median_ms(lambda: layer(x), repeats)
-    int4 = median_ms(lambda: cpu._int4_forward(state, x), repeats)
-    deq = median_ms(lambda: _dense_forward(layer, x), repeats)
+    xb = x.bfloat16()
+    int4 = median_ms(lambda: layer(xb), repeats)
+    exact = median_ms(lambda: layer(x), repeats)
+    deq = median_ms(lambda: dense_forward(layer, x), max(1, repeats // 3))
     return (
-        f"| {name} | {layer.in_features}x{layer.out_features} | {x.shape[0]} | {dense['fp32']:.2f} | "
-        f"{dense['bf16']:.2f} | {auto:.2f} | {int4:.2f} | {deq:.2f} | "
-        f"{dense['fp32'] / auto:.2f}x | {dense['bf16'] / auto:.2f}x |"
+        f"| {name} | {layer.in_features}x{layer.out_features} | {x.shape[0]} | {dense['fp32']:.3f} | "
+        f"{dense['bf16']:.3f} | {int4:.3f} | {exact:.3f} | {deq:.2f} | "
+        f"{dense['fp32'] / int4:.2f}x | {dense['bf16'] / int4:.2f}x |"
     )
 
 
@@ -75,13 +75,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shapes = SHAPES[-1:] if args.quick else SHAPES
-    cpu = BACKENDS["cpu"]
-    assert isinstance(cpu, CpuBackend)
     capability = torch.backends.cpu.get_cpu_capability()
     print(f"torch {torch.__version__}, {args.threads} threads, CPU {capability}, median of {args.repeats}")
-    print(f"cpu backend: dequantize + fp32 matmul from M = {cpu.dense_min_rows} (None: int4 op always)\n")
-    columns = ("scheme", "K x N", "M", "fp32 ms", "bf16 ms", "cpu auto ms", "int4op ms", "deq+fp32 ms")
-    print("| " + " | ".join((*columns, "vs fp32", "vs bf16")) + " |")
+    print(f"load average: {os.getloadavg()}\n")
+    columns = ("scheme", "K x N", "M", "dense fp32 ms", "dense bf16 ms", "cpu, bf16 x ms", "cpu, fp32 x ms")
+    extra = ("uncached fp32 ms", "bf16 x vs fp32", "bf16 x vs bf16")
+    print("| " + " | ".join((*columns, *extra)) + " |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for k, n in shapes:
         weight = torch.randn(n, k)
@@ -94,11 +93,11 @@ def main() -> None:
 
 
 def dense_times(x: torch.Tensor, weight: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Median ms of the dense fp32 and bf16 matmuls (bf16 result cast back, as a model would)."""
+    """Median ms of the dense fp32 and bf16 matmuls (each in its own dtype, as in such a model)."""
     xb, wb = x.bfloat16(), weight.bfloat16()
     return {
         "fp32": median_ms(lambda: x @ weight.t(), repeats),
-        "bf16": median_ms(lambda: (xb @ wb.t()).float(), repeats),
+        "bf16": median_ms(lambda: xb @ wb.t(), repeats),
     }
 
 
