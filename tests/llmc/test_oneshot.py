@@ -88,3 +88,20 @@ def test_compressed_tensors_dequantizes_the_checkpoint_to_the_tuned_weights(
             assert not args.symmetric or bool((scale < 0).any()), name
             weight = dequantize(codes, scale, zero, args, dtype=dtype)
             assert torch.equal(weight, tuned[f"{name}.weight"]), name
+
+
+def test_the_tuned_model_is_closer_to_full_precision_than_llm_compressors_rtn(
+    load_llama, run_oneshot, calibration
+) -> None:
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    ids = torch.tensor(calibration["input_ids"])
+    with torch.no_grad():
+        reference = load_llama()(ids).logits
+        rtn = run_oneshot(load_llama(), [QuantizationModifier(scheme="W4A16", ignore=["lm_head"])])(
+            ids
+        ).logits
+        tuned = run_oneshot(load_llama(), [_modifier()])(ids).logits
+    rtn_error = torch.nn.functional.mse_loss(rtn, reference)
+    tuned_error = torch.nn.functional.mse_loss(tuned, reference)
+    assert tuned_error < rtn_error, (tuned_error, rtn_error)
