@@ -23,11 +23,13 @@ SUPPORTED_VLLM = ("0.32.0", "0.33.0")
 _registered: dict[str, type] = {}
 
 
-def version_warning(version: str) -> str | None:
-    """The warning for a vLLM version outside :data:`SUPPORTED_VLLM`, or None inside it."""
+def version_warning(
+    version: str, supported: tuple[str, str] = SUPPORTED_VLLM, engine: str = "vLLM"
+) -> str | None:
+    """The warning for an engine version outside ``supported`` = [low, high), or None inside it."""
     from packaging.version import InvalidVersion, Version
 
-    low, high = SUPPORTED_VLLM
+    low, high = supported
     try:
         inside = Version(low) <= Version(Version(version).base_version) < Version(high)
     except InvalidVersion:
@@ -35,7 +37,7 @@ def version_warning(version: str) -> str | None:
     if inside:
         return None
     return (
-        f"autoround-vllm supports vLLM >={low},<{high}; the installed vLLM is {version}. "
+        f"autoround-vllm supports {engine} >={low},<{high}; the installed {engine} is {version}. "
         "The 'autoround' method is registered anyway: loading or serving may fail."
     )
 
