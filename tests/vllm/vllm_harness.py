@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ SMOLLM2_CHECKPOINTS: dict[str, list[str]] = {
     "w4a16_g64": ["--scheme", "W4A16", "--group_size", "64"],
     "w2a16_g64": ["--scheme", "W2A16G64"],
     "mixed_w4_w8": ["--scheme", "W4A16", "--layer_config", '{"mlp.down_proj": {"bits": 8}}'],
+    # 3-bit codes straddle int32 words; asymmetric zeros are stored as they are (packing auto_round)
+    "w3a16_g128_asym": ["--scheme", "W3A16", "--asym"],
 }
 
 
@@ -85,6 +88,8 @@ def smollm2_checkpoint(name: str) -> Path:
     if not (target / "config.json").exists():
         from autoround.cli.main import main_rtn
 
+        for stale in CKPT_CACHE.glob(f"{name}-*"):  # made by an older core
+            shutil.rmtree(stale, ignore_errors=True)
         rc = main_rtn(["--model", "smollm2", *args, "--output_dir", str(target), "--overwrite", "-q"])
         assert rc == 0, f"autoround-rtn {args} failed"
     return target
