@@ -23,7 +23,7 @@ VENV = Path(os.environ.get("AUTOROUND_VLLM_VENV", Path.home() / ".cache/autoroun
 CKPT_CACHE = Path.home() / ".cache/autoround-dev/vllm-test-ckpts"
 #: Engine settings of every test run: small KV cache, no compilation (start ~45 s, not minutes).
 ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "TOKENIZERS_PARALLELISM": "false"}
-LLM_KWARGS = {"enforce_eager": True, "max_model_len": 512, "seed": 0}
+LLM_KWARGS = {"enforce_eager": True, "max_model_len": 256, "seed": 0}
 
 #: Our SmolLM2 checkpoints: name -> autoround-rtn arguments.
 SMOLLM2_CHECKPOINTS: dict[str, list[str]] = {

