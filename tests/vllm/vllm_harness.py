@@ -47,15 +47,18 @@ def vllm_python() -> Path:
     return python
 
 
-def run_engine(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``tests/vllm/engine/<script>`` in the venv; on failure, fail with its output's tail."""
+def run_engine(
+    script: str, *args: str, timeout: int = 600, expect_failure: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tests/vllm/engine/<script>`` in the venv; fail with its output's tail unless it exits
+    as expected (0, or non-zero with ``expect_failure``)."""
     env = {**os.environ, **ENGINE_ENV}
     env.pop("VIRTUAL_ENV", None)
     proc = subprocess.run(
         [str(vllm_python()), str(ENGINE / script), *args],
         capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT,
     )  # fmt: skip
-    if proc.returncode != 0:
+    if (proc.returncode != 0) != expect_failure:
         pytest.fail(f"{script} {args} exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-6000:]}")
     return proc
 
