@@ -70,3 +70,10 @@ def test_input_widths_from_config():
     config = SimpleNamespace(hidden_size=576, intermediate_size=1536, num_attention_heads=9, head_dim=64)
     assert input_widths(config) == (576, 1536, 576)
     assert input_widths(None) == ()
+
+
+def test_unreadable_configs_left_to_stock():
+    mxfp = cfg(data_type="mx_fp", bits=4, group_size=32)
+    assert choose_method(mxfp, None, "cpu") is None
+    assert choose_method(cfg(bits=5), None, "cuda") is None
+    assert choose_method(cfg(bits=5), METHOD_NAME, "cpu") == METHOD_NAME  # from_config then says why

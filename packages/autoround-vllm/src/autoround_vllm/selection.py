@@ -58,17 +58,15 @@ def stock_vllm_gap(quant_cfg: Mapping[str, Any], device_type: str, widths: Itera
     """Why stock vLLM 0.32 cannot serve this ``auto-round`` checkpoint on ``device_type``, or None.
 
     ``widths`` are the model's Linear input widths (a group size that does not divide one leaves
-    a partial last group, which stock vLLM cannot load).
+    a partial last group, which stock vLLM cannot load). The config must be readable
+    (:func:`unreadable` is None).
     """
     if device_type != "cuda":
         return (
             f"device {device_type!r}: stock vLLM serves int weight-only checkpoints through Marlin on "
             "CUDA only (its CPU kernel is 4-bit symmetric only and absent from AVX2 builds)"
         )
-    try:
-        schemes = _schemes(quant_cfg)
-    except (CheckpointError, ValueError) as exc:
-        return f"the config is outside what autoround reads ({exc})"
+    schemes = _schemes(quant_cfg)
     if len({(s.bits, s.group_size, s.sym) for s in schemes}) > 1:
         return "mixed schemes per layer (extra_config)"
     for s in schemes:
@@ -86,6 +84,15 @@ def stock_vllm_gap(quant_cfg: Mapping[str, Any], device_type: str, widths: Itera
     return None
 
 
+def unreadable(quant_cfg: Mapping[str, Any]) -> str | None:
+    """Why autoround-core cannot read this config (a data type or bit width it does not pack), or None."""
+    try:
+        _schemes(quant_cfg)
+    except (CheckpointError, ValueError, NotImplementedError) as exc:
+        return str(exc)
+    return None
+
+
 def choose_method(
     quant_cfg: Mapping[str, Any],
     user_quant: str | None,
@@ -95,12 +102,12 @@ def choose_method(
     """Our method's name when it should serve the checkpoint, else None (vLLM decides).
 
     The user's explicit choice wins: ``quantization="autoround"`` picks ours, any other name
-    (``"inc"``) leaves the choice to vLLM.
+    (``"inc"``) leaves the choice to vLLM, and so does a config core cannot read (mxfp, fp8).
     """
     if not is_auto_round(quant_cfg):
         return None
     if user_quant == METHOD_NAME:
         return METHOD_NAME
-    if user_quant is not None:
+    if user_quant is not None or unreadable(quant_cfg):
         return None
     return METHOD_NAME if stock_vllm_gap(quant_cfg, device_type, widths) else None
