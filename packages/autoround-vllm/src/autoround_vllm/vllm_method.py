@@ -108,8 +108,9 @@ class AutoRoundVllmConfig(QuantizationConfig):
 
 
 def _moe_method(spec: CheckpointSpec, layer: torch.nn.Module, prefix: str) -> Any:
-    """Unquantized experts run stock; quantized ones are refused (vLLM 0.32's fused-MoE API
-    runs experts through its own fused kernels, which do not take our layout on the CPU)."""
+    """Unquantized experts run stock; quantized ones are refused. vLLM 0.32's fused-MoE API would
+    take a custom method (``FusedMoEMethodBase``: ``create_weights`` of the stacked w13/w2 tensors,
+    ``get_fused_moe_quant_config``, ``apply`` with the top-k ids); autoround-vllm has not built one."""
     if not isinstance(layer, RoutedExperts):
         return None
     parts = [f"{prefix}.0.{p}" for p in ("gate_proj", "up_proj", "down_proj", "w1", "w2", "w3")]
@@ -119,6 +120,6 @@ def _moe_method(spec: CheckpointSpec, layer: torch.nn.Module, prefix: str) -> An
     name, scheme = quantized[0]
     raise NotImplementedError(
         f"{prefix}: quantized MoE experts ({name}: {describe(scheme)}) are not served by autoround-vllm "
-        "on vLLM 0.32 yet; serve this checkpoint with transformers (autoround-hf), or on CUDA with "
-        "stock vLLM (quantization='inc') where its Marlin MoE path takes the scheme"
+        "yet (no fused-MoE method built); serve this checkpoint with transformers (autoround-hf), "
+        "or on CUDA with stock vLLM (quantization='inc') where its Marlin MoE path takes the scheme"
     )
