@@ -28,7 +28,7 @@ def test_fp32_within_1e_3_and_bf16_within_1e_2(make_packed, bits, sym, in_featur
     scheme = Scheme(bits=bits, group_size=group, sym=sym)
     layer, dense = make_packed(scheme, in_features, 32, "cpu", seed=bits)
     gen = torch.Generator().manual_seed(7)
-    for rows in (1, 17):
+    for rows in (1, 17, 300):  # 300 rows: bf16/fp16 calls take the dense blockwise path
         x = torch.randn(rows, in_features, generator=gen)
         out = layer(x)
         assert out.dtype == torch.float32
@@ -75,13 +75,17 @@ def test_fp32_through_the_int4_op_when_asked(make_packed, bits) -> None:
     assert 1e-4 < _rel(out, x @ dense.t()) < backend.fp32_tolerance
 
 
-def test_many_rows_take_the_fp32_path_when_configured(make_packed) -> None:
-    layer, _ = make_packed(Scheme(bits=4, group_size=32), 64, 32, "cpu")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_many_bf16_rows_dequantize_blocks_and_cache_nothing(make_packed, dtype) -> None:
+    layer, dense = make_packed(Scheme(bits=4, group_size=32, sym=False), 64, 32, "cpu")
     backend = CpuBackend(dense_min_rows=8)
+    backend.dense_dtype = dtype  # both compute dtypes, whichever this CPU picks by default
     layer.prepare()
     xb = torch.randn(8, 64).bfloat16()
-    backend.forward(layer, xb)
-    assert layer.backend_state.dense is not None
+    out = backend.forward(layer, xb)
+    assert out.dtype == torch.bfloat16 and layer.backend_state.dense is None
+    assert _rel(out, xb.float() @ dense.t()) < 1e-2
+    assert _rel(backend.forward(layer, xb[:7]), xb[:7].float() @ dense.t()) < 1e-2  # the int4 op
 
 
 def test_partial_groups_need_no_padding() -> None:
