@@ -69,6 +69,20 @@ def run_signround_worker(job: dict, work: Path, logs: Path) -> dict:
     return res
 
 
+def autoround_order(model_dir: Path, tok, ids: torch.Tensor) -> torch.Tensor:
+    """The rows of ``ids`` in the order AutoRound's calibration (same arguments as the worker)
+    hands them to its tuner."""
+    from transformers import AutoModelForCausalLM
+
+    from autoround import AutoRound
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    kw = dict(nsamples=ids.shape[0], seqlen=ids.shape[1], batch_size=cs.BATCH, dataset=list(ids))
+    used = AutoRound(model, tok, scheme="W4A16", group_size=GROUP, **kw).calibration()
+    assert sorted(map(tuple, used.tolist())) == sorted(map(tuple, ids.tolist())), "not the same rows"
+    return used
+
+
 def render(report: dict) -> str:
     m = report["machine"]
     res = report["results"]
@@ -80,7 +94,12 @@ def render(report: dict) -> str:
         f"{tuple(round(x, 2) for x in m['loadavg_start'])}, at end {tuple(round(x, 2) for x in report['loadavg_end'])}",
         f"- SignRound: iters {report['iters']}, batch size {cs.BATCH}, lr 1/iters, minmax tuning on; "
         f"calibration {cs.NSAMPLES} x {cs.SEQLEN} tokens (same ids for all); ppl: first {report['eval_windows']} "
-        f"x {cs.EVAL_SEQLEN} windows of wiki.test.raw, fp32",
+        f"x {cs.EVAL_SEQLEN} windows of wiki.test.raw, fp32; llm-compressor gets the rows "
+        + (
+            "in AutoRound's sampling order"
+            if report.get("llmc_rows_in_autoround_order")
+            else "in dataset order"
+        ),
         "",
         "| tool | time (s) | peak RSS (MB) | ppl | note |",
         "|---|---|---|---|---|",
@@ -112,6 +131,11 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--eval-windows", type=int, default=cs.EVAL_WINDOWS)
     ap.add_argument("--tools", default=",".join(TOOLS), help=f"comma list of {list(TOOLS)}")
+    ap.add_argument(
+        "--dataset-order",
+        action="store_true",
+        help="give llm-compressor the rows in the dataset's order, not in AutoRound's sampling order",
+    )
     ap.add_argument("--out", default=str(BENCH / "out"))
     args = ap.parse_args()
     tools = [t for t in args.tools.split(",") if t]
@@ -131,12 +155,21 @@ def main() -> None:
     ids = windows_from_text(tok, text, cs.NSAMPLES, cs.SEQLEN, seed=0).input_ids
     ids_path = work / "calib_ids.pt"
     torch.save(ids.clone(), ids_path)
+    # AutoRound draws its calibration rows in its own (seeded) order, and SignRound's batches are
+    # indices into that order. llm-compressor keeps the dataset's order (no shuffling), so the
+    # llm-compressor jobs get the rows in AutoRound's order: the same batches for both tuners.
+    llmc_ids_path = ids_path
+    if not args.dataset_order:
+        llmc_ids = autoround_order(model_dir, tok, ids)
+        llmc_ids_path = work / "calib_ids_autoround_order.pt"
+        torch.save(llmc_ids.clone(), llmc_ids_path)
     report = {
         "command": " ".join([".venv/bin/python", "bench/llmc_compare.py", *sys.argv[1:]]),
         "machine": cs.machine_info(),
         "iters": args.iters,
         "eval_windows": args.eval_windows,
         "calib_ids_sum": int(ids.sum()),
+        "llmc_rows_in_autoround_order": not args.dataset_order,
         "results": {},
     }
     ev = cs.Evaluator(model_dir, args.eval_windows)
@@ -145,7 +178,7 @@ def main() -> None:
             "name": f"w4g64_sr{args.iters}__{tool}",
             "kind": "quantize",
             "model_dir": str(model_dir),
-            "ids_path": str(ids_path),
+            "ids_path": str(ids_path if tool == "ours" else llmc_ids_path),
             "scheme": "W4A16",
             "group_size": GROUP,
             "group": GROUP,
