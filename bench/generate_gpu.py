@@ -45,11 +45,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--models", default=",".join(SHAPES), help=f"comma-separated, from {list(SHAPES)}")
+    parser.add_argument("--schemes", default=",".join(SCHEMES), help=f"comma-separated, from {list(SCHEMES)}")
     args = parser.parse_args()
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     print("| model | weights | batch 1 tok/s | batch 16 tok/s | vs bf16 (b1) | vs bf16 (b16) |")
     print("|---|---|---|---|---|---|")
-    for name, shape in SHAPES.items():
+    for name, shape in ((m, SHAPES[m]) for m in args.models.split(",")):
         torch.manual_seed(0)
         config = LlamaConfig(
             **shape,
@@ -59,7 +61,7 @@ def main() -> None:
         dense = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).cuda().eval()
         base = [tokens_per_s(dense, b, args.prompt, args.tokens) for b in (1, 16)]
         print(f"| {name} | bf16 | {base[0]:.0f} | {base[1]:.0f} | 1.00x | 1.00x |", flush=True)
-        for scheme in SCHEMES:
+        for scheme in args.schemes.split(","):
             with tempfile.TemporaryDirectory() as tmp:
                 qm = autoround.quantize(dense, scheme, device="cuda", progress=False)
                 autoround.save(qm, f"{tmp}/ckpt")
