@@ -112,7 +112,9 @@ def test_sign_steps_move_offsets_by_the_decayed_learning_rate(tiny_llama, calibr
     block = tiny_llama.model.layers[0]
     captured = capture_block_inputs(tiny_llama, block, calibration, torch.device("cpu"), progress=False)
     targets = captured.hidden + 0.01
-    settings = SignRoundSettings(iters=2, batch_size=8, not_use_best_mse=True, enable_minmax_tuning=False)
+    settings = SignRoundSettings(
+        iters=2, batch_size=8, not_use_best_mse=True, enable_minmax_tuning=False, init_clipping="minmax"
+    )
     result = tune_block(block, captured.hidden, targets, captured.kwargs, {"mlp.up_proj": W4G32}, settings)
     v = result.params["mlp.up_proj"].v
     steps = {round(x, 6) for x in v.unique().tolist()}

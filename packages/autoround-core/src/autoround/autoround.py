@@ -50,6 +50,10 @@ class AutoRound:
     ``nsamples=128``, ``seqlen=2048``, ``batch_size=8``, ``lr=1/iters``,
     ``dataset="NeelNanda/pile-10k"`` (unreachable offline: pass a local .txt/.json/.jsonl path,
     a list of texts or token-id tensors).
+
+    Our extension: ``init_clipping="mse"`` starts each group's clipping factors at its
+    weight-error-optimal value instead of 1.0 (``"minmax"``, Intel's start and the default); see
+    :mod:`autoround.algorithms.clip_init`.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class AutoRound:
         not_use_best_mse: bool = False,
         disable_opt_rtn: bool | None = None,
         quant_lm_head: bool = False,
+        init_clipping: str = "minmax",
         **kwargs: Any,
     ) -> None:
         ignored = sorted(set(kwargs) - _NO_EFFECT)
@@ -109,6 +114,7 @@ class AutoRound:
                 gradient_accumulate_steps=gradient_accumulate_steps,
                 enable_minmax_tuning=enable_minmax_tuning,
                 not_use_best_mse=not_use_best_mse,
+                init_clipping=init_clipping,
                 enable_quanted_input=enable_quanted_input,
                 seed=seed,
             )

@@ -4,8 +4,10 @@ For every quantized Linear of a block, ``v`` (one offset per weight, added befor
 ``min_scale`` / ``max_scale`` (one factor per group, shrinking the range the scale is computed
 from) are trained by signed gradient descent to make the quantized block's output match the
 full-precision block's output (MSE). Intel auto-round's defaults: ``v`` starts at 0, the factors
-at 1 and are kept in [0, 1]; ``lr = 1 / iters`` (``2 / iters`` for <= 3 bits with >= 1000 iters),
-decaying linearly to 0; the parameters of the iteration with the lowest loss are kept.
+at 1 (``init_clipping="mse"`` starts them where the weight error is smallest instead, see
+:mod:`autoround.algorithms.clip_init`) and are kept in [0, 1]; ``lr = 1 / iters``
+(``2 / iters`` for <= 3 bits with >= 1000 iters), decaying linearly to 0; the parameters of
+the iteration with the lowest loss are kept.
 
 The loop keeps everything on the device: the best loss and best parameters are tracked with
 ``torch.where``, so no iteration waits for the host.
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autoround.algorithms.clip_init import CLIP_INITS, initial_clipping
 from autoround.dtypes import DTYPES, from_groups, to_groups
 from autoround.modeling.blocks import linear_weight
 from autoround.modeling.capture import block_output
@@ -43,6 +46,7 @@ class SignRoundSettings:
     not_use_best_mse: bool = False
     enable_quanted_input: bool = True
     seed: int = 42
+    init_clipping: str = "minmax"
 
     def __post_init__(self) -> None:
         for name in ("iters", "batch_size", "gradient_accumulate_steps"):
@@ -55,6 +59,8 @@ class SignRoundSettings:
             value = getattr(self, name)
             if value is not None and not (0 < value <= 10):
                 raise ValueError(f"{name} must be in (0, 10], got {value!r}")
+        if self.init_clipping not in CLIP_INITS:
+            raise ValueError(f"init_clipping must be one of {CLIP_INITS}, got {self.init_clipping!r}")
 
     def lr_for(self, bits: int) -> float:
         """The rounding lr of a layer: explicit, else Intel's bit-dependent default."""
@@ -70,7 +76,9 @@ class SignRoundSettings:
 class TunedLinear(nn.Module):
     """A Linear whose weight is quantize-dequantized from trainable ``v`` and clipping factors."""
 
-    def __init__(self, linear: nn.Module, scheme: Scheme, tune_minmax: bool) -> None:
+    def __init__(
+        self, linear: nn.Module, scheme: Scheme, tune_minmax: bool, init_clipping: str = "minmax"
+    ) -> None:
         super().__init__()
         self.scheme = scheme
         self.linear = linear
@@ -78,10 +86,10 @@ class TunedLinear(nn.Module):
         grouped, self.layout = to_groups(linear_weight(linear).detach(), scheme.group_size)
         self.register_buffer("grouped", grouped, persistent=False)
         self.group_range = self.dtype.group_range(grouped)
-        groups = grouped.shape[0]
         self.v = nn.Parameter(torch.zeros_like(grouped, dtype=torch.float32))
-        self.min_scale = nn.Parameter(torch.ones(groups, device=grouped.device), requires_grad=tune_minmax)
-        self.max_scale = nn.Parameter(torch.ones(groups, device=grouped.device), requires_grad=tune_minmax)
+        start = initial_clipping(self.dtype, grouped, scheme.bits, scheme.sym, init_clipping)
+        self.min_scale = nn.Parameter(start.clone(), requires_grad=tune_minmax)
+        self.max_scale = nn.Parameter(start, requires_grad=tune_minmax)
 
     def qdq_weight(self) -> torch.Tensor:
         """The (out, in) weight under the current parameters, in the working dtype."""
@@ -134,12 +142,14 @@ def _batches(nsamples: int, size: int, rng: random.Random) -> Any:
         yield batch
 
 
-def _wrap(block: nn.Module, layers: dict[str, Scheme], tune_minmax: bool) -> dict[str, TunedLinear]:
+def _wrap(block: nn.Module, layers: dict[str, Scheme], settings: SignRoundSettings) -> dict[str, TunedLinear]:
     wrapped = {}
     for name, scheme in layers.items():
         parent_name, _, child = name.rpartition(".")
         parent = block.get_submodule(parent_name) if parent_name else block
-        tuned = TunedLinear(getattr(parent, child), scheme, tune_minmax)
+        tuned = TunedLinear(
+            getattr(parent, child), scheme, settings.enable_minmax_tuning, settings.init_clipping
+        )
         setattr(parent, child, tuned)
         wrapped[name] = tuned
     return wrapped
@@ -169,7 +179,7 @@ def tune_block(
     """
     for param in block.parameters():
         param.requires_grad_(False)
-    wrapped = _wrap(block, layers, settings.enable_minmax_tuning)
+    wrapped = _wrap(block, layers, settings)
     try:
         return _optimize(block, wrapped, inputs, targets, kwargs, settings, seed_offset)
     finally:

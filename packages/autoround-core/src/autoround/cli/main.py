@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from autoround.algorithms.clip_init import CLIP_INITS
 from autoround.cli.recipes import RECIPES, recipe
 from autoround.errors import AutoRoundError
 
@@ -98,6 +99,13 @@ def _add_tuning_args(parser: argparse.ArgumentParser) -> None:
     tuning.add_argument("--minmax_lr", type=float, default=None, help="clipping learning rate (default lr)")
     _bool_flag(tuning, "disable_minmax_tuning", "tune rounding only, not the clipping ranges")
     _bool_flag(tuning, "not_use_best_mse", "keep the last iteration instead of the best one")
+    tuning.add_argument(
+        "--init_clipping",
+        choices=CLIP_INITS,
+        default=None,
+        help="where the clipping factors start: 'minmax' (1.0, Intel's start; the default) or 'mse' "
+        "(the factor per group with the least round-to-nearest weight error)",
+    )
     _bool_flag(tuning, "disable_quanted_input", "tune each block on full-precision inputs")
     _bool_flag(tuning, "disable_opt_rtn", "with --iters 0: plain RTN instead of optimized RTN")
 
@@ -188,6 +196,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "gradient_accumulate_steps",
         "lr",
         "minmax_lr",
+        "init_clipping",
     ):
         value = getattr(args, key)
         if value is not None:
