@@ -63,10 +63,15 @@ def run_worker(body: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
 
 
 def load_fp32(model_dir: str):
+    """The model in fp32 for a quantize job. ``AUTOROUND_BENCH_ATTN`` (e.g. ``eager``) picks the
+    attention implementation, to compare tools that force one while calibrating (llm-compressor
+    forces eager) under the same settings; unset, transformers' default (SDPA)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    attn = os.environ.get("AUTOROUND_BENCH_ATTN")
+    extra = {"attn_implementation": attn} if attn else {}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **extra)
     model.eval()
     return model, AutoTokenizer.from_pretrained(model_dir)
 
