@@ -60,8 +60,12 @@ TOOLS = {
     "ours": "ours (autoround)",
     "intel": "Intel default",
     "intel_noamp": "Intel amp=False",
+    "intel_noamp_algext": "Intel amp=False, enable_alg_ext",
     "llmc": "llm-compressor GPTQ",
 }
+
+#: Keyword arguments a tool always gets (beside --extra).
+PRESET_KWARGS = {"intel_noamp_algext": {"enable_alg_ext": True}}
 
 
 # --------------------------------------------------------------------------- setup
@@ -77,7 +81,7 @@ def venv_ok(venv: Path, want: dict[str, str]) -> bool:
 
 
 def setup(skip: bool, need: set[str]) -> None:
-    if "intel" in need or "intel_noamp" in need:
+    if need & {"intel", "intel_noamp", "intel_noamp_algext"}:
         if skip:
             assert (INTEL_VENV / "bin/python").is_file(), f"--skip-setup but no Intel venv at {INTEL_VENV}"
         else:
@@ -167,6 +171,7 @@ def run_job(tool: str, job: dict, work: Path, logs: Path, timeout: float | None)
         "ours": "_ours_worker.py",
         "intel": "_intel_worker.py",
         "intel_noamp": "_intel_worker.py",
+        "intel_noamp_algext": "_intel_worker.py",
         "llmc": "_llmc_worker.py",
     }[tool]
     env = dict(
@@ -290,7 +295,9 @@ def render(report: dict) -> str:
                 f"Eager floor (fp32 fwd + MSE + bwd with weight grads, one unquantized block, "
                 f"{fl['tokens'][0]} x {fl['tokens'][1]} tokens): **{fl['eager_step_s']:.3f} s**; our SignRound "
                 f"iteration on that block: {fl['signround_iter_s']:.3f} s = **{fl['ratio']:.2f}x** the floor "
-                f"(target ≤ 1.2x; protocol floor 0.24 s).",
+                f"(target ≤ 1.2x; protocol floor 0.24 s), of which {fl.get('block_setup_s', 0):.2f} s per block "
+                f"is set-up (the scale search); the marginal iteration is "
+                f"{fl.get('signround_marginal_iter_s', 0):.3f} s = {fl.get('marginal_ratio', 0):.2f}x.",
                 "",
             ]
         else:
@@ -356,6 +363,13 @@ def main() -> None:
         action="store_true",
         help="skip Intel default (bf16 autocast) SignRound rows (~40 min each on this CPU)",
     )
+    ap.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="TOOL=JSON",
+        help="extra keyword arguments for one tool's AutoRound(...), e.g. intel_noamp='{\"enable_alg_ext\": true}'",
+    )
     ap.add_argument("--job-timeout", type=float, default=None, help="kill a worker after this many seconds")
     ap.add_argument("--out", default=str(BENCH / "out"))
     args = ap.parse_args()
@@ -365,6 +379,11 @@ def main() -> None:
         assert r in ROWS, f"unknown row {r!r}; known {list(ROWS)}"
     for t in tools:
         assert t in TOOLS, f"unknown tool {t!r}; known {list(TOOLS)}"
+    extra = {}
+    for item in args.extra:
+        tool, _, payload = item.partition("=")
+        assert tool in TOOLS, f"--extra: unknown tool {tool!r}; known {list(TOOLS)}"
+        extra[tool] = json.loads(payload)
     iters = args.iters if args.iters is not None else (2 if args.quick else 20)
     windows = args.eval_windows if args.eval_windows is not None else (2 if args.quick else EVAL_WINDOWS)
     out = Path(args.out)
@@ -393,6 +412,7 @@ def main() -> None:
         "eval_windows": windows,
         "rows": rows,
         "tools": tools,
+        "extra_kwargs": extra,
         "model_dir": str(model_dir),
         "calib_ids": str(ids_path),
         "calib_ids_sum": int(ids.sum()),
@@ -441,8 +461,8 @@ def main() -> None:
         label, scheme, gs_override, bits, group, row_iters, opt_rtn = ROWS[key]
         row_iters = iters if row_iters else 0
         for tool in tools:
-            if tool == "llmc" and not row_iters:
-                continue  # GPTQ stands in the SignRound rows
+            if tool in ("llmc", "intel_noamp_algext") and not row_iters:
+                continue  # GPTQ stands in the SignRound rows; the extension changes tuning only
             if tool == "intel" and row_iters and args.skip_intel_default_signround:
                 continue
             job = {
@@ -457,8 +477,9 @@ def main() -> None:
                 "iters": row_iters,
                 "opt_rtn": opt_rtn,
                 "batch_size": BATCH,
-                "amp": False if tool == "intel_noamp" else None,
+                "amp": False if tool.startswith("intel_noamp") else None,
                 "out_dir": str(work / f"{key}__{tool}"),
+                "extra_kwargs": {**PRESET_KWARGS.get(tool, {}), **extra.get(tool, {})},
             }
             print(f"[{time.strftime('%H:%M:%S')}] {label} / {TOOLS[tool]} ...", flush=True)
             res = run_job(tool, job, work, logs, args.job_timeout)
@@ -483,8 +504,8 @@ def main() -> None:
     sr = res.get("w4g128_sr20", {}).get("ours", {})
     rtn = res.get("w4g128_rtn", {}).get("ours", {})
     if fl.get("status") == "ok" and sr.get("status") == "ok" and iters:
-        extra = sr["time_s"] - (rtn.get("time_s") or 0.0)
-        per_iter = extra / (iters * N_BLOCKS)
+        tuned_s = sr["time_s"] - (rtn.get("time_s") or 0.0)
+        per_iter = tuned_s / (iters * N_BLOCKS)
         report["notes"].append(
             f"Ours end to end, W4A16 g128 SignRound: ({sr['time_s']:.1f} s − RTN {rtn.get('time_s') or 0:.1f} s) / "
             f"({iters} iters x {N_BLOCKS} blocks) = {per_iter:.3f} s per block-iteration = "

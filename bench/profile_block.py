@@ -3,7 +3,10 @@
 The floor is one unquantized block's fp32 forward + MSE + backward with weight gradients on
 4 x 256 tokens (benchmark-protocol.md: 0.24 s here). Our iteration should cost <= 1.2x that.
 
-    uv run python bench/profile_block.py [--iters 20] [--profile]
+    uv run python bench/profile_block.py [--iters 20] [--profile] [--classic]
+
+``--classic`` tunes Intel's way (``enable_alg_ext=False``: min/max clipping factors); the default
+tunes from the searched scale (autoround's default).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--block", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--classic", action="store_true", help="enable_alg_ext=False")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, tok = load_model_and_tokenizer("smollm2", dtype=torch.float32)
@@ -52,10 +56,10 @@ def main() -> None:
         eager_step(block, captured.hidden, captured.kwargs, target)
     eager = (time.perf_counter() - start) / 5
     layers = {n: PRESETS["W4A16"] for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
-    settings = SignRoundSettings(iters=args.iters, batch_size=4)
-    tune_block(
-        block, captured.hidden, target, captured.kwargs, layers, SignRoundSettings(iters=2, batch_size=4)
-    )
+    alg_ext = not args.classic
+    settings = SignRoundSettings(iters=args.iters, batch_size=4, enable_alg_ext=alg_ext)
+    warm_up = SignRoundSettings(iters=2, batch_size=4, enable_alg_ext=alg_ext)
+    tune_block(block, captured.hidden, target, captured.kwargs, layers, warm_up)
     start = time.perf_counter()
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

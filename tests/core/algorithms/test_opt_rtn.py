@@ -145,3 +145,18 @@ def test_imatrix_is_the_mean_over_samples_of_summed_squared_inputs(tiny_llama) -
     expected = seen[0].reshape(-1, seen[0].shape[-1]).pow(2).sum(0) / 3
     got = collect_imatrix(tiny_llama, [name], ids, batch_size=2, progress=False)[name]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_opt_rtn_on_cuda_of_a_cpu_model_matches_the_cpu_result(tiny_llama) -> None:
+    import copy
+
+    from autoround import quantize
+
+    ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(0))
+    on_cpu = quantize(copy.deepcopy(tiny_llama), "W4A16G32", opt_rtn=True, calibration=ids, progress=False)
+    on_cuda = quantize(tiny_llama, "W4A16G32", opt_rtn=True, calibration=ids, device="cuda", progress=False)
+    for name, quant in on_cpu.layers.items():
+        assert torch.equal(quant.scale, on_cuda.layers[name].scale), name
+    assert next(tiny_llama.parameters()).device.type == "cpu", "the model stays where it was"

@@ -73,8 +73,9 @@ def test_settings_recorded_in_the_checkpoint_leave_out_intels_defaults(tiny_llam
     assert qm.settings == {"amp": False, "batch_size": 4, "iters": 3, "nsamples": 8, "seqlen": 32, "lr": 0.01}
 
 
+@pytest.mark.parametrize("alg_ext", [False, True], ids=["classic", "from-searched-scale"])
 def test_a_non_finite_loss_keeps_rtn_for_that_block_and_warns(
-    tiny_llama, calibration, monkeypatch, caplog
+    tiny_llama, calibration, monkeypatch, caplog, alg_ext
 ) -> None:
     import autoround.algorithms.signround as signround
 
@@ -84,7 +85,7 @@ def test_a_non_finite_loss_keeps_rtn_for_that_block_and_warns(
         qm = quantize(
             tiny_llama,
             W4G32,
-            tuning=SignRoundSettings(iters=2, batch_size=4),
+            tuning=SignRoundSettings(iters=2, batch_size=4, enable_alg_ext=alg_ext),
             calibration=calibration,
             progress=False,
         )

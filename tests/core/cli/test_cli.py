@@ -148,8 +148,9 @@ def test_light_recipe_tunes_with_the_shipped_calibration_text(tmp_path, tiny_mod
     assert main_light(args) == 0
     config = json.loads((out / "config.json").read_text())["quantization_config"]
     assert (config["iters"], config["lr"], config["nsamples"], config["seqlen"]) == (2, 5e-3, 4, 32)
-    report = json.loads((out / "autoround_report.json").read_text())["blocks"]
-    assert [r["name"] for r in report] == ["model.layers.0", "model.layers.1"]
+    report = json.loads((out / "autoround_report.json").read_text())
+    assert [r["name"] for r in report["blocks"]] == ["model.layers.0", "model.layers.1"]
+    assert (report["tuning"]["iters"], report["tuning"]["enable_alg_ext"]) == (2, True)
 
 
 @pytest.mark.parametrize(
@@ -162,6 +163,7 @@ def test_light_recipe_tunes_with_the_shipped_calibration_text(tmp_path, tiny_mod
         (["--layer_config", "{not json"], "--layer_config is neither a JSON object"),
         (["--layer_config", json.dumps({"mlp.(": {"bits": 8}})], "not a valid regular expression"),
         (["--iters", "-1"], "--iters must be >= 0"),
+        (["--enable_alg_ext", "--disable_alg_ext"], "--enable_alg_ext and --disable_alg_ext contradict"),
     ],
 )
 def test_bad_arguments_are_named(args, message, tmp_path, tiny_model_dir, capsys) -> None:
@@ -191,3 +193,17 @@ def test_tokenizer_is_saved_with_the_checkpoint(tmp_path, tiny_model_dir, tiny_t
         main_rtn(["--model", str(tiny_model_dir), "--group_size", "32", "--output_dir", str(out), "-q"]) == 0
     )
     assert AutoTokenizer.from_pretrained(out).vocab_size == tiny_tokenizer.vocab_size
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"), [([], True), (["--disable_alg_ext"], False), (["--enable-alg-ext"], True)]
+)
+def test_tuning_from_the_searched_scale_is_the_default_and_can_be_turned_off(flags, expected) -> None:
+    import inspect
+
+    from autoround import AutoRound
+    from autoround.cli.main import _settings
+
+    args = build_parser().parse_args(["--model", "m", *flags])
+    default = inspect.signature(AutoRound).parameters["enable_alg_ext"].default
+    assert _settings(args).get("enable_alg_ext", default) is expected

@@ -138,7 +138,8 @@ def _opt_rtn(
                 "optimized RTN needs calibration token ids of shape (nsamples, seqlen): pass calibration="
             )
         in_blocks = [n for n in searched if any(n.startswith(b + ".") for b in plan.block_names)]
-        imatrix = collect_imatrix(model, in_blocks, calibration, device=device, progress=progress)
+        # where the model lives: a CPU-resident model is not moved whole to the tuning device
+        imatrix = collect_imatrix(model, in_blocks, calibration, progress=progress)
     return quantize_opt_rtn(
         model, plan, imatrix, compute_dtype=torch.float32, device=device, progress=progress
     )

@@ -8,6 +8,7 @@ started again with the same arguments resumes after the last finished block.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -51,6 +52,10 @@ class AutoRound:
     ``dataset="NeelNanda/pile-10k"`` (unreachable offline: pass a local .txt/.json/.jsonl path,
     a list of texts or token-id tensors).
 
+    One default differs from Intel's: ``enable_alg_ext=True`` (Intel: False), so symmetric integer
+    layers are tuned from optimized RTN's searched scale (:mod:`autoround.algorithms.scale_init`
+    gives the numbers); ``enable_alg_ext=False`` is Intel's classic SignRound.
+
     Our extension: ``init_clipping="mse"`` starts each group's clipping factors at its
     weight-error-optimal value instead of 1.0 (``"minmax"``, Intel's start and the default); see
     :mod:`autoround.algorithms.clip_init`.
@@ -84,6 +89,7 @@ class AutoRound:
         disable_opt_rtn: bool | None = None,
         quant_lm_head: bool = False,
         init_clipping: str = "minmax",
+        enable_alg_ext: bool = True,
         **kwargs: Any,
     ) -> None:
         ignored = sorted(set(kwargs) - _NO_EFFECT)
@@ -115,6 +121,7 @@ class AutoRound:
                 enable_minmax_tuning=enable_minmax_tuning,
                 not_use_best_mse=not_use_best_mse,
                 init_clipping=init_clipping,
+                enable_alg_ext=enable_alg_ext,
                 enable_quanted_input=enable_quanted_input,
                 seed=seed,
             )
@@ -204,7 +211,9 @@ class AutoRound:
         path = save(result, output_dir, format=format, overwrite=overwrite)
         if result.reports:
             rows = [r.__dict__ for r in result.reports]
-            (path / REPORT_FILE).write_text(json.dumps({"blocks": rows}, indent=2) + "\n")
+            tuning = dataclasses.asdict(self.tuning) if self.tuning is not None else None
+            report = {"tuning": tuning, "blocks": rows}
+            (path / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
         if resume is not None:
             resume.clear()
         return path

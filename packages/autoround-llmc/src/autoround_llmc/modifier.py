@@ -58,6 +58,8 @@ class SignRoundModifier(Modifier, QuantizationMixin):
     :param enable_quanted_input: tune each block on its quantized predecessors' outputs (True).
     :param not_use_best_mse: keep the last iteration's parameters, not the best ones (False).
     :param seed: seed of the batch order (42).
+    :param enable_alg_ext: tune symmetric integer layers from optimized RTN's searched scale
+        (True: autoround's default; Intel's is False).
     :param device: where blocks are tuned (fp32 copy); None: where the block lives.
 
     Sample YAML (``import autoround_llmc`` first, which registers the name)::
@@ -81,6 +83,7 @@ class SignRoundModifier(Modifier, QuantizationMixin):
     enable_quanted_input: bool = True
     not_use_best_mse: bool = False
     seed: int = 42
+    enable_alg_ext: bool = True
     device: str | None = None
 
     _blocks: list[tuple[str, nn.Module]] = PrivateAttr(default_factory=list)
@@ -108,6 +111,7 @@ class SignRoundModifier(Modifier, QuantizationMixin):
             not_use_best_mse=self.not_use_best_mse,
             enable_quanted_input=self.enable_quanted_input,
             seed=self.seed,
+            enable_alg_ext=self.enable_alg_ext,
         )
 
     @property

@@ -6,7 +6,8 @@ round-to-nearest quantization of the group has the smallest squared weight error
 search of GPTQ/AWQ-style RTN, done once per layer before tuning. On SmolLM2 with 20 iterations it
 lowers the tuned block losses (by 10-25 % over the first six blocks at W2A16G64 and W4A16 g64)
 but not the perplexity (cpu-small: W2A16G64 129.1 vs 130.2, W4A16 g64 24.36 vs 24.34), so it is
-an option, not the default; see ``docs/signround.md``.
+an option, not the default; see ``docs/signround.md``. Layers tuned from a searched scale
+(``enable_alg_ext``, the default for symmetric integers) start there instead and ignore this.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -24,6 +24,33 @@ logger = logging.getLogger(__name__)
 
 class _Stop(Exception):
     """Raised to skip the output head when no hooked layer lies there."""
+
+
+@contextlib.contextmanager
+def collect_input_squares(module: nn.Module, layer_names: Iterable[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """While the context is open, sum ``x**2`` over all tokens of each named submodule's input.
+
+    Yields the dict it fills: layer name -> (in_features,) float32 on the layer's device.
+    """
+    sums: dict[str, torch.Tensor] = {}
+
+    def make_hook(name: str):
+        def hook(_module: nn.Module, args: tuple[Any, ...], _output: Any) -> None:
+            x = args[0]
+            squared = x.detach().reshape(-1, x.shape[-1]).to(torch.float32).pow(2).sum(dim=0)
+            if name in sums:
+                sums[name] += squared
+            else:
+                sums[name] = squared
+
+        return hook
+
+    handles = [module.get_submodule(n).register_forward_hook(make_hook(n)) for n in layer_names]
+    try:
+        yield sums
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @torch.no_grad()
@@ -45,22 +72,7 @@ def collect_imatrix(
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (nsamples, seqlen), got shape {tuple(input_ids.shape)}")
     names = list(layer_names)
-    sums: dict[str, torch.Tensor] = {}
     handles = []
-
-    def make_hook(name: str):
-        def hook(_module: nn.Module, args: tuple[Any, ...], _output: Any) -> None:
-            x = args[0]
-            squared = x.reshape(-1, x.shape[-1]).to(torch.float32).pow(2).sum(dim=0)
-            if name in sums:
-                sums[name] += squared
-            else:
-                sums[name] = squared
-
-        return hook
-
-    for name in names:
-        handles.append(model.get_submodule(name).register_forward_hook(make_hook(name)))
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None and not any(model.get_submodule(n) is head for n in names):
 
@@ -71,10 +83,11 @@ def collect_imatrix(
     if device is None:
         device = next(model.parameters()).device
     try:
-        batches = input_ids.split(batch_size)
-        for batch in tqdm(batches, desc="imatrix", unit="batch", disable=not progress):
-            with contextlib.suppress(_Stop):
-                model(input_ids=batch.to(device), use_cache=False)
+        with collect_input_squares(model, names) as sums:
+            batches = input_ids.split(batch_size)
+            for batch in tqdm(batches, desc="imatrix", unit="batch", disable=not progress):
+                with contextlib.suppress(_Stop):
+                    model(input_ids=batch.to(device), use_cache=False)
     finally:
         for handle in handles:
             handle.remove()

@@ -9,6 +9,10 @@ at 1 (``init_clipping="mse"`` starts them where the weight error is smallest ins
 (``2 / iters`` for <= 3 bits with >= 1000 iters), decaying linearly to 0; the parameters of
 the iteration with the lowest loss are kept.
 
+One default is not Intel's: ``enable_alg_ext=True`` (Intel: False) tunes symmetric integer
+layers from optimized RTN's searched scale, with one factor on it kept in [0, 2] (and, below 4
+bits, a loss without the largest 0.1 % of errors); see :mod:`autoround.algorithms.scale_init`.
+
 The loop keeps everything on the device: the best loss and best parameters are tracked with
 ``torch.where``, so no iteration waits for the host.
 """
@@ -23,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autoround.algorithms import scale_init
 from autoround.algorithms.clip_init import CLIP_INITS, initial_clipping
 from autoround.dtypes import DTYPES, from_groups, to_groups
 from autoround.modeling.blocks import linear_weight
@@ -47,6 +52,8 @@ class SignRoundSettings:
     enable_quanted_input: bool = True
     seed: int = 42
     init_clipping: str = "minmax"
+    #: Our default differs from Intel's (False): see :mod:`autoround.algorithms.scale_init`.
+    enable_alg_ext: bool = True
 
     def __post_init__(self) -> None:
         for name in ("iters", "batch_size", "gradient_accumulate_steps"):
@@ -74,10 +81,19 @@ class SignRoundSettings:
 
 
 class TunedLinear(nn.Module):
-    """A Linear whose weight is quantize-dequantized from trainable ``v`` and clipping factors."""
+    """A Linear whose weight is quantize-dequantized from trainable ``v`` and clipping factors.
+
+    With ``base_scale`` (groups, 1) the scale is ``base_scale * max_scale`` instead of coming from
+    the group's min/max (see :mod:`autoround.algorithms.scale_init`); ``min_scale`` is then unused.
+    """
 
     def __init__(
-        self, linear: nn.Module, scheme: Scheme, tune_minmax: bool, init_clipping: str = "minmax"
+        self,
+        linear: nn.Module,
+        scheme: Scheme,
+        tune_minmax: bool,
+        init_clipping: str = "minmax",
+        base_scale: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.scheme = scheme
@@ -86,16 +102,32 @@ class TunedLinear(nn.Module):
         grouped, self.layout = to_groups(linear_weight(linear).detach(), scheme.group_size)
         self.register_buffer("grouped", grouped, persistent=False)
         self.group_range = self.dtype.group_range(grouped)
+        self.base_scale = base_scale
         self.v = nn.Parameter(torch.zeros_like(grouped, dtype=torch.float32))
-        start = initial_clipping(self.dtype, grouped, scheme.bits, scheme.sym, init_clipping)
-        self.min_scale = nn.Parameter(start.clone(), requires_grad=tune_minmax)
+        if base_scale is None:
+            start = initial_clipping(self.dtype, grouped, scheme.bits, scheme.sym, init_clipping)
+        else:
+            start = torch.ones(grouped.shape[0], device=grouped.device)
+        self.min_scale = nn.Parameter(start.clone(), requires_grad=tune_minmax and base_scale is None)
         self.max_scale = nn.Parameter(start, requires_grad=tune_minmax)
+        self.bounds = MINMAX_BOUNDS if base_scale is None else scale_init.FACTOR_BOUNDS
 
     def qdq_weight(self) -> torch.Tensor:
         """The (out, in) weight under the current parameters, in the working dtype."""
-        qdq, _ = self.dtype.qdq(
-            self.grouped, self.scheme.bits, self.scheme.sym, self.v, self.min_scale, self.max_scale
-        )
+        if self.base_scale is not None:
+            qdq = scale_init.tuning_qdq(
+                self.grouped, self.scheme.bits, self.base_scale, self.max_scale, self.v
+            )
+        else:
+            qdq = self.dtype.tuning_qdq(
+                self.grouped,
+                self.group_range,
+                self.scheme.bits,
+                self.scheme.sym,
+                self.v,
+                self.min_scale,
+                self.max_scale,
+            )
         return from_groups(qdq, self.layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,8 +136,8 @@ class TunedLinear(nn.Module):
 
     def clamp_(self) -> None:
         """Keep the clipping factors in their bounds (Intel clamps them before each use)."""
-        self.min_scale.data.clamp_(*MINMAX_BOUNDS)
-        self.max_scale.data.clamp_(*MINMAX_BOUNDS)
+        self.min_scale.data.clamp_(*self.bounds)
+        self.max_scale.data.clamp_(*self.bounds)
 
     def trainables(self) -> list[nn.Parameter]:
         """v, then the clipping factors when they are tuned."""
@@ -114,11 +146,19 @@ class TunedLinear(nn.Module):
 
 @dataclass(frozen=True)
 class TunedParams:
-    """The kept parameters of one layer: offsets (grouped shape) and clipping factors (groups,)."""
+    """The kept parameters of one layer: offsets (grouped shape) and clipping factors (groups,);
+    ``base_scale`` (groups, 1) when the layer was tuned from a searched scale."""
 
     v: torch.Tensor
     min_scale: torch.Tensor
     max_scale: torch.Tensor
+    base_scale: torch.Tensor | None = None
+
+    def rtn(self) -> TunedParams:
+        """Plain round-to-nearest: no rounding offsets, the full min-max range, no searched scale."""
+        return TunedParams(
+            torch.zeros_like(self.v), torch.ones_like(self.min_scale), torch.ones_like(self.max_scale)
+        )
 
 
 @dataclass(frozen=True)
@@ -142,14 +182,23 @@ def _batches(nsamples: int, size: int, rng: random.Random) -> Any:
         yield batch
 
 
-def _wrap(block: nn.Module, layers: dict[str, Scheme], settings: SignRoundSettings) -> dict[str, TunedLinear]:
+def _wrap(
+    block: nn.Module,
+    layers: dict[str, Scheme],
+    settings: SignRoundSettings,
+    imatrix: dict[str, torch.Tensor] | None,
+) -> dict[str, TunedLinear]:
     wrapped = {}
     for name, scheme in layers.items():
         parent_name, _, child = name.rpartition(".")
         parent = block.get_submodule(parent_name) if parent_name else block
-        tuned = TunedLinear(
-            getattr(parent, child), scheme, settings.enable_minmax_tuning, settings.init_clipping
-        )
+        linear = getattr(parent, child)
+        base_scale = None
+        if settings.enable_alg_ext and scale_init.applies_to(scheme.data_type, scheme.sym):
+            grouped, _ = to_groups(linear_weight(linear).detach(), scheme.group_size)
+            imp = (imatrix or {}).get(name)
+            base_scale = scale_init.searched_scale(grouped, scheme.bits, scheme.group_size, imp)
+        tuned = TunedLinear(linear, scheme, settings.enable_minmax_tuning, settings.init_clipping, base_scale)
         setattr(parent, child, tuned)
         wrapped[name] = tuned
     return wrapped
@@ -170,16 +219,18 @@ def tune_block(
     layers: dict[str, Scheme],
     settings: SignRoundSettings,
     seed_offset: int = 0,
+    imatrix: dict[str, torch.Tensor] | None = None,
 ) -> BlockResult:
     """Tune the quantized layers of ``block`` (names relative to it) and return their parameters.
 
     ``inputs`` (nsamples, seq, hidden) is what the block receives (quantized predecessors'
     outputs by default), ``targets`` the full-precision block's outputs on full-precision
-    inputs. The block is left as it was; its layers' weights are not modified.
+    inputs. ``imatrix`` (layer name -> summed squared inputs per input channel) weights the scale
+    search of ``enable_alg_ext``. The block is left as it was; its layers' weights are not modified.
     """
     for param in block.parameters():
         param.requires_grad_(False)
-    wrapped = _wrap(block, layers, settings)
+    wrapped = _wrap(block, layers, settings, imatrix)
     try:
         return _optimize(block, wrapped, inputs, targets, kwargs, settings, seed_offset)
     finally:
@@ -222,6 +273,7 @@ def _optimize(
     nsamples = inputs.shape[0]
     per_step = min(nsamples, settings.batch_size * settings.gradient_accumulate_steps)
     sampler = _batches(nsamples, per_step, random.Random(settings.seed + seed_offset))
+    loss_fn = _loss_fn(wrapped, settings)
     for step in range(settings.iters):
         indices = next(sampler)
         total = torch.zeros((), device=device)
@@ -229,7 +281,7 @@ def _optimize(
             chunk = torch.tensor(indices[start : start + settings.batch_size], device=inputs.device)
             batch = inputs.index_select(0, chunk).to(device, non_blocking=True)
             target = targets.index_select(0, chunk).to(device, non_blocking=True)
-            loss = F.mse_loss(block_output(block, batch, kwargs).float(), target.float())
+            loss = loss_fn(block_output(block, batch, kwargs), target)
             (loss / settings.gradient_accumulate_steps).backward()
             total = total + loss.detach()
         total = total / settings.gradient_accumulate_steps
@@ -244,6 +296,16 @@ def _optimize(
     final_iter = settings.iters - 1 if settings.not_use_best_mse else int(best_iter)
     final_loss = float(losses[-1]) if settings.not_use_best_mse else float(best_loss)
     return BlockResult(result, float(losses[0]), final_loss, final_iter)
+
+
+def _plain_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(pred.float(), target.float())
+
+
+def _loss_fn(wrapped: dict[str, TunedLinear], settings: SignRoundSettings) -> Any:
+    """MSE, or with ``enable_alg_ext`` below 4 bits, MSE without the largest errors (Intel's)."""
+    low_bit = any(t.scheme.bits < 4 for t in wrapped.values())
+    return scale_init.outlier_suppressed_mse if settings.enable_alg_ext and low_bit else _plain_mse
 
 
 @torch.no_grad()
@@ -288,7 +350,7 @@ def _collect(wrapped: dict[str, TunedLinear], best: dict[int, torch.Tensor]) -> 
 
     return {
         name: TunedParams(
-            kept(t.v), kept(t.min_scale).clamp_(*MINMAX_BOUNDS), kept(t.max_scale).clamp_(*MINMAX_BOUNDS)
+            kept(t.v), kept(t.min_scale).clamp_(*t.bounds), kept(t.max_scale).clamp_(*t.bounds), t.base_scale
         )
         for name, t in wrapped.items()
     }
@@ -297,7 +359,12 @@ def _collect(wrapped: dict[str, TunedLinear], best: dict[int, torch.Tensor]) -> 
 def qdq_with(weight: torch.Tensor, scheme: Scheme, params: TunedParams) -> tuple[torch.Tensor, Any]:
     """Final quantize-dequantize of a layer's weight with its tuned parameters (any dtype)."""
     grouped, layout = to_groups(weight, scheme.group_size)
-    qdq, qp = DTYPES[scheme.data_type].qdq(
-        grouped, scheme.bits, scheme.sym, params.v.to(grouped.device), params.min_scale, params.max_scale
-    )
+    v = params.v.to(grouped.device)
+    if params.base_scale is not None:
+        base, factor = params.base_scale.to(grouped.device), params.max_scale.to(grouped.device)
+        qdq, qp = scale_init.scaled_sym_qdq(grouped, scheme.bits, base, factor, v)
+    else:
+        qdq, qp = DTYPES[scheme.data_type].qdq(
+            grouped, scheme.bits, scheme.sym, v, params.min_scale, params.max_scale
+        )
     return from_groups(qdq, layout), qp

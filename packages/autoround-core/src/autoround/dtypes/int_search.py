@@ -109,7 +109,12 @@ def _exact_losses(
 
 
 def _approx_losses(
-    grouped: torch.Tensor, recip_max: torch.Tensor, bits: int, ratio: float, imp: torch.Tensor | None
+    grouped: torch.Tensor,
+    recip_max: torch.Tensor,
+    bits: int,
+    ratio: float,
+    imp: torch.Tensor | None,
+    histogram_dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Every candidate's loss (G, K) in float64, candidates in ascending multiplier order.
 
@@ -127,29 +132,29 @@ def _approx_losses(
     groups = grouped.shape[0]
     w = grouped.to(torch.float32)
     t = w * recip_max.to(torch.float32)  # w / group_max, in [-1, 1]
-    qw = imp.to(torch.float64) if imp is not None else torch.ones_like(w, dtype=torch.float64)
+    acc = histogram_dtype
+    qw = imp.to(acc) if imp is not None else torch.ones_like(w, dtype=acc)
     # code magnitude grows by one at m = (n + 0.5) / |t|; it stops at nmax (t > 0) or nmax - 1
     z = torch.reciprocal(t.abs().clamp_(min=1e-30).mul_(step))
-    b_src = (qw * w.to(torch.float64)).mul_(torch.sign(t).neg_().to(torch.float64)).view(-1)
-    qw_flat = qw.reshape(-1)
-    base = (torch.arange(groups, device=w.device) * (k_total + 1)).view(-1, 1)
-    size = groups * (k_total + 1)
-    acc_a = torch.zeros(size, dtype=torch.float64, device=w.device)
-    acc_b = torch.zeros(size, dtype=torch.float64, device=w.device)
+    b_src = (qw * w.to(acc)).mul_(torch.sign(t).neg_().to(acc))
+    # one histogram row per group; the last column collects crossings past the grid
+    acc_a = torch.zeros(groups, k_total + 1, dtype=acc, device=w.device)
+    acc_b = torch.zeros(groups, k_total + 1, dtype=acc, device=w.device)
     off = m_min / step
     buf = torch.empty_like(z)
+    weighted = torch.empty_like(qw)
     for n in range(nmax):
         torch.mul(z, n + 0.5, out=buf).sub_(off).ceil_().clamp_(0, k_total)
         if n == nmax - 1:  # negative weights stop one level earlier (codes end at nmax - 1)
             buf.masked_fill_(t < 0, k_total)
-        k = buf.long().add_(base).view(-1)
-        acc_a.index_add_(0, k, qw_flat, alpha=2 * n + 1)
-        acc_b.index_add_(0, k, b_src)
-    a_sum = acc_a.view(groups, k_total + 1)[:, :k_total].cumsum(1)
-    b_sum = acc_b.view(groups, k_total + 1)[:, :k_total].cumsum(1)
+        k = buf.long()
+        acc_a.scatter_add_(1, k, torch.mul(qw, 2 * n + 1, out=weighted))
+        acc_b.scatter_add_(1, k, b_src)
+    a_sum = acc_a[:, :k_total].cumsum(1, dtype=torch.float64)
+    b_sum = acc_b[:, :k_total].cumsum(1, dtype=torch.float64)
     m = m_min + step * torch.arange(k_total, dtype=torch.float64, device=w.device)
     scale = 1.0 / (-m.view(1, -1) * recip_max.to(torch.float64))
-    c_sum = (qw * w.to(torch.float64).square()).sum(-1, keepdim=True)
+    c_sum = (qw.to(torch.float64) * w.to(torch.float64).square()).sum(-1, keepdim=True)
     loss = scale.square() * a_sum - 2 * scale * b_sum + c_sum
     return torch.nan_to_num(loss, nan=float("inf"))
 
@@ -163,6 +168,7 @@ def search_sym_scale(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     exhaustive: bool | None = None,
     rescore: int | None = None,
+    histogram_dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Best signed scale of every group, shape (groups, 1), in ``grouped``'s dtype.
 
@@ -174,7 +180,9 @@ def search_sym_scale(
     :func:`_approx_losses` and re-scores the ``rescore`` best (plus Intel's first candidate)
     exactly; the pick is Intel's unless the approximation misranks the winner by more than
     ``rescore`` places (default 8 for float32, 32 for 16-bit floats, whose rounding of the
-    inverse scale makes the approximation coarser).
+    inverse scale makes the approximation coarser). ``histogram_dtype=torch.float32`` ranks about
+    1.4x faster on CPUs but misses Intel's pick in a few groups per thousand; it is for starting
+    points that are tuned afterwards, not for optimized RTN's result.
     """
     nmax = int(2.0 ** (bits - 1))
     imax = grouped.abs().argmax(dim=-1, keepdim=True)
@@ -200,7 +208,7 @@ def search_sym_scale(
     if rescore is None:
         rescore = 8 if grouped.dtype == torch.float32 else 32
     count, _ = search_grid(bits, ratio)
-    approx = _approx_losses(grouped, recip_max, bits, ratio, importance)  # (G, K), ascending m
+    approx = _approx_losses(grouped, recip_max, bits, ratio, importance, histogram_dtype)  # (G, K)
     top = approx.topk(min(rescore, approx.shape[1]), dim=1, largest=False).indices  # grid index j
     # grid j has k = count - j; Intel's order position: k = 0 -> 0, k < 0 -> k + count + 1, k > 0 -> count + k
     k = count - top

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from autoround.algorithms.imatrix import collect_input_squares
 from autoround.algorithms.signround import SignRoundSettings, TunedParams, qdq_with, tune_block
 from autoround.layer_plan import LayerPlan
 from autoround.modeling.blocks import linear_weight
@@ -60,12 +61,6 @@ def _run(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any], batch: 
             block_output(block, hidden[i : i + batch].to(device), kwargs).to(hidden.device)
             for i in range(0, len(hidden), batch)
         ]
-    )
-
-
-def _neutral(tuned: TunedParams) -> TunedParams:
-    return TunedParams(
-        torch.zeros_like(tuned.v), torch.ones_like(tuned.min_scale), torch.ones_like(tuned.max_scale)
     )
 
 
@@ -183,9 +178,10 @@ def quantize_block(
     fp_in, q_in = fp_in.to(dtype=WORK_DTYPE), q_in.to(dtype=WORK_DTYPE)
     work = copy.deepcopy(model_block).to(device, WORK_DTYPE)
     start = time.perf_counter()
-    fp_out = _run(work, fp_in, kwargs, settings.batch_size)
+    with collect_input_squares(work, layers if settings.enable_alg_ext else {}) as imatrix:
+        fp_out = _run(work, fp_in, kwargs, settings.batch_size)
     quants, report, q_out = _tune_one(
-        work, model_block, name, layers, fp_in, q_in, fp_out, kwargs, settings, index
+        work, model_block, name, layers, fp_in, q_in, fp_out, kwargs, settings, index, imatrix
     )
     report = BlockReport(**{**report.__dict__, "seconds": time.perf_counter() - start})
     return BlockStep(quants, report, fp_out, q_out)
@@ -202,21 +198,22 @@ def _tune_one(
     kwargs: dict[str, Any],
     settings: SignRoundSettings,
     index: int,
+    imatrix: dict[str, torch.Tensor],
 ) -> tuple[dict[str, LayerQuant], BlockReport, torch.Tensor]:
     if not layers:
         return {}, BlockReport(name, 0, 0.0, 0.0, 0, 0.0), _run(work, q_in, kwargs, settings.batch_size)
     inputs = q_in if settings.enable_quanted_input else fp_in
-    result = tune_block(work, inputs, fp_out, kwargs, layers, settings, seed_offset=index)
+    result = tune_block(work, inputs, fp_out, kwargs, layers, settings, seed_offset=index, imatrix=imatrix)
     params = result.params
     originals = {n: linear_weight(work.get_submodule(n)).detach().clone() for n in layers}
-    _set_weights(work, None, layers, {n: _neutral(p) for n, p in params.items()})
+    _set_weights(work, None, layers, {n: p.rtn() for n, p in params.items()})
     rtn_loss = F.mse_loss(_run(work, inputs, kwargs, settings.batch_size), fp_out).item()
     for n, weight in originals.items():
         linear_weight(work.get_submodule(n)).data.copy_(weight)
     fell_back = not math.isfinite(result.best_loss)
     if fell_back:
         logger.warning("%s: loss became %s during tuning; keeping its RTN result", name, result.best_loss)
-        params = {n: _neutral(p) for n, p in params.items()}
+        params = {n: p.rtn() for n, p in params.items()}
     quants = _set_weights(work, model_block, layers, params)
     q_out = _run(work, q_in, kwargs, settings.batch_size)
     tuned_loss = (
