@@ -35,7 +35,8 @@ WORK_DTYPE = torch.float32
 
 @dataclass(frozen=True)
 class BlockReport:
-    """What tuning one block achieved, over all calibration samples."""
+    """What tuning one block achieved: RTN's and the tuned block's loss on the first batch of
+    calibration samples (``batch_size`` of them), the best iteration, the time taken."""
 
     name: str
     layers: int
@@ -206,8 +207,11 @@ def _tune_one(
     result = tune_block(work, inputs, fp_out, kwargs, layers, settings, seed_offset=index, imatrix=imatrix)
     params = result.params
     originals = {n: linear_weight(work.get_submodule(n)).detach().clone() for n in layers}
+    # the report's losses are taken on the first batch: a pass over every sample would cost as
+    # much as the block's reference forward again, for a diagnostic
+    probe = slice(0, settings.batch_size)
     _set_weights(work, None, layers, {n: p.rtn() for n, p in params.items()})
-    rtn_loss = F.mse_loss(_run(work, inputs, kwargs, settings.batch_size), fp_out).item()
+    rtn_loss = F.mse_loss(_run(work, inputs[probe], kwargs, settings.batch_size), fp_out[probe]).item()
     for n, weight in originals.items():
         linear_weight(work.get_submodule(n)).data.copy_(weight)
     fell_back = not math.isfinite(result.best_loss)
@@ -216,11 +220,8 @@ def _tune_one(
         params = {n: p.rtn() for n, p in params.items()}
     quants = _set_weights(work, model_block, layers, params)
     q_out = _run(work, q_in, kwargs, settings.batch_size)
-    tuned_loss = (
-        F.mse_loss(_run(work, inputs, kwargs, settings.batch_size), fp_out).item()
-        if inputs is not q_in
-        else F.mse_loss(q_out, fp_out).item()
-    )
+    tuned_out = q_out[probe] if inputs is q_in else _run(work, inputs[probe], kwargs, settings.batch_size)
+    tuned_loss = F.mse_loss(tuned_out, fp_out[probe]).item()
     logger.info(
         "%s: %d layers, loss RTN %.3e -> tuned %.3e (best iter %d)",
         name,
