@@ -10,6 +10,10 @@ widen the range as well as shrink it. Below 4 bits the block loss also leaves ou
 output elements with the largest error (a few outlier activations otherwise dominate the
 signed gradients). Checkpoints are ordinary symmetric integer checkpoints: the stored scale is
 ``base * factor`` in fp16 and the zero point the constant ``2**(bits-1)``.
+
+It is autoround's default (Intel's is off): on SmolLM2 (cpu-small, 20 iterations) it turns
+W2A16G64 perplexity from 1.4 % worse than Intel's classic SignRound into 26 % better, and gains
+0.3-0.8 at W4A16; ``docs/signround.md`` has the run.
 """
 
 from __future__ import annotations
