@@ -51,6 +51,14 @@ def searched_scale(
     return clamp_scale_magnitude(searched, SCALE_THRESHOLD)
 
 
+def _scale(base_scale: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fp16 scale ``base_scale * factor`` kept >= 1e-5 in magnitude, and where that clamp did
+    not bite (the factor's gradient flows only there)."""
+    raw = (base_scale * factor.unsqueeze(-1)).to(SCALE_DTYPE)
+    scale = clamp_scale_magnitude(raw, SCALE_THRESHOLD)
+    return scale, scale == raw
+
+
 def scaled_sym_qdq(
     grouped: torch.Tensor, bits: int, base_scale: torch.Tensor, factor: torch.Tensor, v: torch.Tensor | float
 ) -> tuple[torch.Tensor, QParams]:
@@ -61,7 +69,7 @@ def scaled_sym_qdq(
     gradient. The result has ``grouped``'s dtype.
     """
     levels = 2 ** (bits - 1)
-    scale = clamp_scale_magnitude((base_scale * factor.unsqueeze(-1)).to(SCALE_DTYPE), SCALE_THRESHOLD)
+    scale, _ = _scale(base_scale, factor)
     codes = round_ste(grouped / scale + v).clamp(-levels, levels - 1)
     qdq = (scale * codes).to(grouped.dtype)
     zero = torch.full_like(scale, levels, dtype=torch.float32)
@@ -75,12 +83,11 @@ class ScaledQDQ(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, grouped, base_scale, factor, v, bits: int) -> torch.Tensor:
         levels = 2 ** (bits - 1)
-        raw = base_scale * factor.unsqueeze(-1)
-        scale = clamp_scale_magnitude(raw.to(SCALE_DTYPE), SCALE_THRESHOLD)
+        scale, unclamped = _scale(base_scale, factor)
         scale32 = scale.float()
         rounded = torch.addcdiv(v, grouped, scale32).round_()
         out = (scale32 * rounded.clamp(-levels, levels - 1)).to(grouped.dtype)
-        ctx.save_for_backward(grouped, rounded, scale32, base_scale, scale == raw.to(SCALE_DTYPE))
+        ctx.save_for_backward(grouped, rounded, scale32, base_scale, unclamped)
         ctx.levels = levels
         return out
 
