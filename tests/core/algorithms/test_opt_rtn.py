@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from autoround.algorithms import quantize_rtn
 from autoround.algorithms.imatrix import collect_imatrix
-from autoround.algorithms.opt_rtn import opt_rtn_weight, quantize_opt_rtn
+from autoround.algorithms.opt_rtn import OptRtnSettings, opt_rtn_weight, quantize_opt_rtn
 from autoround.dtypes import to_groups
 from autoround.dtypes.int_search import group_importance, opt_rtn_sym_codes, search_sym_scale
 from autoround.layer_plan import resolve
@@ -155,8 +155,63 @@ def test_opt_rtn_on_cuda_of_a_cpu_model_matches_the_cpu_result(tiny_llama) -> No
     from autoround import quantize
 
     ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(0))
-    on_cpu = quantize(copy.deepcopy(tiny_llama), "W4A16G32", opt_rtn=True, calibration=ids, progress=False)
-    on_cuda = quantize(tiny_llama, "W4A16G32", opt_rtn=True, calibration=ids, device="cuda", progress=False)
+    # Intel's exact search: the default's float32 ranking may break near-ties differently on CUDA
+    intel = OptRtnSettings.intel()
+    on_cpu = quantize(copy.deepcopy(tiny_llama), "W4A16G32", opt_rtn=intel, calibration=ids, progress=False)
+    on_cuda = quantize(tiny_llama, "W4A16G32", opt_rtn=intel, calibration=ids, device="cuda", progress=False)
     for name, quant in on_cpu.layers.items():
         assert torch.equal(quant.scale, on_cuda.layers[name].scale), name
     assert next(tiny_llama.parameters()).device.type == "cpu", "the model stays where it was"
+
+
+def _weighted_error(weight: torch.Tensor, qdq: torch.Tensor, imatrix: torch.Tensor) -> float:
+    return float(((qdq.float() - weight.float()) ** 2 * imatrix).sum())
+
+
+def test_default_refinement_lowers_the_weighted_error_below_intels_search_on_every_layer(tiny_llama) -> None:
+    scheme = PRESETS["W4A16G32"]
+    gen = torch.Generator().manual_seed(3)
+    for name, module in tiny_llama.named_modules():
+        if not isinstance(module, torch.nn.Linear) or "layers" not in name:
+            continue
+        weight = module.weight.detach()
+        imatrix = torch.rand(weight.shape[1], generator=gen) ** 4 + 1e-3
+        intel, _ = opt_rtn_weight(weight, scheme, imatrix, settings=OptRtnSettings.intel())
+        ours, quant = opt_rtn_weight(weight, scheme, imatrix)
+        assert _weighted_error(weight, ours, imatrix) < _weighted_error(weight, intel, imatrix), name
+        # what the model holds is what the checkpoint's codes and fp16 scales dequantize to
+        assert torch.equal(dequantize_codes(codes_of(ours, quant), quant, ours.dtype), ours), name
+
+
+def test_intel_settings_give_intels_exact_search(tiny_llama) -> None:
+    scheme = PRESETS["W2A16G64"]
+    weight = tiny_llama.model.layers[0].self_attn.q_proj.weight.detach()
+    imatrix = torch.rand(weight.shape[1], generator=torch.Generator().manual_seed(4)) + 0.1
+    grouped, _ = to_groups(weight, scheme.group_size)
+    _, expected = opt_rtn_sym_codes(grouped, 2, group_importance(imatrix, grouped, scheme.group_size, 2))
+    _, quant = opt_rtn_weight(weight, scheme, imatrix, settings=OptRtnSettings.intel())
+    assert torch.equal(quant.scale.reshape(-1, 1), expected.half())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"refine_steps": -1}, "refine_steps must be an integer >= 0, got -1"),
+        ({"refine_steps": 1.5}, "refine_steps must be an integer >= 0, got 1.5"),
+        ({"imatrix_dtype": "fp8"}, r"imatrix_dtype must be one of \[.*'bfloat16'\], got 'fp8'"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_value(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        OptRtnSettings(**kwargs)
+
+
+def test_a_bf16_importance_forward_stays_close_to_the_float32_one(tiny_llama) -> None:
+    names = ["model.layers.1.self_attn.q_proj", "model.layers.1.mlp.down_proj"]  # past bf16 products
+    ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(5))
+    exact = collect_imatrix(tiny_llama, names, ids, progress=False)
+    bf16 = collect_imatrix(tiny_llama, names, ids, progress=False, autocast_dtype=torch.bfloat16)
+    for name in names:
+        assert not torch.equal(bf16[name], exact[name]), "autocast had no effect"
+        torch.testing.assert_close(bf16[name], exact[name], rtol=0.1, atol=1e-3)
+        assert bf16[name].dtype == torch.float32

@@ -119,3 +119,20 @@ def test_the_tuning_qdq_gives_the_same_values_and_autograds_gradients(bits: int)
     want = torch.autograd.grad((ref * upstream).sum(), [v, factor])
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_layers_sharing_one_input_each_get_the_full_sum() -> None:
+    class Twin(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.a(x).sum() + self.b(x).sum()
+
+    twin, x = Twin(), torch.randn(2, 5, 4)
+    with collect_input_squares(twin, ["a", "b"]) as sums:
+        twin(x[:1])
+        twin(x[1:])
+    expected = x.square().sum(dim=(0, 1))
+    assert torch.allclose(sums["a"], expected) and torch.allclose(sums["b"], expected)

@@ -17,8 +17,8 @@ from torch import nn
 
 from autoround import formats, layer_plan
 from autoround.algorithms import quantize_rtn
-from autoround.algorithms.imatrix import collect_imatrix
-from autoround.algorithms.opt_rtn import quantize_opt_rtn
+from autoround.algorithms.imatrix import collect_imatrix, native_bf16
+from autoround.algorithms.opt_rtn import OptRtnSettings, quantize_opt_rtn
 from autoround.algorithms.signround import SignRoundSettings
 from autoround.layer_plan import LayerConfig
 from autoround.modeling.moe import unfuse_experts
@@ -70,7 +70,7 @@ def quantize(
     layer_config: LayerConfig | None = None,
     iters: int = 0,
     tuning: SignRoundSettings | None = None,
-    opt_rtn: bool = False,
+    opt_rtn: bool | OptRtnSettings = False,
     calibration: torch.Tensor | None = None,
     quant_lm_head: bool = False,
     block_names: list[str] | None = None,
@@ -86,7 +86,8 @@ def quantize(
 
     With ``iters=0`` and no ``tuning`` this is round-to-nearest, or optimized RTN with
     ``opt_rtn=True`` (a searched scale per group, weighted by an importance matrix from
-    ``calibration``; symmetric integers below 8 bits only, as in Intel's). SignRound runs when ``tuning``
+    ``calibration``; symmetric integers below 8 bits only, as in Intel's; an
+    :class:`~autoround.algorithms.opt_rtn.OptRtnSettings` chooses how). SignRound runs when ``tuning``
     is given (or ``iters > 0``, shorthand for ``SignRoundSettings(iters=iters)``) and needs
     ``calibration``: token ids of shape (nsamples, seqlen), e.g. from
     :func:`autoround.calibration.build_calibration_set`. ``low_gpu_mem_usage`` keeps SignRound's
@@ -104,7 +105,8 @@ def quantize(
     plan = layer_plan.resolve(model, resolved, layer_config, quant_lm_head, block_names)
     logger.info("layer plan: %s", layer_plan.describe(plan))
     if tuning is None and opt_rtn:
-        layers = _opt_rtn(model, plan, calibration, device, progress)
+        settings = opt_rtn if isinstance(opt_rtn, OptRtnSettings) else OptRtnSettings()
+        layers = _opt_rtn(model, plan, calibration, device, progress, settings)
         return QuantizedModel(model, resolved, plan, layers, {"amp": False, **RTN_SETTINGS}, tokenizer)
     if tuning is None:
         layers = quantize_rtn(model, plan, device=device, progress=progress)
@@ -129,6 +131,7 @@ def _opt_rtn(
     calibration: torch.Tensor | None,
     device: Any,
     progress: bool,
+    settings: OptRtnSettings,
 ) -> dict[str, Any]:
     searched = [n for n, s in plan.quantized().items() if s.sym and s.data_type == "int" and s.bits < 8]
     imatrix = {}
@@ -139,10 +142,21 @@ def _opt_rtn(
             )
         in_blocks = [n for n in searched if any(n.startswith(b + ".") for b in plan.block_names)]
         # where the model lives: a CPU-resident model is not moved whole to the tuning device
-        imatrix = collect_imatrix(model, in_blocks, calibration, progress=progress)
+        imatrix = collect_imatrix(
+            model, in_blocks, calibration, progress=progress, autocast_dtype=_imatrix_dtype(model, settings)
+        )
     return quantize_opt_rtn(
-        model, plan, imatrix, compute_dtype=torch.float32, device=device, progress=progress
+        model, plan, imatrix, compute_dtype=torch.float32, device=device, progress=progress, settings=settings
     )
+
+
+def _imatrix_dtype(model: nn.Module, settings: OptRtnSettings) -> torch.dtype | None:
+    """bf16 to autocast a float32 model's importance forward to, or None (the model's own dtype)."""
+    param = next(model.parameters())
+    choice = settings.imatrix_dtype
+    if choice == "auto":
+        choice = "bfloat16" if native_bf16(param.device) else "float32"
+    return torch.bfloat16 if choice == "bfloat16" and param.dtype == torch.float32 else None
 
 
 def _check_outside_blocks(plan: layer_plan.LayerPlan) -> None:

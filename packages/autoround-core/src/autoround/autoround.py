@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autoround.algorithms.opt_rtn import OptRtnSettings
 from autoround.algorithms.signround import SignRoundSettings
 from autoround.api import quantize, save
 from autoround.calibration import DEFAULT_DATASET, build_calibration_set
@@ -52,9 +53,12 @@ class AutoRound:
     ``dataset="NeelNanda/pile-10k"`` (unreachable offline: pass a local .txt/.json/.jsonl path,
     a list of texts or token-id tensors).
 
-    One default differs from Intel's: ``enable_alg_ext=True`` (Intel: False), so symmetric integer
+    Two defaults differ from Intel's: ``enable_alg_ext=True`` (Intel: False), so symmetric integer
     layers are tuned from optimized RTN's searched scale (:mod:`autoround.algorithms.scale_init`
-    gives the numbers); ``enable_alg_ext=False`` is Intel's classic SignRound.
+    gives the numbers; ``enable_alg_ext=False`` is Intel's classic SignRound), and optimized RTN
+    (``iters=0``) refines each searched scale by least squares (``opt_rtn_settings``, an
+    :class:`~autoround.algorithms.opt_rtn.OptRtnSettings`; ``OptRtnSettings.intel()`` is Intel's
+    search bit for bit).
 
     Our extension: ``init_clipping="mse"`` starts each group's clipping factors at its
     weight-error-optimal value instead of 1.0 (``"minmax"``, Intel's start and the default); see
@@ -90,6 +94,7 @@ class AutoRound:
         quant_lm_head: bool = False,
         init_clipping: str = "minmax",
         enable_alg_ext: bool = True,
+        opt_rtn_settings: OptRtnSettings | None = None,
         **kwargs: Any,
     ) -> None:
         ignored = sorted(set(kwargs) - _NO_EFFECT)
@@ -100,7 +105,9 @@ class AutoRound:
 
             model, loaded_tokenizer = load_model_and_tokenizer(model, dtype=None)
             tokenizer = tokenizer or loaded_tokenizer
-        self.opt_rtn = iters == 0 and not disable_opt_rtn
+        self.opt_rtn: OptRtnSettings | None = (
+            (opt_rtn_settings or OptRtnSettings()) if iters == 0 and not disable_opt_rtn else None
+        )
         self.model, self.tokenizer = model, tokenizer
         self.scheme = parse_scheme(scheme, bits=bits, group_size=group_size, sym=sym)
         self.layer_config, self.dataset, self.quant_lm_head = layer_config, dataset, quant_lm_head
@@ -159,7 +166,7 @@ class AutoRound:
             self.scheme,
             layer_config=self.layer_config,
             tuning=self.tuning,
-            opt_rtn=self.opt_rtn,
+            opt_rtn=self.opt_rtn or False,
             calibration=calibration,
             quant_lm_head=self.quant_lm_head,
             device=self.device,
@@ -173,7 +180,7 @@ class AutoRound:
 
     def _needs_imatrix(self) -> bool:
         """Optimized RTN calibrates only for symmetric integer layers below 8 bits (Intel's rule)."""
-        if not self.opt_rtn:
+        if self.opt_rtn is None:
             return False
         unfuse_experts(self.model)
         plan = resolve(self.model, self.scheme, self.layer_config, self.quant_lm_head)

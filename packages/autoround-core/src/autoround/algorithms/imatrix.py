@@ -11,8 +11,10 @@ statistics; that is what :func:`collect_imatrix` does, before any layer is quant
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,15 +35,21 @@ def collect_input_squares(module: nn.Module, layer_names: Iterable[str]) -> Iter
     Yields the dict it fills: layer name -> (in_features,) float32 on the layer's device.
     """
     sums: dict[str, torch.Tensor] = {}
+    # layers fed the same tensor (q/k/v, gate/up) share one reduction: the last input and its squares
+    last: list[Any] = [None, None]
 
     def make_hook(name: str):
         def hook(_module: nn.Module, args: tuple[Any, ...], _output: Any) -> None:
             x = args[0]
-            squared = x.detach().reshape(-1, x.shape[-1]).to(torch.float32).pow(2).sum(dim=0)
+            if x is last[0]:
+                squared = last[1]
+            else:
+                squared = x.detach().reshape(-1, x.shape[-1]).to(torch.float32).pow(2).sum(dim=0)
+                last[:] = [x, squared]
             if name in sums:
                 sums[name] += squared
             else:
-                sums[name] = squared
+                sums[name] = squared.clone()  # the shared reduction must not be summed into
 
         return hook
 
@@ -49,8 +57,31 @@ def collect_input_squares(module: nn.Module, layer_names: Iterable[str]) -> Iter
     try:
         yield sums
     finally:
+        last[:] = [None, None]
         for handle in handles:
             handle.remove()
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX-BF16 in the CPU's flags (Linux); False where they cannot be read."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` multiplies bf16 matrices natively (then faster than float32).
+
+    On CPUs without such instructions (AVX2 only, say) bf16 products are emulated and several
+    times slower than float32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_has_native_bf16()
 
 
 @torch.no_grad()
@@ -61,6 +92,7 @@ def collect_imatrix(
     batch_size: int = 8,
     device: torch.device | str | None = None,
     progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-layer importance (in_features,) float32 on the CPU, from token ids (nsamples, seqlen).
 
@@ -68,6 +100,8 @@ def collect_imatrix(
     the number of samples, not tokens; the search only compares losses, so the scale is
     immaterial). The model runs in its own dtype, ``batch_size`` rows at a time; the output
     head (``get_output_embeddings``) is skipped unless one of ``layer_names`` is it.
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward under autocast to that dtype;
+    the squares are still summed in float32.
     """
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (nsamples, seqlen), got shape {tuple(input_ids.shape)}")
@@ -82,8 +116,11 @@ def collect_imatrix(
         handles.append(head.register_forward_pre_hook(stop))
     if device is None:
         device = next(model.parameters()).device
+    autocast = torch.autocast(
+        torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+    )
     try:
-        with collect_input_squares(model, names) as sums:
+        with collect_input_squares(model, names) as sums, autocast:
             batches = input_ids.split(batch_size)
             for batch in tqdm(batches, desc="imatrix", unit="batch", disable=not progress):
                 with contextlib.suppress(_Stop):

@@ -5,7 +5,8 @@ Plain SignRound derives each group's scale from its min/max and tunes two clippi
 can only shrink that range. With ``enable_alg_ext`` a symmetric integer layer instead starts from
 the scale optimized RTN would pick (the importance-weighted search of
 :mod:`autoround.dtypes.int_search`, the importance being the squared inputs the block's
-full-precision forward feeds the layer) and tunes one factor on it, kept in [0, 2], so tuning can
+full-precision forward feeds the layer; here followed by the least-squares refinement of
+:mod:`autoround.dtypes.int_refine`, which Intel does not do) and tunes one factor on it, kept in [0, 2], so tuning can
 widen the range as well as shrink it. Below 4 bits the block loss also leaves out the 0.1 % of
 output elements with the largest error (a few outlier activations otherwise dominate the
 signed gradients). Checkpoints are ordinary symmetric integer checkpoints: the stored scale is
@@ -22,9 +23,10 @@ from typing import Any
 
 import torch
 
+from autoround.algorithms.opt_rtn import sym_codes
 from autoround.dtypes.base import QParams
 from autoround.dtypes.int import SCALE_DTYPE, SCALE_THRESHOLD, round_ste
-from autoround.dtypes.int_search import clamp_scale_magnitude, group_importance, search_sym_scale
+from autoround.dtypes.int_search import clamp_scale_magnitude
 
 #: Range the factor on a searched scale is kept in (Intel's bound for this path).
 FACTOR_BOUNDS = (0.0, 2.0)
@@ -41,14 +43,10 @@ def applies_to(data_type: str, sym: bool) -> bool:
 def searched_scale(
     grouped: torch.Tensor, bits: int, group_size: int, imatrix: torch.Tensor | None
 ) -> torch.Tensor:
-    """Each group's starting scale (groups, 1), float32: optimized RTN's pick for ``grouped``."""
-    work = grouped.float()
-    importance = None
-    if imatrix is not None:
-        importance = group_importance(imatrix.to(work.device), work, group_size, bits)
-    # a start that tuning moves anyway: the faster float32 ranking is good enough here
-    searched = search_sym_scale(work, bits, importance, histogram_dtype=torch.float32)
-    return clamp_scale_magnitude(searched, SCALE_THRESHOLD)
+    """Each group's starting scale (groups, 1), float32: optimized RTN's pick for ``grouped``
+    (its default settings: the search, then the least-squares refinement)."""
+    _, scale = sym_codes(grouped.float(), bits, group_size, imatrix)
+    return clamp_scale_magnitude(scale.float(), SCALE_THRESHOLD)
 
 
 def _scale(base_scale: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

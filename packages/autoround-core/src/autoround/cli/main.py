@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from autoround.algorithms.clip_init import CLIP_INITS
+from autoround.algorithms.opt_rtn import OptRtnSettings
 from autoround.cli.recipes import RECIPES, recipe
 from autoround.errors import AutoRoundError
 
@@ -115,6 +116,12 @@ def _add_tuning_args(parser: argparse.ArgumentParser) -> None:
     )
     _bool_flag(tuning, "disable_alg_ext", "Intel's classic SignRound: clipping factors on the min-max range")
     _bool_flag(tuning, "disable_opt_rtn", "with --iters 0: plain RTN instead of optimized RTN")
+    _bool_flag(
+        tuning,
+        "opt_rtn_intel",
+        "optimized RTN exactly as Intel's amp=False: no least-squares refinement of the searched "
+        "scales, float32 importance forward",
+    )
 
 
 def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
@@ -225,6 +232,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     for flag, (key, value) in flags.items():
         if getattr(args, flag):
             settings[key] = value
+    if args.opt_rtn_intel:
+        settings["opt_rtn_settings"] = OptRtnSettings.intel()
     return settings
 
 
