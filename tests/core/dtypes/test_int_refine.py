@@ -14,9 +14,9 @@ def _error(w: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, imp: torch
 
 
 def _searched(w: torch.Tensor, bits: int, shrink: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """A plain max-based scale, shrunk a little, and the nearest codes for it."""
+    """A plain max-based scale (fp16-exact), shrunk a little, and the nearest codes for it."""
     nmax = 2 ** (bits - 1)
-    scale = -w.abs().amax(-1, keepdim=True) * shrink / nmax
+    scale = (-w.abs().amax(-1, keepdim=True) * shrink / nmax).half().float()
     return (w / scale).round().clamp(-nmax, nmax - 1), scale
 
 

@@ -6,11 +6,12 @@ can only shrink that range. With ``enable_alg_ext`` a symmetric integer layer in
 the scale optimized RTN would pick (the importance-weighted search of
 :mod:`autoround.dtypes.int_search`, the importance being the squared inputs the block's
 full-precision forward feeds the layer; here followed by the least-squares refinement of
-:mod:`autoround.dtypes.int_refine`, which Intel does not do) and tunes one factor on it, kept in [0, 2], so tuning can
-widen the range as well as shrink it. Below 4 bits the block loss also leaves out the 0.1 % of
-output elements with the largest error (a few outlier activations otherwise dominate the
-signed gradients). Checkpoints are ordinary symmetric integer checkpoints: the stored scale is
-``base * factor`` in fp16 and the zero point the constant ``2**(bits-1)``.
+:mod:`autoround.dtypes.int_refine`, which Intel does not do) and tunes one factor on it, kept in
+[0, 2], so tuning can widen the range as well as shrink it. Below 4 bits the block loss also
+leaves out the 0.1 % of output elements with the largest error (a few outlier activations
+otherwise dominate the signed gradients). Checkpoints are ordinary symmetric integer
+checkpoints: the stored scale is ``base * factor`` in fp16 and the zero point the constant
+``2**(bits-1)``.
 
 It is autoround's default (Intel's is off): on SmolLM2 (cpu-small, 20 iterations) it turns
 W2A16G64 perplexity from 1.4 % worse than Intel's classic SignRound into 26 % better, and gains

@@ -23,13 +23,14 @@ DEFAULT_REFINE_STEPS = 2
 def _moments(
     codes: torch.Tensor, weighted: torch.Tensor, importance: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per group ``sum(imp * q**2)`` and ``sum(imp * w * q)`` (groups, 1), float64."""
+    """Per group ``sum(imp * q**2)`` and ``sum(imp * w * q)`` (groups, 1), summed in float32 and
+    returned as float64 (a float64 sum of float32 data casts it all first: ~10x slower on CPUs)."""
     square = codes.square()
     if importance is not None:
         square.mul_(importance)
     return (
-        square.sum(dim=-1, keepdim=True, dtype=torch.float64),
-        (weighted * codes).sum(dim=-1, keepdim=True, dtype=torch.float64),
+        square.sum(dim=-1, keepdim=True).double(),
+        (weighted * codes).sum(dim=-1, keepdim=True).double(),
     )
 
 
@@ -55,7 +56,7 @@ def refine_sym_scale(
         raise ValueError(f"steps must be >= 0, got {steps}")
     nmax = 2 ** (bits - 1)
     weighted = grouped * importance if importance is not None else grouped
-    energy = (weighted * grouped).sum(dim=-1, keepdim=True, dtype=torch.float64)
+    energy = (weighted * grouped).sum(dim=-1, keepdim=True).double()
 
     def error(s: torch.Tensor, square: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
         s = s.to(torch.float64)
