@@ -207,3 +207,13 @@ def test_tuning_from_the_searched_scale_is_the_default_and_can_be_turned_off(fla
     args = build_parser().parse_args(["--model", "m", *flags])
     default = inspect.signature(AutoRound).parameters["enable_alg_ext"].default
     assert _settings(args).get("enable_alg_ext", default) is expected
+
+
+def test_opt_rtn_intel_asks_for_intels_exact_search_and_the_default_refines() -> None:
+    from autoround.algorithms.opt_rtn import OptRtnSettings
+    from autoround.cli.main import _settings
+
+    intel = _settings(build_parser("opt-rtn").parse_args(["--model", "m", "--opt_rtn_intel"]))
+    assert intel["opt_rtn_settings"] == OptRtnSettings.intel()
+    assert "opt_rtn_settings" not in _settings(build_parser("opt-rtn").parse_args(["--model", "m"]))
+    assert OptRtnSettings().refine_steps > 0 and OptRtnSettings.intel().refine_steps == 0
