@@ -35,21 +35,15 @@ def collect_input_squares(module: nn.Module, layer_names: Iterable[str]) -> Iter
     Yields the dict it fills: layer name -> (in_features,) float32 on the layer's device.
     """
     sums: dict[str, torch.Tensor] = {}
-    # layers fed the same tensor (q/k/v, gate/up) share one reduction: the last input and its squares
-    last: list[Any] = [None, None]
 
     def make_hook(name: str):
         def hook(_module: nn.Module, args: tuple[Any, ...], _output: Any) -> None:
             x = args[0]
-            if x is last[0]:
-                squared = last[1]
-            else:
-                squared = x.detach().reshape(-1, x.shape[-1]).to(torch.float32).pow(2).sum(dim=0)
-                last[:] = [x, squared]
+            squared = x.detach().reshape(-1, x.shape[-1]).to(torch.float32).pow(2).sum(dim=0)
             if name in sums:
                 sums[name] += squared
             else:
-                sums[name] = squared.clone()  # the shared reduction must not be summed into
+                sums[name] = squared
 
         return hook
 
@@ -57,7 +51,6 @@ def collect_input_squares(module: nn.Module, layer_names: Iterable[str]) -> Iter
     try:
         yield sums
     finally:
-        last[:] = [None, None]
         for handle in handles:
             handle.remove()
 
