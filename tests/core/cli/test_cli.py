@@ -109,6 +109,9 @@ def test_opt_rtn_searches_scales_with_calibration(tmp_path, tiny_model_dir) -> N
     assert main_opt_rtn(args) == 0
     config = json.loads((out / "config.json").read_text())["quantization_config"]
     assert config["amp"] is False and config["enable_quanted_input"] is False and "iters" not in config
+    report = json.loads((out / "autoround_report.json").read_text())
+    assert report["opt_rtn"] == {"exact_search": False, "refine_steps": 2, "imatrix_dtype": "auto"}
+    assert report["tuning"] is None and report["blocks"] == []
 
 
 def test_the_default_hub_dataset_fails_offline_with_advice(
@@ -151,6 +154,7 @@ def test_light_recipe_tunes_with_the_shipped_calibration_text(tmp_path, tiny_mod
     report = json.loads((out / "autoround_report.json").read_text())
     assert [r["name"] for r in report["blocks"]] == ["model.layers.0", "model.layers.1"]
     assert (report["tuning"]["iters"], report["tuning"]["enable_alg_ext"]) == (2, True)
+    assert report["opt_rtn"] is None
 
 
 @pytest.mark.parametrize(

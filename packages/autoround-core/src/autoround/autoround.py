@@ -216,14 +216,20 @@ class AutoRound:
         elif result is None:
             result = self.quantize()
         path = save(result, output_dir, format=format, overwrite=overwrite)
-        if result.reports:
-            rows = [r.__dict__ for r in result.reports]
-            tuning = dataclasses.asdict(self.tuning) if self.tuning is not None else None
-            report = {"tuning": tuning, "blocks": rows}
-            (path / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        if result.reports or self.opt_rtn is not None:
+            (path / REPORT_FILE).write_text(json.dumps(self._report(result), indent=2) + "\n")
         if resume is not None:
             resume.clear()
         return path
+
+    def _report(self, result: QuantizedModel) -> dict[str, Any]:
+        """What ``autoround_report.json`` holds: the algorithm's settings and, when tuned, the
+        per-block losses."""
+        return {
+            "tuning": dataclasses.asdict(self.tuning) if self.tuning is not None else None,
+            "opt_rtn": dataclasses.asdict(self.opt_rtn) if self.opt_rtn is not None else None,
+            "blocks": [r.__dict__ for r in result.reports],
+        }
 
     def preflight(self, format: str = "auto_round") -> None:
         """Check, before any work, that ``format`` and the runtimes serving it can take the plan."""
