@@ -27,6 +27,7 @@ import torch
 from autoround.algorithms.opt_rtn import sym_codes
 from autoround.dtypes.base import QParams
 from autoround.dtypes.int import SCALE_DTYPE, SCALE_THRESHOLD, round_ste
+from autoround.dtypes.int_fused import straight_through_grads
 from autoround.dtypes.int_search import clamp_scale_magnitude
 
 #: Range the factor on a searched scale is kept in (Intel's bound for this path).
@@ -85,23 +86,20 @@ class ScaledQDQ(torch.autograd.Function):
         scale, unclamped = _scale(base_scale, factor)
         scale32 = scale.float()
         rounded = torch.addcdiv(v, grouped, scale32).round_()
-        out = (scale32 * rounded.clamp(-levels, levels - 1)).to(grouped.dtype)
-        ctx.save_for_backward(grouped, rounded, scale32, base_scale, unclamped)
-        ctx.levels = levels
+        codes = rounded.clamp(-levels, levels - 1)
+        out = (scale32 * codes).to(grouped.dtype)
+        ctx.save_for_backward(grouped, rounded, codes, scale32, base_scale, unclamped)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        grouped, rounded, scale32, base_scale, unclamped = ctx.saved_tensors
-        levels = ctx.levels
-        inside = (rounded >= -levels) & (rounded <= levels - 1)
-        grad_v = torch.where(inside, grad * scale32, 0.0) if ctx.needs_input_grad[3] else None
+        grouped, rounded, codes, scale32, base_scale, unclamped = ctx.saved_tensors
+        grad_v, per_group = straight_through_grads(
+            grad, grouped, rounded, codes, scale32, ctx.needs_input_grad[3], ctx.needs_input_grad[2]
+        )
         grad_factor = None
-        if ctx.needs_input_grad[2]:
-            # d out / d scale: q - w / scale inside the range, the clamped code outside it
-            d_scale = torch.where(inside, rounded - grouped / scale32, rounded.clamp(-levels, levels - 1))
-            per_group = (grad * d_scale).sum(-1, keepdim=True) * unclamped
-            grad_factor = (per_group * base_scale).squeeze(-1)
+        if per_group is not None:
+            grad_factor = (per_group * unclamped * base_scale).squeeze(-1)
         return None, None, grad_factor, grad_v, None
 
 

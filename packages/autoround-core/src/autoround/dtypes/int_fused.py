@@ -35,6 +35,38 @@ def _scale(
     return scale, positive_wins, scale == raw
 
 
+def straight_through_grads(
+    grad: torch.Tensor,
+    grouped: torch.Tensor,
+    rounded: torch.Tensor,
+    codes: torch.Tensor,
+    scale32: torch.Tensor,
+    need_v: bool,
+    need_scale: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of ``out = scale * codes``, ``codes = clamp(round(w / scale + v))``, with
+    straight-through rounding: for ``v`` (elementwise) and for the scale (summed per group, (groups, 1)).
+
+    ``d out / d scale`` is ``codes - w / scale`` where the code is not clamped, else ``codes``; its
+    per-group sum is taken as ``<grad, codes> - <grad inside, w> / scale``, two dot products over
+    tensors that exist anyway, instead of building the elementwise derivative (four more passes
+    over the weight per layer and iteration).
+    """
+    grad, grouped = grad.float(), grouped.float()  # no-ops when tuning in float32
+    inside_grad = torch.where(rounded == codes, grad, 0.0)
+    grad_v = inside_grad * scale32 if need_v else None
+    per_group = None
+    if need_scale:
+        per_group = _row_dot(grad, codes) - _row_dot(inside_grad, grouped) / scale32
+    return grad_v, per_group
+
+
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dot product of each row of two (groups, width) tensors, (groups, 1), without an
+    elementwise product tensor."""
+    return torch.bmm(a.unsqueeze(-2), b.unsqueeze(-1)).squeeze(-1)
+
+
 class SymmetricQDQ(torch.autograd.Function):
     """``scale * clamp(round(w / scale + v))`` with hand-written gradients for v and the factors."""
 
@@ -45,23 +77,23 @@ class SymmetricQDQ(torch.autograd.Function):
         scale = scale.unsqueeze(-1)
         scale32 = scale.float()  # fp16 -> fp32 is exact; torch's promotion does the same
         rounded = torch.addcdiv(v, grouped, scale32).round_()
-        out = (scale32 * rounded.clamp(-levels, levels - 1)).to(grouped.dtype)
-        ctx.save_for_backward(grouped, rounded, scale, wmin, wmax, positive_wins, unclamped)
+        codes = rounded.clamp(-levels, levels - 1)
+        out = (scale32 * codes).to(grouped.dtype)
+        ctx.save_for_backward(grouped, rounded, codes, scale, wmin, wmax, positive_wins, unclamped)
         ctx.levels = levels
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        grouped, rounded, scale, wmin, wmax, positive_wins, unclamped = ctx.saved_tensors
+        grouped, rounded, codes, scale, wmin, wmax, positive_wins, unclamped = ctx.saved_tensors
         levels = ctx.levels
-        scale32 = scale.float()
-        inside = (rounded >= -levels) & (rounded <= levels - 1)
-        grad_v = torch.where(inside, grad * scale32, 0.0) if ctx.needs_input_grad[3] else None
+        need_scale = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
+        grad_v, per_group = straight_through_grads(
+            grad, grouped, rounded, codes, scale.float(), ctx.needs_input_grad[3], need_scale
+        )
         grad_min = grad_max = None
-        if ctx.needs_input_grad[4] or ctx.needs_input_grad[5]:
-            # d out / d scale: q - w / scale inside the range, the clamped code outside it
-            d_scale = torch.where(inside, rounded - grouped / scale32, rounded.clamp(-levels, levels - 1))
-            per_group = (grad * d_scale).sum(-1) * unclamped
+        if need_scale:
+            per_group = per_group.squeeze(-1) * unclamped
             grad_max = torch.where(positive_wins, per_group * -wmax / levels, 0.0)
             grad_min = torch.where(positive_wins, 0.0, per_group * -wmin / levels)
         return None, None, None, grad_v, grad_min, grad_max, None
