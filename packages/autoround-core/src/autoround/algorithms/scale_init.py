@@ -88,14 +88,14 @@ class ScaledQDQ(torch.autograd.Function):
         rounded = torch.addcdiv(v, grouped, scale32).round_()
         codes = rounded.clamp(-levels, levels - 1)
         out = (scale32 * codes).to(grouped.dtype)
-        ctx.save_for_backward(grouped, rounded, codes, scale32, base_scale, unclamped)
+        ctx.save_for_backward(grouped, codes, rounded == codes, scale32, base_scale, unclamped)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        grouped, rounded, codes, scale32, base_scale, unclamped = ctx.saved_tensors
+        grouped, codes, inside, scale32, base_scale, unclamped = ctx.saved_tensors
         grad_v, per_group = straight_through_grads(
-            grad, grouped, rounded, codes, scale32, ctx.needs_input_grad[3], ctx.needs_input_grad[2]
+            grad, grouped, codes, inside, scale32, ctx.needs_input_grad[3], ctx.needs_input_grad[2]
         )
         grad_factor = None
         if per_group is not None:

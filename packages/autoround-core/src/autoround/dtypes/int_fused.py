@@ -2,9 +2,10 @@
 
 SignRound runs this on every weight of a block at every iteration. Through plain autograd the
 formula of :mod:`autoround.dtypes.int` costs some twenty passes over the weight (forward and
-backward, masks included); written out, it costs about a dozen, and saves one tensor instead of
-several. The forward is bit-identical to :meth:`IntDataType.qdq`; the gradients are those of
-its straight-through rounding (checked against autograd in the tests):
+backward, masks included); written out (:func:`straight_through_grads`), about nine, keeping
+the codes and a bool mask for the backward. The forward is bit-identical to
+:meth:`IntDataType.qdq`; the gradients are those of its straight-through rounding (checked
+against autograd in the tests):
 
 * ``d out / d v = scale`` where the code is not clamped, else 0;
 * ``d out / d scale = q - w / scale`` where not clamped, else ``q``; summed per group, then
@@ -38,14 +39,15 @@ def _scale(
 def straight_through_grads(
     grad: torch.Tensor,
     grouped: torch.Tensor,
-    rounded: torch.Tensor,
     codes: torch.Tensor,
+    inside: torch.Tensor,
     scale32: torch.Tensor,
     need_v: bool,
     need_scale: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of ``out = scale * codes``, ``codes = clamp(round(w / scale + v))``, with
     straight-through rounding: for ``v`` (elementwise) and for the scale (summed per group, (groups, 1)).
+    ``inside`` marks the codes the clamp left alone.
 
     ``d out / d scale`` is ``codes - w / scale`` where the code is not clamped, else ``codes``; its
     per-group sum is taken as ``<grad, codes> - <grad inside, w> / scale``, two dot products over
@@ -53,7 +55,7 @@ def straight_through_grads(
     over the weight per layer and iteration).
     """
     grad, grouped = grad.float(), grouped.float()  # no-ops when tuning in float32
-    inside_grad = torch.where(rounded == codes, grad, 0.0)
+    inside_grad = torch.where(inside, grad, 0.0)
     grad_v = inside_grad * scale32 if need_v else None
     per_group = None
     if need_scale:
@@ -79,17 +81,19 @@ class SymmetricQDQ(torch.autograd.Function):
         rounded = torch.addcdiv(v, grouped, scale32).round_()
         codes = rounded.clamp(-levels, levels - 1)
         out = (scale32 * codes).to(grouped.dtype)
-        ctx.save_for_backward(grouped, rounded, codes, scale, wmin, wmax, positive_wins, unclamped)
+        # a bool mask (1 byte per weight) is kept instead of the unclamped codes (4)
+        inside = rounded == codes
+        ctx.save_for_backward(grouped, codes, inside, scale, wmin, wmax, positive_wins, unclamped)
         ctx.levels = levels
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        grouped, rounded, codes, scale, wmin, wmax, positive_wins, unclamped = ctx.saved_tensors
+        grouped, codes, inside, scale, wmin, wmax, positive_wins, unclamped = ctx.saved_tensors
         levels = ctx.levels
         need_scale = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
         grad_v, per_group = straight_through_grads(
-            grad, grouped, rounded, codes, scale.float(), ctx.needs_input_grad[3], need_scale
+            grad, grouped, codes, inside, scale.float(), ctx.needs_input_grad[3], need_scale
         )
         grad_min = grad_max = None
         if need_scale:
