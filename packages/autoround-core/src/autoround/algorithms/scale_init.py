@@ -27,7 +27,7 @@ import torch
 from autoround.algorithms.opt_rtn import sym_codes
 from autoround.dtypes.base import QParams
 from autoround.dtypes.int import SCALE_DTYPE, SCALE_THRESHOLD, round_ste
-from autoround.dtypes.int_fused import straight_through_grads
+from autoround.dtypes.int_fused import rounded_codes, straight_through_grads
 from autoround.dtypes.int_search import clamp_scale_magnitude
 
 #: Range the factor on a searched scale is kept in (Intel's bound for this path).
@@ -85,10 +85,8 @@ class ScaledQDQ(torch.autograd.Function):
         levels = 2 ** (bits - 1)
         scale, unclamped = _scale(base_scale, factor)
         scale32 = scale.float()
-        rounded = torch.addcdiv(v, grouped, scale32).round_()
-        codes = rounded.clamp(-levels, levels - 1)
-        out = (scale32 * codes).to(grouped.dtype)
-        ctx.save_for_backward(grouped, codes, rounded == codes, scale32, base_scale, unclamped)
+        out, codes, inside = rounded_codes(grouped, v, scale32, levels)
+        ctx.save_for_backward(grouped, codes, inside, scale32, base_scale, unclamped)
         return out
 
     @staticmethod

@@ -36,6 +36,18 @@ def _scale(
     return scale, positive_wins, scale == raw
 
 
+def rounded_codes(
+    grouped: torch.Tensor, v: torch.Tensor, scale32: torch.Tensor, levels: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward of the tuning qdq: ``out = scale * codes`` in ``grouped``'s dtype, the codes
+    ``clamp(round(w / scale + v), -levels, levels - 1)`` (float32), and where the clamp left them
+    alone (a bool mask, 1 byte per weight, kept for :func:`straight_through_grads` instead of
+    the unclamped codes)."""
+    rounded = torch.addcdiv(v, grouped, scale32).round_()
+    codes = rounded.clamp(-levels, levels - 1)
+    return (scale32 * codes).to(grouped.dtype), codes, rounded == codes
+
+
 def straight_through_grads(
     grad: torch.Tensor,
     grouped: torch.Tensor,
@@ -78,11 +90,7 @@ class SymmetricQDQ(torch.autograd.Function):
         scale, positive_wins, unclamped = _scale(wmin, wmax, min_scale, max_scale, levels)
         scale = scale.unsqueeze(-1)
         scale32 = scale.float()  # fp16 -> fp32 is exact; torch's promotion does the same
-        rounded = torch.addcdiv(v, grouped, scale32).round_()
-        codes = rounded.clamp(-levels, levels - 1)
-        out = (scale32 * codes).to(grouped.dtype)
-        # a bool mask (1 byte per weight) is kept instead of the unclamped codes (4)
-        inside = rounded == codes
+        out, codes, inside = rounded_codes(grouped, v, scale32, levels)
         ctx.save_for_backward(grouped, codes, inside, scale, wmin, wmax, positive_wins, unclamped)
         ctx.levels = levels
         return out
