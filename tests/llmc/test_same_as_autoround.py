@@ -1,5 +1,6 @@
 """oneshot + SignRoundModifier is autoround's own SignRound: on the same rows, in the same order,
-with the same knobs, it tunes every weight to the same value bit for bit."""
+with the same knobs, it tunes every weight to the same value bit for bit (in float32: under bf16
+autocast the host's recorded inputs, equal in value, may take other bf16 kernels)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ pytestmark = pytest.mark.integration
 
 def test_oneshot_tunes_the_same_weights_as_autoround_quantize(load_llama, run_oneshot, calibration) -> None:
     ids = torch.tensor(calibration["input_ids"])
-    settings = SignRoundSettings(iters=20, batch_size=4)
+    settings = SignRoundSettings(iters=20, batch_size=4, amp=False)
     ours = quantize(load_llama(), "W4A16", tuning=settings, calibration=ids, progress=False)
-    modifier = SignRoundModifier(scheme="W4A16", iters=20, batch_size=4, ignore=["lm_head"])
+    modifier = SignRoundModifier(scheme="W4A16", iters=20, batch_size=4, ignore=["lm_head"], amp=False)
     hosted = run_oneshot(load_llama(), [modifier])
 
     for expected, got in zip(ours.reports, modifier.block_reports, strict=True):

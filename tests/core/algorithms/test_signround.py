@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from autoround import quantize, save
+from autoround.algorithms import signround
 from autoround.algorithms.signround import SignRoundSettings, TunedLinear
 from autoround.formats.dense import load_dense
 from autoround.quantizer import codes_of, quantize_weight
@@ -62,7 +63,11 @@ def test_tuned_weights_are_on_the_quantization_grid(tiny_llama_bf16, calibration
     assert qm.model.get_submodule(name).weight.dtype == torch.bfloat16
 
 
-def test_settings_recorded_in_the_checkpoint_leave_out_intels_defaults(tiny_llama, calibration) -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["avx2-like", "native-bf16"])
+def test_settings_recorded_in_the_checkpoint_leave_out_intels_defaults(
+    tiny_llama, calibration, monkeypatch, native
+) -> None:
+    monkeypatch.setattr(signround, "native_bf16", lambda device: native)
     qm = quantize(
         tiny_llama,
         W4G32,
@@ -70,7 +75,73 @@ def test_settings_recorded_in_the_checkpoint_leave_out_intels_defaults(tiny_llam
         calibration=calibration,
         progress=False,
     )
-    assert qm.settings == {"amp": False, "batch_size": 4, "iters": 3, "nsamples": 8, "seqlen": 32, "lr": 0.01}
+    # amp records what tuning did: bf16 autocast only where the device has native bf16
+    assert qm.settings == {
+        "amp": native,
+        "batch_size": 4,
+        "iters": 3,
+        "nsamples": 8,
+        "seqlen": 32,
+        "lr": 0.01,
+    }
+
+
+def _output_dtypes_of_mlp(block: torch.nn.Module) -> list[torch.dtype]:
+    seen: list[torch.dtype] = []
+    block.mlp.register_forward_hook(lambda _m, _a, out: seen.append(out.dtype))
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("amp", "native", "expected"),
+    [(True, True, torch.bfloat16), (True, False, torch.float32), (False, True, torch.float32)],
+    ids=["amp-native", "amp-without-native-bf16", "amp-off"],
+)
+def test_amp_multiplies_in_bf16_only_where_the_device_has_native_bf16(
+    tiny_llama, calibration, monkeypatch, amp, native, expected
+) -> None:
+    from autoround.modeling.capture import capture_block_inputs
+
+    monkeypatch.setattr(signround, "native_bf16", lambda device: native)
+    block = tiny_llama.model.layers[0]
+    captured = capture_block_inputs(tiny_llama, block, calibration, torch.device("cpu"), progress=False)
+    seen = _output_dtypes_of_mlp(block)
+    settings = SignRoundSettings(iters=2, batch_size=4, amp=amp)
+    result = signround.tune_block(
+        block, captured.hidden, captured.hidden + 0.01, captured.kwargs, {"mlp.up_proj": W4G32}, settings
+    )
+    assert set(seen) == {expected}
+    assert result.params["mlp.up_proj"].v.dtype == torch.float32
+
+
+def test_amp_without_native_bf16_tunes_exactly_as_float32(make_llama, calibration, monkeypatch) -> None:
+    monkeypatch.setattr(signround, "native_bf16", lambda device: False)
+    runs = [
+        quantize(
+            make_llama(),
+            W4G32,
+            tuning=SignRoundSettings(iters=3, batch_size=4, amp=amp),
+            calibration=calibration,
+            progress=False,
+        )
+        for amp in (True, False)
+    ]
+    for name, param in runs[0].model.state_dict().items():
+        assert torch.equal(param, runs[1].model.state_dict()[name]), name
+
+
+def test_bf16_autocast_tuning_still_beats_rtn_on_every_block(tiny_llama, calibration, monkeypatch) -> None:
+    monkeypatch.setattr(signround, "native_bf16", lambda device: True)
+    qm = quantize(
+        tiny_llama,
+        "W2A16G32",
+        tuning=SignRoundSettings(iters=12, batch_size=4, amp=True),
+        calibration=calibration,
+        progress=False,
+    )
+    assert qm.settings["amp"] is True
+    for report in qm.reports:
+        assert report.tuned_loss < report.rtn_loss, report
 
 
 @pytest.mark.parametrize("alg_ext", [False, True], ids=["classic", "from-searched-scale"])
@@ -122,6 +193,24 @@ def test_sign_steps_move_offsets_by_the_decayed_learning_rate(tiny_llama, calibr
     # two steps of lr 1/2 then 1/2 * (1 - 1/2): every offset is a sum of +-0.5 and +-0.25 (or 0)
     assert steps <= {-0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75}
     assert torch.all(result.params["mlp.up_proj"].min_scale == 1)
+
+
+@pytest.mark.parametrize(("minmax_lr", "step"), [(None, 0.25), (0.5, 0.5)], ids=["default", "explicit"])
+def test_the_factor_on_a_searched_scale_steps_at_a_quarter_of_the_rounding_lr(
+    tiny_llama, calibration, minmax_lr, step
+) -> None:
+    from autoround.algorithms.signround import tune_block
+    from autoround.modeling.capture import capture_block_inputs
+
+    block = tiny_llama.model.layers[0]
+    captured = capture_block_inputs(tiny_llama, block, calibration, torch.device("cpu"), progress=False)
+    # one iteration: lr = 1 / iters = 1, no decay yet; the factor starts at 1
+    settings = SignRoundSettings(iters=1, batch_size=8, not_use_best_mse=True, minmax_lr=minmax_lr)
+    result = tune_block(
+        block, captured.hidden, captured.hidden + 0.01, captured.kwargs, {"mlp.up_proj": W4G32}, settings
+    )
+    factors = {round(x, 6) for x in result.params["mlp.up_proj"].max_scale.unique().tolist()}
+    assert factors <= {1 - step, 1.0, 1 + step} and len(factors) > 1
 
 
 @pytest.mark.parametrize(
@@ -192,3 +281,5 @@ def test_tuning_on_cuda_with_activations_on_the_cpu_lowers_every_block_loss(make
     )
     assert all(r.tuned_loss < r.rtn_loss for r in qm.reports)
     assert next(qm.model.parameters()).device.type == "cpu"
+    # Intel's default amp: bf16 autocast on a GPU that has bf16
+    assert qm.settings["amp"] is torch.cuda.is_bf16_supported()

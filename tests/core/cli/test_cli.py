@@ -9,6 +9,7 @@ from transformers import AutoTokenizer
 
 from autoround.cli.main import build_parser, main, main_light, main_opt_rtn, main_rtn
 from autoround.formats.auto_round import read_spec
+from autoround.hardware import native_bf16
 
 
 @pytest.fixture
@@ -108,7 +109,9 @@ def test_opt_rtn_searches_scales_with_calibration(tmp_path, tiny_model_dir) -> N
     ]
     assert main_opt_rtn(args) == 0
     config = json.loads((out / "config.json").read_text())["quantization_config"]
-    assert config["amp"] is False and config["enable_quanted_input"] is False and "iters" not in config
+    # the importance forward of a float32 model autocasts to bf16 only where bf16 is native
+    assert config["amp"] is native_bf16("cpu")
+    assert config["enable_quanted_input"] is False and "iters" not in config
     report = json.loads((out / "autoround_report.json").read_text())
     assert report["opt_rtn"] == {"exact_search": False, "refine_steps": 2, "imatrix_dtype": "auto"}
     assert report["tuning"] is None and report["blocks"] == []
@@ -221,3 +224,25 @@ def test_opt_rtn_intel_asks_for_intels_exact_search_and_the_default_refines() ->
     assert intel["opt_rtn_settings"] == OptRtnSettings.intel()
     assert "opt_rtn_settings" not in _settings(build_parser("opt-rtn").parse_args(["--model", "m"]))
     assert OptRtnSettings().refine_steps > 0 and OptRtnSettings.intel().refine_steps == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"), [([], True), (["--disable_amp"], False), (["--disable-amp"], False)]
+)
+def test_amp_is_intels_default_and_disable_amp_turns_it_off(flags, expected) -> None:
+    import inspect
+
+    from autoround import AutoRound
+    from autoround.cli.main import _settings
+
+    args = build_parser().parse_args(["--model", "m", *flags])
+    default = inspect.signature(AutoRound).parameters["amp"].default
+    assert _settings(args).get("amp", default) is expected
+
+
+def test_amp_off_makes_optimized_rtns_importance_forward_float32(tiny_llama) -> None:
+    from autoround import AutoRound
+
+    assert AutoRound(tiny_llama, iters=0, amp=False).opt_rtn.imatrix_dtype == "float32"
+    assert AutoRound(tiny_llama, iters=0).opt_rtn.imatrix_dtype == "auto"
+    assert AutoRound(tiny_llama, iters=2, amp=False).tuning.amp is False

@@ -17,9 +17,10 @@ from torch import nn
 
 from autoround import formats, layer_plan
 from autoround.algorithms import quantize_rtn
-from autoround.algorithms.imatrix import collect_imatrix, native_bf16
+from autoround.algorithms.imatrix import collect_imatrix
 from autoround.algorithms.opt_rtn import OptRtnSettings, quantize_opt_rtn
 from autoround.algorithms.signround import SignRoundSettings
+from autoround.hardware import native_bf16
 from autoround.layer_plan import LayerConfig
 from autoround.modeling.moe import unfuse_experts
 from autoround.quantized_model import QuantizedModel
@@ -42,10 +43,13 @@ _DEFAULTS = {
 }
 
 
-def checkpoint_settings(settings: SignRoundSettings, nsamples: int, seqlen: int) -> dict[str, Any]:
-    """The tuning settings a checkpoint's config records (Intel's keys, defaults left out)."""
+def checkpoint_settings(
+    settings: SignRoundSettings, nsamples: int, seqlen: int, device: torch.device | str = "cpu"
+) -> dict[str, Any]:
+    """The tuning settings a checkpoint's config records (Intel's keys, defaults left out);
+    ``amp`` says whether tuning on ``device`` ran under bf16 autocast."""
     values = {
-        "amp": False,
+        "amp": settings.autocast_dtype(device) is not None,
         "batch_size": settings.batch_size,
         "enable_minmax_tuning": settings.enable_minmax_tuning,
         "enable_quanted_input": settings.enable_quanted_input,
@@ -107,7 +111,8 @@ def quantize(
     if tuning is None and opt_rtn:
         settings = opt_rtn if isinstance(opt_rtn, OptRtnSettings) else OptRtnSettings()
         layers = _opt_rtn(model, plan, calibration, device, progress, settings)
-        return QuantizedModel(model, resolved, plan, layers, {"amp": False, **RTN_SETTINGS}, tokenizer)
+        amp = _imatrix_dtype(model, settings) is not None
+        return QuantizedModel(model, resolved, plan, layers, {"amp": amp, **RTN_SETTINGS}, tokenizer)
     if tuning is None:
         layers = quantize_rtn(model, plan, device=device, progress=progress)
         return QuantizedModel(model, resolved, plan, layers, dict(RTN_SETTINGS), tokenizer)
@@ -119,7 +124,8 @@ def quantize(
     layers, reports = quantize_signround(
         model, plan, calibration, tuning, device, progress, on_block_done, restore, low_gpu_mem_usage
     )
-    settings = checkpoint_settings(tuning, calibration.shape[0], calibration.shape[1])
+    tuning_device = torch.device(device or "cpu")
+    settings = checkpoint_settings(tuning, calibration.shape[0], calibration.shape[1], tuning_device)
     qm = QuantizedModel(model, resolved, plan, layers, settings, tokenizer)
     qm.reports = reports
     return qm

@@ -35,7 +35,6 @@ REPORT_FILE = "autoround_report.json"
 # Intel arguments that only tune its own runtime; accepted, with no effect here.
 _NO_EFFECT = {
     "platform",
-    "amp",
     "nblocks",
     "enable_norm_bias_tuning",
     "momentum",
@@ -54,11 +53,17 @@ class AutoRound:
     a list of texts or token-id tensors).
 
     Two defaults differ from Intel's: ``enable_alg_ext=True`` (Intel: False), so symmetric integer
-    layers are tuned from optimized RTN's searched scale (:mod:`autoround.algorithms.scale_init`
-    gives the numbers; ``enable_alg_ext=False`` is Intel's classic SignRound), and optimized RTN
+    layers are tuned from optimized RTN's searched scale, the factor on it learning at ``lr / 4``
+    unless ``minmax_lr`` is given (:mod:`autoround.algorithms.scale_init` gives the numbers;
+    ``enable_alg_ext=False`` is Intel's classic SignRound), and optimized RTN
     (``iters=0``) refines each searched scale by least squares (``opt_rtn_settings``, an
     :class:`~autoround.algorithms.opt_rtn.OptRtnSettings`; ``OptRtnSettings.intel()`` is Intel's
     search bit for bit).
+
+    ``amp=True`` (Intel's default) runs SignRound's block forward and backward, and optimized
+    RTN's importance forward, under bf16 autocast where the device multiplies bf16 natively (CUDA;
+    CPUs with AVX512-BF16 or AMX); elsewhere, and with ``amp=False``, they run in float32. Unlike
+    Intel's, the model, the cached activations, the targets and the tuned parameters stay float32.
 
     Our extension: ``init_clipping="mse"`` starts each group's clipping factors at its
     weight-error-optimal value instead of 1.0 (``"minmax"``, Intel's start and the default); see
@@ -95,6 +100,7 @@ class AutoRound:
         init_clipping: str = "minmax",
         enable_alg_ext: bool = True,
         opt_rtn_settings: OptRtnSettings | None = None,
+        amp: bool = True,
         **kwargs: Any,
     ) -> None:
         ignored = sorted(set(kwargs) - _NO_EFFECT)
@@ -105,8 +111,9 @@ class AutoRound:
 
             model, loaded_tokenizer = load_model_and_tokenizer(model, dtype=None)
             tokenizer = tokenizer or loaded_tokenizer
+        default_opt_rtn = OptRtnSettings() if amp else OptRtnSettings(imatrix_dtype="float32")
         self.opt_rtn: OptRtnSettings | None = (
-            (opt_rtn_settings or OptRtnSettings()) if iters == 0 and not disable_opt_rtn else None
+            (opt_rtn_settings or default_opt_rtn) if iters == 0 and not disable_opt_rtn else None
         )
         self.model, self.tokenizer = model, tokenizer
         self.scheme = parse_scheme(scheme, bits=bits, group_size=group_size, sym=sym)
@@ -131,6 +138,7 @@ class AutoRound:
                 enable_alg_ext=enable_alg_ext,
                 enable_quanted_input=enable_quanted_input,
                 seed=seed,
+                amp=amp,
             )
         )
         self.result: QuantizedModel | None = None

@@ -51,13 +51,16 @@ class SignRoundModifier(Modifier, QuantizationMixin):
 
     :param iters: sign-SGD iterations per decoder block (200).
     :param lr: learning rate of the rounding offsets; None: ``1 / iters``.
-    :param minmax_lr: learning rate of the clipping factors; None: ``lr``.
+    :param minmax_lr: learning rate of the clipping factors; None: ``lr`` (``lr / 4`` for the
+        factor on a searched scale of ``enable_alg_ext``).
     :param batch_size: calibration samples per tuning step (8).
     :param gradient_accumulate_steps: batches per step (1).
     :param enable_minmax_tuning: also tune the per-group clipping factors (True).
     :param enable_quanted_input: tune each block on its quantized predecessors' outputs (True).
     :param not_use_best_mse: keep the last iteration's parameters, not the best ones (False).
     :param seed: seed of the batch order (42).
+    :param amp: bf16 autocast of the tuned block's matrix products where the device multiplies
+        bf16 natively (True); float32 throughout with False.
     :param enable_alg_ext: tune symmetric integer layers from optimized RTN's searched scale
         (True: autoround's default; Intel's is False).
     :param device: where blocks are tuned (fp32 copy); None: where the block lives.
@@ -84,6 +87,7 @@ class SignRoundModifier(Modifier, QuantizationMixin):
     not_use_best_mse: bool = False
     seed: int = 42
     enable_alg_ext: bool = True
+    amp: bool = True
     device: str | None = None
 
     _blocks: list[tuple[str, nn.Module]] = PrivateAttr(default_factory=list)
@@ -112,6 +116,7 @@ class SignRoundModifier(Modifier, QuantizationMixin):
             enable_quanted_input=self.enable_quanted_input,
             seed=self.seed,
             enable_alg_ext=self.enable_alg_ext,
+            amp=self.amp,
         )
 
     @property

@@ -11,10 +11,8 @@ statistics; that is what :func:`collect_imatrix` does, before any layer is quant
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,28 +51,6 @@ def collect_input_squares(module: nn.Module, layer_names: Iterable[str]) -> Iter
     finally:
         for handle in handles:
             handle.remove()
-
-
-@functools.cache
-def _cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX-BF16 in the CPU's flags (Linux); False where they cannot be read."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` multiplies bf16 matrices natively (then faster than float32).
-
-    On CPUs without such instructions (AVX2 only, say) bf16 products are emulated and several
-    times slower than float32.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and _cpu_has_native_bf16()
 
 
 @torch.no_grad()

@@ -32,6 +32,10 @@ from autoround.dtypes.int_search import clamp_scale_magnitude
 
 #: Range the factor on a searched scale is kept in (Intel's bound for this path).
 FACTOR_BOUNDS = (0.0, 2.0)
+#: The factor's default learning rate as a share of the rounding lr. Intel's is 1: a factor
+#: that starts at the searched scale is already near its best, and full steps (5 % of the scale
+#: per step at 20 iterations) overshoot it; docs/signround.md has the runs.
+FACTOR_LR_SHARE = 0.25
 #: Share of a batch's output elements, largest error first, left out of the low-bit loss.
 OUTLIER_FRACTION = 1e-3
 

@@ -10,8 +10,12 @@ at 1 (``init_clipping="mse"`` starts them where the weight error is smallest ins
 the iteration with the lowest loss are kept.
 
 One default is not Intel's: ``enable_alg_ext=True`` (Intel: False) tunes symmetric integer
-layers from optimized RTN's searched scale, with one factor on it kept in [0, 2] (and, below 4
-bits, a loss without the largest 0.1 % of errors); see :mod:`autoround.algorithms.scale_init`.
+layers from optimized RTN's searched scale, with one factor on it kept in [0, 2] and learning at
+a quarter of the rounding lr (and, below 4 bits, a loss without the largest 0.1 % of errors); see
+:mod:`autoround.algorithms.scale_init`.
+
+With ``amp`` (Intel's default) the block's forward and backward run under bf16 autocast, where
+the device multiplies bf16 natively only; everything else stays float32.
 
 The loop keeps everything on the device: the best loss and best parameters are tracked with
 ``torch.where``, so no iteration waits for the host.
@@ -30,6 +34,7 @@ from torch import nn
 from autoround.algorithms import scale_init
 from autoround.algorithms.clip_init import CLIP_INITS, initial_clipping
 from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.hardware import native_bf16
 from autoround.modeling.blocks import linear_weight
 from autoround.modeling.capture import block_output
 from autoround.schemes import Scheme
@@ -54,6 +59,9 @@ class SignRoundSettings:
     init_clipping: str = "minmax"
     #: Our default differs from Intel's (False): see :mod:`autoround.algorithms.scale_init`.
     enable_alg_ext: bool = True
+    #: Intel's name and default: the tuned block's forward and backward run under bf16 autocast,
+    #: here only where the device multiplies bf16 natively (:func:`autocast_dtype`).
+    amp: bool = True
 
     def __post_init__(self) -> None:
         for name in ("iters", "batch_size", "gradient_accumulate_steps"):
@@ -75,9 +83,22 @@ class SignRoundSettings:
             return self.lr
         return 2.0 / self.iters if self.iters >= 1000 and bits <= 3 else 1.0 / self.iters
 
-    def minmax_lr_for(self, bits: int) -> float:
-        """The clipping-factor lr of a layer (defaults to its rounding lr)."""
-        return self.minmax_lr if self.minmax_lr is not None else self.lr_for(bits)
+    def minmax_lr_for(self, bits: int, from_searched_scale: bool = False) -> float:
+        """The clipping-factor lr of a layer: explicit, else its rounding lr (Intel's default),
+        a quarter of it for the factor on a searched scale (``scale_init.FACTOR_LR_SHARE``)."""
+        if self.minmax_lr is not None:
+            return self.minmax_lr
+        share = scale_init.FACTOR_LR_SHARE if from_searched_scale else 1.0
+        return share * self.lr_for(bits)
+
+    def autocast_dtype(self, device: torch.device | str) -> torch.dtype | None:
+        """bf16 when ``amp`` and ``device`` multiplies bf16 natively, else None (float32).
+
+        Only the block's matrix products run in bf16; the tuned parameters, the
+        quantize-dequantize, the cached activations, the targets and the loss stay float32. On
+        AVX2-only CPUs bf16 products are emulated and several times slower, so they stay float32.
+        """
+        return torch.bfloat16 if self.amp and native_bf16(device) else None
 
 
 class TunedLinear(nn.Module):
@@ -245,10 +266,8 @@ def _param_groups(
         bits = tuned.scheme.bits
         groups.append((tuned.v, settings.lr_for(bits)))
         if settings.enable_minmax_tuning:
-            groups += [
-                (tuned.min_scale, settings.minmax_lr_for(bits)),
-                (tuned.max_scale, settings.minmax_lr_for(bits)),
-            ]
+            minmax_lr = settings.minmax_lr_for(bits, from_searched_scale=tuned.base_scale is not None)
+            groups += [(tuned.min_scale, minmax_lr), (tuned.max_scale, minmax_lr)]
     return groups
 
 
@@ -274,6 +293,7 @@ def _optimize(
     per_step = min(nsamples, settings.batch_size * settings.gradient_accumulate_steps)
     sampler = _batches(nsamples, per_step, random.Random(settings.seed + seed_offset))
     loss_fn = _loss_fn(wrapped, settings)
+    amp_dtype = settings.autocast_dtype(device)
     for step in range(settings.iters):
         indices = next(sampler)
         total = torch.zeros((), device=device)
@@ -281,7 +301,9 @@ def _optimize(
             chunk = torch.tensor(indices[start : start + settings.batch_size], device=inputs.device)
             batch = inputs.index_select(0, chunk).to(device, non_blocking=True)
             target = targets.index_select(0, chunk).to(device, non_blocking=True)
-            loss = loss_fn(block_output(block, batch, kwargs), target)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                output = block_output(block, batch, kwargs)
+            loss = loss_fn(output, target)
             (loss / settings.gradient_accumulate_steps).backward()
             total = total + loss.detach()
         total = total / settings.gradient_accumulate_steps

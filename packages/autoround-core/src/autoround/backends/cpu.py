@@ -44,6 +44,7 @@ from autoround.backends.cpu_layout import (
     op_geometry,
     repack_int4,
 )
+from autoround.hardware import native_bf16
 from autoround.packing import SUPPORTED_BITS
 from autoround.schemes import Scheme
 
@@ -54,12 +55,6 @@ if TYPE_CHECKING:
 DENSE_BLOCK_COLUMNS = 1024
 #: Rows from which bf16/fp16 calls dequantize blocks and matmul densely (measured crossover).
 DEFAULT_DENSE_MIN_ROWS = 256
-
-
-def native_bf16() -> bool:
-    """True when this CPU computes bf16 matmuls natively (avx512_bf16 and torch dispatching AVX512)."""
-    supported = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return bool(supported) and torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "AVX2")
 
 
 __all__ = ["INT4_GROUPS", "N_MULTIPLE", "CpuBackend", "CpuState", "Int4Plane"]

@@ -97,7 +97,12 @@ def _add_tuning_args(parser: argparse.ArgumentParser) -> None:
     tuning.add_argument("--batch_size", "--batch-size", type=int, default=None, help="samples per step")
     tuning.add_argument("--gradient_accumulate_steps", type=int, default=None, help="batches per step")
     tuning.add_argument("--lr", type=float, default=None, help="rounding learning rate (default 1/iters)")
-    tuning.add_argument("--minmax_lr", type=float, default=None, help="clipping learning rate (default lr)")
+    tuning.add_argument(
+        "--minmax_lr",
+        type=float,
+        default=None,
+        help="clipping learning rate (default lr; lr/4 for the factor on a searched scale)",
+    )
     _bool_flag(tuning, "disable_minmax_tuning", "tune rounding only, not the clipping ranges")
     _bool_flag(tuning, "not_use_best_mse", "keep the last iteration instead of the best one")
     tuning.add_argument(
@@ -116,6 +121,11 @@ def _add_tuning_args(parser: argparse.ArgumentParser) -> None:
     )
     _bool_flag(tuning, "disable_alg_ext", "Intel's classic SignRound: clipping factors on the min-max range")
     _bool_flag(tuning, "disable_opt_rtn", "with --iters 0: plain RTN instead of optimized RTN")
+    _bool_flag(
+        tuning,
+        "disable_amp",
+        "compute in float32 throughout (default: bf16 matrix products where the device has native bf16)",
+    )
     _bool_flag(
         tuning,
         "opt_rtn_intel",
@@ -226,6 +236,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "disable_quanted_input": ("enable_quanted_input", False),
         "enable_alg_ext": ("enable_alg_ext", True),
         "disable_alg_ext": ("enable_alg_ext", False),
+        "disable_amp": ("amp", False),
     }
     if args.enable_alg_ext and args.disable_alg_ext:
         raise ValueError("--enable_alg_ext and --disable_alg_ext contradict each other; pass one")

@@ -3,8 +3,9 @@
 Per block: the full-precision block's output on full-precision inputs is the target; the block
 is tuned on the quantized predecessors' outputs (``enable_quanted_input``, Intel's default); its
 layers' weights are then quantize-dequantized with the kept parameters and the quantized block's
-outputs become the next block's inputs. Tuning computes in fp32 on a copy of the block (dense
-bf16 matmul is ~9x slower on AVX2 CPUs); the model keeps its dtype.
+outputs become the next block's inputs. Tuning works in fp32 on a copy of the block, its matrix
+products under bf16 autocast where the device has native bf16 (``SignRoundSettings.amp``; dense
+bf16 matmul is ~9x slower on AVX2 CPUs, several times faster with AMX); the model keeps its dtype.
 """
 
 from __future__ import annotations
@@ -170,9 +171,10 @@ def quantize_block(
     :class:`~autoround.schemes.Scheme`; ``fp_in`` (nsamples, seq, hidden) is what the
     full-precision block receives from full-precision predecessors, ``q_in`` what it receives from
     quantized ones (the same tensor for the first block); ``kwargs`` are the block's other
-    arguments (attention mask, rotary embeddings), shared by all samples. Tuning runs in fp32 on a
-    copy of the block on ``device`` (default: the CPU); ``index`` seeds the batch order as the
-    block's position does in a full run. The model's block keeps its dtype.
+    arguments (attention mask, rotary embeddings), shared by all samples. Tuning runs in fp32 (bf16
+    matrix products where ``settings.amp`` allows) on a copy of the block on ``device`` (default:
+    the CPU); ``index`` seeds the batch order as the block's position does in a full run. The
+    model's block keeps its dtype.
     """
     device = torch.device(device or "cpu")
     kwargs = cast_kwargs(kwargs, WORK_DTYPE, device)
