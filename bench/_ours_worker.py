@@ -80,20 +80,26 @@ def floor_job(job: dict) -> dict:
         target = block(captured.hidden, **captured.kwargs)
     target = target[0] if isinstance(target, tuple) else target
 
-    def eager_step() -> None:
-        out = block(captured.hidden, **captured.kwargs)
+    def eager_step(amp: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = block(captured.hidden, **captured.kwargs)
         out = out[0] if isinstance(out, tuple) else out
-        F.mse_loss(out, target).backward()
+        F.mse_loss(out.float(), target).backward()
+
+    def eager_time(amp: bool) -> float:
+        for _ in range(2):
+            eager_step(amp)
+        reps = job.get("reps", 5)
+        start = time.perf_counter()
+        for _ in range(reps):
+            eager_step(amp)
+        return (time.perf_counter() - start) / reps
 
     for p in block.parameters():
         p.requires_grad_(True)
-    for _ in range(2):
-        eager_step()
-    reps = job.get("reps", 5)
-    start = time.perf_counter()
-    for _ in range(reps):
-        eager_step()
-    eager = (time.perf_counter() - start) / reps
+    eager = eager_time(False)
+    # what our default (amp) tunes under where bf16 is native: the same step, bf16 matmuls
+    eager_bf16 = eager_time(True) if SignRoundSettings().autocast_dtype("cpu") is not None else None
     for p in block.parameters():
         p.requires_grad_(False)
         p.grad = None
@@ -120,6 +126,7 @@ def floor_job(job: dict) -> dict:
     return {
         "status": "ok",
         "eager_step_s": eager,
+        "eager_bf16_step_s": eager_bf16,
         "signround_iter_s": full / iters,
         "ratio": full / iters / eager,
         "signround_marginal_iter_s": marginal,

@@ -300,6 +300,15 @@ def render(report: dict) -> str:
                 f"{fl.get('signround_marginal_iter_s', 0):.3f} s = {fl.get('marginal_ratio', 0):.2f}x.",
                 "",
             ]
+            if fl.get("eager_bf16_step_s"):
+                bf16 = fl["eager_bf16_step_s"]
+                lines += [
+                    f"Native bf16 here, so our default tunes under bf16 autocast (amp): the same eager step "
+                    f"under bf16 autocast takes **{bf16:.3f} s**; our iteration is "
+                    f"{fl['signround_iter_s'] / bf16:.2f}x that (marginal "
+                    f"{fl.get('signround_marginal_iter_s', 0) / bf16:.2f}x).",
+                    "",
+                ]
         else:
             lines += [f"Eager floor: {fl.get('status')}: {fl.get('message', '')[:300]}", ""]
     lines += [
