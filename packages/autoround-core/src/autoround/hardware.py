@@ -10,12 +10,14 @@ import torch
 
 @functools.cache
 def _cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX-BF16 in the CPU's flags (Linux); False where they cannot be read."""
+    """AVX512-BF16 or AMX-BF16 in the CPU's flags (Linux; False where they cannot be read), and
+    torch dispatching beyond AVX2 (``ATEN_CPU_CAPABILITY=avx2`` emulates an AVX2-only CPU)."""
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    has_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    return has_bf16 and torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "AVX2")
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
