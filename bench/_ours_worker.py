@@ -66,7 +66,7 @@ def floor_job(job: dict) -> dict:
     import copy
 
     import torch
-    import torch.nn.functional as F
+    from profile_block import eager_time
 
     from autoround.algorithms.signround import SignRoundSettings, tune_block
     from autoround.modeling.capture import capture_block_inputs
@@ -80,26 +80,14 @@ def floor_job(job: dict) -> dict:
         target = block(captured.hidden, **captured.kwargs)
     target = target[0] if isinstance(target, tuple) else target
 
-    def eager_step(amp: bool) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            out = block(captured.hidden, **captured.kwargs)
-        out = out[0] if isinstance(out, tuple) else out
-        F.mse_loss(out.float(), target).backward()
-
-    def eager_time(amp: bool) -> float:
-        for _ in range(2):
-            eager_step(amp)
-        reps = job.get("reps", 5)
-        start = time.perf_counter()
-        for _ in range(reps):
-            eager_step(amp)
-        return (time.perf_counter() - start) / reps
+    def timed_step(amp: bool) -> float:
+        return eager_time(block, captured.hidden, captured.kwargs, target, amp, job.get("reps", 5))
 
     for p in block.parameters():
         p.requires_grad_(True)
-    eager = eager_time(False)
+    eager = timed_step(False)
     # what our default (amp) tunes under where bf16 is native: the same step, bf16 matmuls
-    eager_bf16 = eager_time(True) if SignRoundSettings().autocast_dtype("cpu") is not None else None
+    eager_bf16 = timed_step(True) if SignRoundSettings().autocast_dtype("cpu") is not None else None
     for p in block.parameters():
         p.requires_grad_(False)
         p.grad = None

@@ -35,13 +35,14 @@ def eager_step(block, hidden, kwargs, target, amp: bool = False) -> None:
     F.mse_loss(out.float(), target).backward()
 
 
-def eager_time(block, hidden, kwargs, target, amp: bool) -> float:
+def eager_time(block, hidden, kwargs, target, amp: bool, reps: int = 5) -> float:
+    """Seconds per eager step (after two warm-ups), fp32 or under bf16 autocast."""
     for _ in range(2):
         eager_step(block, hidden, kwargs, target, amp)
     start = time.perf_counter()
-    for _ in range(5):
+    for _ in range(reps):
         eager_step(block, hidden, kwargs, target, amp)
-    return (time.perf_counter() - start) / 5
+    return (time.perf_counter() - start) / reps
 
 
 def main() -> None:
