@@ -203,17 +203,25 @@ def test_tokenizer_is_saved_with_the_checkpoint(tmp_path, tiny_model_dir, tiny_t
 
 
 @pytest.mark.parametrize(
-    ("flags", "expected"), [([], True), (["--disable_alg_ext"], False), (["--enable-alg-ext"], True)]
+    ("argument", "flags", "expected"),
+    [
+        ("enable_alg_ext", [], True),
+        ("enable_alg_ext", ["--disable_alg_ext"], False),
+        ("enable_alg_ext", ["--enable-alg-ext"], True),
+        ("amp", [], True),
+        ("amp", ["--disable_amp"], False),
+        ("amp", ["--disable-amp"], False),
+    ],
 )
-def test_tuning_from_the_searched_scale_is_the_default_and_can_be_turned_off(flags, expected) -> None:
+def test_searched_scale_and_amp_are_on_by_default_and_flags_turn_them_off(argument, flags, expected) -> None:
     import inspect
 
     from autoround import AutoRound
     from autoround.cli.main import _settings
 
     args = build_parser().parse_args(["--model", "m", *flags])
-    default = inspect.signature(AutoRound).parameters["enable_alg_ext"].default
-    assert _settings(args).get("enable_alg_ext", default) is expected
+    default = inspect.signature(AutoRound).parameters[argument].default
+    assert _settings(args).get(argument, default) is expected
 
 
 def test_opt_rtn_intel_asks_for_intels_exact_search_and_the_default_refines() -> None:
@@ -224,20 +232,6 @@ def test_opt_rtn_intel_asks_for_intels_exact_search_and_the_default_refines() ->
     assert intel["opt_rtn_settings"] == OptRtnSettings.intel()
     assert "opt_rtn_settings" not in _settings(build_parser("opt-rtn").parse_args(["--model", "m"]))
     assert OptRtnSettings().refine_steps > 0 and OptRtnSettings.intel().refine_steps == 0
-
-
-@pytest.mark.parametrize(
-    ("flags", "expected"), [([], True), (["--disable_amp"], False), (["--disable-amp"], False)]
-)
-def test_amp_is_intels_default_and_disable_amp_turns_it_off(flags, expected) -> None:
-    import inspect
-
-    from autoround import AutoRound
-    from autoround.cli.main import _settings
-
-    args = build_parser().parse_args(["--model", "m", *flags])
-    default = inspect.signature(AutoRound).parameters["amp"].default
-    assert _settings(args).get("amp", default) is expected
 
 
 def test_amp_off_makes_optimized_rtns_importance_forward_float32(tiny_llama) -> None:
