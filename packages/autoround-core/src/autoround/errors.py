@@ -15,3 +15,11 @@ class CheckpointError(AutoRoundError, ValueError):
 
 class UnsupportedLayerError(AutoRoundError, ValueError):
     """A layer cannot be quantized or served with the requested scheme or backend."""
+
+
+class ResumeError(AutoRoundError, ValueError):
+    """A resume folder is unreadable, belongs to another run, or is in use by a running one."""
+
+
+class UsageError(AutoRoundError, ValueError):
+    """An argument is invalid or unsafe (e.g. an output path inside the input model)."""
