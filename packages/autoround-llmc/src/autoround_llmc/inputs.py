@@ -6,6 +6,12 @@ arguments (attention mask, rotary ``position_embeddings``, ...). Samples must sh
 that they stack into one (nsamples, seq, hidden) tensor, as autoround's tuner expects; the other
 arguments must be the same for every sample (true of causal LMs without padding), so that a batch
 dimension of 1 broadcasts over any tuning batch.
+
+The pipeline calibrates under eager attention, which always materialises the causal mask; the
+same model outside it, attending with SDPA, gets ``None`` and SDPA's ``is_causal`` path (what
+autoround's ``quantize`` records). Equal in value, the two take different kernels whose last bits
+differ on some CPUs; so for a model that attends with SDPA an exactly causal mask is recorded as
+``None``, as transformers itself decides for an unpadded batch.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ class RecordedInputs:
 
     hidden: list[torch.Tensor] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: The model attends with SDPA (outside the pipeline), which reads a mask of None as causal.
+    sdpa: bool = False
 
     def add(self, block: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Record one call of the block (``args``/``kwargs`` as a forward pre-hook sees them)."""
@@ -44,6 +52,8 @@ class RecordedInputs:
         self.hidden.append(states.detach())
         if not self.kwargs:
             self.kwargs = _shared(block, kwargs, states.shape[0])
+            if self.sdpa and _is_causal(self.kwargs.get("attention_mask")):
+                self.kwargs["attention_mask"] = None
 
     def stacked(self) -> torch.Tensor:
         """All recorded hidden states, (nsamples, seq, hidden)."""
@@ -56,6 +66,20 @@ def _shared(block: str, kwargs: dict[str, Any], batch: int) -> dict[str, Any]:
     if "use_cache" in kept:
         kept["use_cache"] = False
     return {k: _first_sample(block, k, v, batch) for k, v in kept.items()}
+
+
+def _is_causal(mask: Any) -> bool:
+    """Whether ``mask`` (batch 1, 4-D, boolean or additive) lets each query see exactly itself and
+    the keys before it."""
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.shape[0] != 1:
+        return False
+    if mask.shape[-1] != mask.shape[-2]:
+        return False
+    allowed = mask if mask.dtype == torch.bool else mask == 0
+    causal = torch.ones(mask.shape[-2:], dtype=torch.bool, device=mask.device).tril()
+    if not torch.equal(allowed, causal.expand_as(allowed)):
+        return False
+    return mask.dtype == torch.bool or bool((mask[~allowed] <= torch.finfo(mask.dtype).min / 2).all())
 
 
 def _first_sample(block: str, key: str, value: Any, batch: int) -> Any:

@@ -9,9 +9,11 @@ Lifecycle (llm-compressor 0.14, sequential pipeline; one subgraph per decoder bl
 - ``on_sequential_epoch_end`` (a block has seen every calibration batch): autoround's
   :func:`~autoround.tuning.driver.quantize_block` tunes the block, exactly as autoround's own
   ``AutoRound`` does (targets are the full-precision block's outputs on full-precision inputs, kept
-  here from block to block; inputs are the quantized predecessors' outputs, which the pipeline
-  propagates); then each layer gets ``weight_scale`` / ``weight_zero_point`` and its
-  quantize-dequantized weight (:mod:`autoround_llmc.qparams`).
+  here from block to block; inputs are the tuned predecessor's outputs as autoround computes them,
+  also kept here), under the model's own attention implementation (the pipeline forces eager
+  attention, whose last bits differ from SDPA's on some CPUs); then each layer gets
+  ``weight_scale`` / ``weight_zero_point`` and its quantize-dequantized weight
+  (:mod:`autoround_llmc.qparams`).
 - ``on_calibration_end``: compressed-tensors' calibration state is frozen; every target layer
   must have been tuned.
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from compressed_tensors.utils import match_named_modules
+from compressed_tensors.utils import match_named_modules, patch_attr
 from llmcompressor.core import Event, State
 from llmcompressor.modifiers import Modifier
 from llmcompressor.modifiers.quantization.quantization import QuantizationMixin
@@ -93,7 +95,9 @@ class SignRoundModifier(Modifier, QuantizationMixin):
     _blocks: list[tuple[str, nn.Module]] = PrivateAttr(default_factory=list)
     _layers: dict[str, dict[str, Scheme]] = PrivateAttr(default_factory=dict)
     _recorded: dict[str, RecordedInputs] = PrivateAttr(default_factory=dict)
+    _attention: str | None = PrivateAttr(default=None)
     _fp_in: torch.Tensor | None = PrivateAttr(default=None)
+    _q_in: torch.Tensor | None = PrivateAttr(default=None)
     _pending: set[str] = PrivateAttr(default_factory=set)
     _reports: list[BlockReport] = PrivateAttr(default_factory=list)
 
@@ -133,6 +137,7 @@ class SignRoundModifier(Modifier, QuantizationMixin):
                 "preset), or config_groups"
             )
         model = state.model
+        self._attention = getattr(model.config, "_attn_implementation", None)
         QuantizationMixin.initialize_quantization(self, model)
         self._blocks = [
             (f"{prefix}.{i}", block)
@@ -169,10 +174,11 @@ class SignRoundModifier(Modifier, QuantizationMixin):
         """Record every decoder block's inputs as the pipeline runs it."""
         QuantizationMixin.start_calibration(self, state.model)
         for name, block in self._blocks:
-            recorded = self._recorded.setdefault(name, RecordedInputs())
+            recorded = self._recorded.setdefault(name, RecordedInputs(sdpa=self._attention == "sdpa"))
 
-            def hook(_module: nn.Module, args: tuple, kwargs: dict, name=name, rec=recorded) -> None:
-                rec.add(name, args, kwargs)
+            def hook(module: nn.Module, args: tuple, kwargs: dict, rec=recorded, own=(name, block)) -> None:
+                if module is own[1]:  # not the tuner's copy of the block, which inherits the hook
+                    rec.add(own[0], args, kwargs)
 
             self.register_hook(block, hook, "forward_pre", with_kwargs=True)
 
@@ -181,20 +187,22 @@ class SignRoundModifier(Modifier, QuantizationMixin):
     ) -> None:
         """Tune the decoder blocks of the subgraph that just saw every calibration batch."""
         in_subgraph = {id(m) for m in modules or []}
-        q_in = None  # a later block of the same subgraph gets its predecessor's tuned output
         for index, (name, block) in enumerate(self._blocks):
             recorded = self._recorded.get(name)
             if id(block) not in in_subgraph or recorded is None or not recorded.hidden:
                 continue
             captured = recorded.stacked()
             fp_in = self._fp_in if self._fp_in is not None else captured
-            with torch.enable_grad():  # the pipeline calibrates under no_grad; tuning needs gradients
+            q_in = self._q_in if self._q_in is not None else captured
+            # the pipeline calibrates under no_grad and eager attention; tuning needs gradients, and
+            # runs the block as autoround's quantize does
+            with torch.enable_grad(), patch_attr(state.model.config, "_attn_implementation", self._attention):
                 step = quantize_block(
                     block,
                     name,
                     self._layers[name],
                     fp_in,
-                    q_in if q_in is not None else captured,
+                    q_in,
                     recorded.kwargs,
                     self.settings,
                     index,
@@ -204,7 +212,7 @@ class SignRoundModifier(Modifier, QuantizationMixin):
                 write_qparams(block.get_submodule(rel), quant)
                 self._pending.discard(f"{name}.{rel}")
             self._reports.append(step.report)
-            self._fp_in, q_in = step.fp_out, step.q_out
+            self._fp_in, self._q_in = step.fp_out, step.q_out
             del self._recorded[name]
 
     def on_calibration_end(self, state: State, event: Event, **kwargs: Any) -> None:
@@ -212,7 +220,7 @@ class SignRoundModifier(Modifier, QuantizationMixin):
         QuantizationMixin.end_calibration(self, state.model)
         self.remove_hooks()
         self._recorded.clear()
-        self._fp_in = None
+        self._fp_in = self._q_in = None
         if self._pending:
             raise RuntimeError(
                 f"SignRoundModifier: {len(self._pending)} target layer(s) were never tuned, e.g. "
