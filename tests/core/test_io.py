@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import resource
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,8 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from autoround.errors import CheckpointError
+from autoround import io
+from autoround.errors import CheckpointError, OutputWriteError
 from autoround.io import (
     atomic_dir,
     iter_safetensors_dir,
@@ -340,3 +344,96 @@ def test_directory_without_weights(tmp_path: Path) -> None:
 def test_load_accepts_str_paths(tmp_path: Path) -> None:
     save_safetensors_sharded({"x": torch.ones(1)}, tmp_path)
     assert list(load_safetensors_dir(os.fspath(tmp_path))) == ["x"]  # type: ignore[arg-type]
+
+
+# --- a full disk: one error naming the file, nothing partial left ----------------------------
+
+
+@pytest.fixture
+def file_size_limit():
+    """Cap the size of files this process writes (the soft RLIMIT_FSIZE, restored after): a
+    larger write fails with EFBIG, as the closest a test gets to a full disk."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def limit(nbytes: int) -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def _big_tensors() -> dict[str, torch.Tensor]:
+    return {"a.weight": torch.zeros(64, 64), "b.weight": torch.ones(64, 64)}  # 16 KiB each
+
+
+def test_a_full_disk_names_the_file_and_what_to_do(tmp_path: Path, file_size_limit) -> None:
+    file_size_limit(4096)
+    with pytest.raises(OutputWriteError) as info:
+        save_safetensors_sharded(_big_tensors(), tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"could not write {tmp_path / 'model.safetensors'}: ")
+    assert "File too large" in message and "free space or choose another --output_dir" in message
+    assert "\n" not in message
+    assert isinstance(info.value, OSError)
+    assert list(tmp_path.iterdir()) == []  # the partial file is removed
+
+
+def test_a_full_disk_on_a_later_shard_removes_the_earlier_ones(tmp_path: Path, monkeypatch) -> None:
+    real_save = io.save_file
+
+    def second_fails(tensors, path, metadata=None):
+        if path.name.startswith("model-00002"):
+            path.write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(io, "save_file", second_fails)
+    with pytest.raises(OutputWriteError, match=r"model-00002-of-00002\.safetensors: .*No space left") as info:
+        save_safetensors_sharded(_big_tensors(), tmp_path, max_shard_bytes=20_000)
+    assert info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_writing_the_index_removes_the_shards(tmp_path: Path, monkeypatch) -> None:
+    def no_space(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    with pytest.raises(OutputWriteError, match=r"model\.safetensors\.index\.json"):
+        save_safetensors_sharded(_big_tensors(), tmp_path, max_shard_bytes=20_000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_inside_atomic_dir_leaves_no_target_and_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt"
+    with (
+        pytest.raises(OutputWriteError, match=f"could not write {target}: .*free space"),
+        atomic_dir(target) as tmp,
+    ):
+        (tmp / "config.json").write_text("{}")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert not target.exists()
+    assert _siblings(target) == []
+
+
+def test_a_full_disk_through_atomic_dir_keeps_the_file_named(tmp_path: Path, file_size_limit) -> None:
+    target = tmp_path / "ckpt"
+    file_size_limit(4096)
+    with pytest.raises(OutputWriteError) as info, atomic_dir(target) as tmp:
+        save_safetensors_sharded(_big_tensors(), tmp)
+    # named where the user looks for it, not in the temp dir that is gone
+    assert str(info.value).startswith(f"could not write {target / 'model.safetensors'}: ")
+    assert "File too large" in str(info.value)
+    assert not target.exists()
+    assert _siblings(target) == []
+
+
+def test_other_os_errors_inside_atomic_dir_are_not_called_a_full_disk(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt"
+    with pytest.raises(PermissionError), atomic_dir(target):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    assert _siblings(target) == []

@@ -10,8 +10,10 @@ VENV="${AUTOROUND_VLLM_VENV:-$HOME/.cache/autoround-dev/vllm-venv}"
 KEY_FILES=(tests/vllm/setup_venv.sh tests/vllm/venv-requirements.txt
   packages/autoround-core/pyproject.toml packages/autoround-hf/pyproject.toml
   packages/autoround-vllm/pyproject.toml)
-# The editable installs point at this checkout: its path is part of the key too.
-KEY="$( (pwd; cat "${KEY_FILES[@]}") | sha256sum | cut -c1-16)"
+# The editable installs point at the checkout that built the venv; tests/vllm/vllm_harness.py
+# puts the running checkout's sources first on PYTHONPATH, so any checkout can share the venv
+# (only the installed entry points and dependencies matter, and those are in the key).
+KEY="$(cat "${KEY_FILES[@]}" | sha256sum | cut -c1-16)"
 if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.autoround-key" 2>/dev/null)" == "$KEY" ]]; then
   echo "vllm venv $VENV is current ($KEY)"
   exit 0

@@ -19,6 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = Path(__file__).parent / "engine"
+#: Our packages' sources in this checkout, put first on the venv's path: the venv's editable
+#: installs (its entry points) may come from another checkout sharing the cached venv.
+PACKAGE_SOURCES = [ROOT / "packages" / f"autoround-{p}" / "src" for p in ("core", "hf", "vllm")]
 VENV = Path(os.environ.get("AUTOROUND_VLLM_VENV", Path.home() / ".cache/autoround-dev/vllm-venv"))
 CKPT_CACHE = Path.home() / ".cache/autoround-dev/vllm-test-ckpts"
 #: Engine settings of every test run: small KV cache, no compilation (start ~45 s, not minutes).
@@ -52,7 +55,7 @@ def run_engine(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``tests/vllm/engine/<script>`` in the venv; fail with its output's tail unless it exits
     as expected (0, or non-zero with ``expect_failure``)."""
-    env = {**os.environ, **ENGINE_ENV}
+    env = {**os.environ, **ENGINE_ENV, "PYTHONPATH": os.pathsep.join(map(str, PACKAGE_SOURCES))}
     env.pop("VIRTUAL_ENV", None)
     proc = subprocess.run(
         [str(vllm_python()), str(ENGINE / script), *args],

@@ -12,14 +12,6 @@ from autoround.formats.auto_round import read_spec
 from autoround.hardware import native_bf16
 
 
-@pytest.fixture
-def tiny_model_dir(tmp_path, tiny_llama, tiny_tokenizer):
-    path = tmp_path / "tiny"
-    tiny_llama.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return path
-
-
 def test_help_lists_every_option(capsys) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])

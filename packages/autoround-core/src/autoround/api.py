@@ -25,6 +25,7 @@ from autoround.layer_plan import LayerConfig
 from autoround.modeling.moe import unfuse_experts
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import SchemeLike, parse_scheme
+from autoround.tuning import preflight
 from autoround.tuning.driver import BlockDone, BlockRestore, quantize_signround
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def quantize(
         logger.info("split %d fused MoE expert modules into per-expert Linear layers", unfused)
     plan = layer_plan.resolve(model, resolved, layer_config, quant_lm_head, block_names)
     logger.info("layer plan: %s", layer_plan.describe(plan))
+    preflight.require_quantized(plan)
     if tuning is None and opt_rtn:
         settings = opt_rtn if isinstance(opt_rtn, OptRtnSettings) else OptRtnSettings()
         layers = _opt_rtn(model, plan, calibration, device, progress, settings)

@@ -22,9 +22,12 @@ from autoround.algorithms.opt_rtn import OptRtnSettings
 from autoround.algorithms.signround import SignRoundSettings
 from autoround.api import quantize, save
 from autoround.calibration import DEFAULT_DATASET, build_calibration_set
+from autoround.formats import check_format
+from autoround.hardware import check_device
 from autoround.layer_plan import LayerConfig, resolve
 from autoround.modeling.blocks import find_block_names
 from autoround.modeling.moe import unfuse_experts
+from autoround.output_guard import check_output_dir, run_inputs
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import SchemeLike, parse_scheme
 from autoround.tuning import preflight
@@ -103,9 +106,7 @@ class AutoRound:
         amp: bool = True,
         **kwargs: Any,
     ) -> None:
-        ignored = sorted(set(kwargs) - _NO_EFFECT)
-        if ignored:
-            raise TypeError(f"AutoRound got unexpected argument(s) {ignored}")
+        _refuse_unknown("AutoRound", kwargs, _NO_EFFECT)
         if isinstance(model, str):
             from autoround.models.loading import load_model_and_tokenizer
 
@@ -212,22 +213,36 @@ class AutoRound:
         overwrite: bool = False,
         **kwargs: Any,
     ) -> Path:
-        """Quantize (resumably, when tuning) and save; returns the checkpoint directory."""
+        """Quantize (resumably, when tuning) and save; returns the checkpoint directory.
+
+        Refused before any work: an unknown ``format``, an ``output_dir`` that is, contains or
+        lies inside the model's directory, the dataset or the working directory, and unknown
+        keyword arguments (Intel's ``inplace`` is accepted with a warning: it has no effect).
+        """
+        _refuse_unknown("quantize_and_save", kwargs, {"inplace"})
+        format = check_format(format)
+        check_output_dir(output_dir, run_inputs(self.model, self.dataset))
         if self.result is None:
             self.preflight(format)
         resume = None
         result = self.result
         if result is None and self.tuning is not None:
             calibration = self.calibration()
-            resume = ResumeStore(output_dir, fingerprint(calibration, **self._arguments()))
-            result = self.quantize(resume, calibration)
-        elif result is None:
-            result = self.quantize()
-        path = save(result, output_dir, format=format, overwrite=overwrite)
-        if result.reports or self.opt_rtn is not None:
-            (path / REPORT_FILE).write_text(json.dumps(self._report(result), indent=2) + "\n")
-        if resume is not None:
-            resume.clear()
+            run = fingerprint(calibration, self.model, self.tokenizer, **self._arguments())
+            resume = ResumeStore(output_dir, run)  # locked until clear() or close()
+        try:
+            if resume is not None:
+                result = self.quantize(resume, calibration)
+            elif result is None:
+                result = self.quantize()
+            path = save(result, output_dir, format=format, overwrite=overwrite)
+            if result.reports or self.opt_rtn is not None:
+                (path / REPORT_FILE).write_text(json.dumps(self._report(result), indent=2) + "\n")
+            if resume is not None:
+                resume.clear()
+        finally:
+            if resume is not None:  # a failed run keeps its progress but frees the folder
+                resume.close()
         return path
 
     def _report(self, result: QuantizedModel) -> dict[str, Any]:
@@ -260,5 +275,17 @@ def _device(device_map: str | int | None) -> str | None:
     if device_map in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else None
     if isinstance(device_map, int):
-        return f"cuda:{device_map}"
-    return device_map
+        device_map = f"cuda:{device_map}"
+    return str(check_device(device_map))
+
+
+def _refuse_unknown(where: str, kwargs: dict[str, Any], no_effect: set[str]) -> None:
+    """TypeError for keywords nobody reads; a warning naming the Intel ones that do nothing here."""
+    unknown = sorted(set(kwargs) - no_effect)
+    if unknown:
+        raise TypeError(
+            f"{where} got unexpected keyword argument(s) {unknown}; Intel's accepted without effect: "
+            f"{sorted(no_effect)}"
+        )
+    if kwargs:
+        logger.warning("%s: Intel argument(s) %s have no effect here and are ignored", where, sorted(kwargs))

@@ -23,3 +23,7 @@ class ResumeError(AutoRoundError, ValueError):
 
 class UsageError(AutoRoundError, ValueError):
     """An argument is invalid or unsafe (e.g. an output path inside the input model)."""
+
+
+class OutputWriteError(AutoRoundError, OSError):
+    """Writing the output failed (disk full, file too large, read-only): nothing partial is kept."""

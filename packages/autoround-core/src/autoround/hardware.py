@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from autoround.errors import UsageError
+
 
 @functools.cache
 def _cpu_has_native_bf16() -> bool:
@@ -30,3 +32,35 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and _cpu_has_native_bf16()
+
+
+#: Device types a run can compute on.
+COMPUTE_DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps")
+
+
+def check_device(device: torch.device | str) -> torch.device:
+    """``device`` as a :class:`torch.device`, refused (UsageError naming it) when this torch
+    cannot compute on it: an unknown type, or an accelerator that is absent or out of range."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(
+            f"device {device!r} is not a device name; allowed: {list(COMPUTE_DEVICE_TYPES)} "
+            f"(with an index, e.g. cuda:1)"
+        ) from exc
+    if parsed.type not in COMPUTE_DEVICE_TYPES:
+        raise UsageError(f"device {device!r} is not supported; allowed: {list(COMPUTE_DEVICE_TYPES)}")
+    if parsed.type == "cpu":
+        return parsed
+    backend = getattr(torch, parsed.type, None)
+    available = backend is not None and backend.is_available()
+    if not available:
+        build = torch.__version__
+        raise UsageError(
+            f"device {device!r} is not available: this torch ({build}) sees no {parsed.type} device; "
+            f"use --device cpu or install a torch build for it"
+        )
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if parsed.index is not None and parsed.index >= count:
+        raise UsageError(f"device {device!r} does not exist: {count} {parsed.type} device(s) visible")
+    return parsed

@@ -7,6 +7,7 @@ refused, never unpickled, because loading them can run arbitrary code.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -18,12 +19,35 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from autoround.errors import CheckpointError
+from autoround.errors import CheckpointError, OutputWriteError
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+#: errno values that mean the filesystem took no more bytes: no space, quota, file size limit.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: What a write error tells the user to do.
+NO_SPACE_HINT = "free space or choose another --output_dir"
+
+
+def write_error(path: Path, err: BaseException) -> OutputWriteError:
+    """An :class:`OutputWriteError` naming ``path``, on one line, from an OSError or a
+    SafetensorError (whose message may span lines and carries the OS error as text)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    hint = NO_SPACE_HINT if is_no_space(err) else "choose another --output_dir"
+    out = OutputWriteError(f"could not write {path}: {text}; {hint}")
+    if isinstance(err, OSError):
+        out.errno = err.errno  # (filename or strerror would replace the message in str())
+    return out
+
+
+def is_no_space(err: BaseException) -> bool:
+    """Whether ``err`` (OSError or SafetensorError) is a write the filesystem had no room for."""
+    if isinstance(err, OSError):
+        return err.errno in NO_SPACE_ERRNOS
+    # safetensors reports the OS error only as text: "I/O error: No space left on device (os error 28)"
+    return isinstance(err, SafetensorError) and "I/O error" in str(err)
 
 
 @contextlib.contextmanager
@@ -31,23 +55,37 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Write a directory all-or-nothing: yield a fresh temp dir that becomes ``target`` on success.
 
     The temp dir ``.<name>.tmp-XXXXXXXX`` lives beside ``target`` so the final rename stays on
-    one filesystem. On an exception it is removed and ``target`` is left as it was. An existing
-    empty ``target`` is replaced; a non-empty one only with ``overwrite``, and the old contents
-    are deleted only after the new directory is in place.
+    one filesystem. On an exception it is removed and ``target`` is left as it was; a write that
+    found the disk full (or a file size limit) is raised as :class:`OutputWriteError` naming
+    ``target``. An existing empty ``target`` is replaced; a non-empty one only with
+    ``overwrite``, and the old contents are deleted only after the new directory is in place.
 
     Raises:
         FileExistsError: ``target`` is a non-empty directory and ``overwrite`` is false, or
             ``target`` exists and is not a directory.
+        OutputWriteError: the filesystem took no more bytes (ENOSPC, EDQUOT, EFBIG).
     """
     target = Path(target)
     _check_target(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fresh_sibling(target, "tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _fresh_sibling(target, "tmp")
+    except OSError as err:
+        if is_no_space(err):
+            raise write_error(target, err) from err
+        raise
     try:
         yield tmp
         _commit(tmp, target)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OutputWriteError) and str(tmp) in str(err):
+            # Name the file where the user will look for it, not in the temp dir just removed.
+            renamed = OutputWriteError(str(err).replace(str(tmp), str(target)))
+            renamed.errno = err.errno
+            raise renamed from err
+        if is_no_space(err) and not isinstance(err, OutputWriteError):
+            raise write_error(target, err) from err
         raise
 
 
@@ -121,6 +159,8 @@ def save_safetensors_sharded(
     Raises:
         ValueError: ``max_shard_bytes`` is not positive.
         FileExistsError: ``directory`` already holds weight files that would mix with these.
+        OutputWriteError: a file could not be written (disk full, ...), naming it; the files of
+            this call already written are removed, so ``directory`` holds no partial weights.
     """
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes must be a positive number of bytes, got {max_shard_bytes}")
@@ -133,19 +173,41 @@ def save_safetensors_sharded(
     header = {"format": "pt", **(metadata or {})}
     shards = _plan_shards(tensors, max_shard_bytes)
     if len(shards) == 1:
-        save_file(_prepare_shard(tensors, shards[0]), directory / SINGLE_FILE, metadata=header)
-        return [SINGLE_FILE]
-    names = [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
-    weight_map: dict[str, str] = {}
-    for file_name, keys in zip(names, shards, strict=True):
-        save_file(_prepare_shard(tensors, keys), directory / file_name, metadata=header)
-        weight_map.update(dict.fromkeys(keys, file_name))
-    index = {
-        "metadata": {"total_size": sum(_nbytes(t) for t in tensors.values())},
-        "weight_map": dict(sorted(weight_map.items())),
-    }
-    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        names = [SINGLE_FILE]
+    else:
+        names = [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    written: list[Path] = []
+    try:
+        weight_map: dict[str, str] = {}
+        for file_name, keys in zip(names, shards, strict=True):
+            written.append(directory / file_name)
+            _save_file(_prepare_shard(tensors, keys), directory / file_name, header)
+            weight_map.update(dict.fromkeys(keys, file_name))
+        if len(shards) > 1:
+            index = {
+                "metadata": {"total_size": sum(_nbytes(t) for t in tensors.values())},
+                "weight_map": dict(sorted(weight_map.items())),
+            }
+            written.append(directory / INDEX_FILE)
+            try:
+                (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+            except OSError as err:
+                raise write_error(directory / INDEX_FILE, err) from err
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return names
+
+
+def _save_file(tensors: dict[str, torch.Tensor], path: Path, header: dict[str, str]) -> None:
+    """``save_file``, with a failed write raised as :class:`OutputWriteError` naming ``path``."""
+    try:
+        save_file(tensors, path, metadata=header)
+    except (SafetensorError, OSError) as err:
+        if isinstance(err, SafetensorError) and not is_no_space(err):
+            raise  # not a write failure: a bug to see with its traceback
+        raise write_error(path, err) from err
 
 
 def _nbytes(tensor: torch.Tensor) -> int:
@@ -208,6 +270,37 @@ def iter_safetensors_dir(directory: Path) -> Iterator[tuple[str, torch.Tensor]]:
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     for file_name, keys in _weight_files(directory):
         yield from _read_file(directory / file_name, keys)
+
+
+def tensor_names(directory: Path) -> list[str]:
+    """Every tensor name of a checkpoint directory, read from the safetensors headers only.
+
+    Each weight file's header is parsed, which also detects truncated files (safetensors checks
+    that the data the header describes fits the file).
+
+    Raises:
+        CheckpointError: as :func:`iter_safetensors_dir`, naming the file.
+    """
+    names: list[str] = []
+    for file_name, _ in _weight_files(Path(directory)):
+        path = Path(directory) / file_name
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                names.extend(handle.keys())
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(
+                f"{path} is not a readable safetensors file (corrupt or truncated?): {err}"
+            ) from err
+    return names
+
+
+def weight_file_paths(directory: Path) -> list[Path]:
+    """The safetensors files of a checkpoint directory (its index's shards, or the single file).
+
+    Raises:
+        CheckpointError: as :func:`iter_safetensors_dir`.
+    """
+    return [Path(directory) / name for name, _ in _weight_files(Path(directory))]
 
 
 def _weight_files(directory: Path) -> list[tuple[str, list[str] | None]]:

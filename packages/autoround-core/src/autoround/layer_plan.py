@@ -60,10 +60,17 @@ class LayerPlan:
         return {n: s for n, s in self.quantized().items() if n.startswith(prefix)}
 
     def overrides(self, default: Scheme) -> dict[str, Scheme | None]:
-        """Layers whose treatment differs from ``default`` (a checkpoint's ``extra_config``)."""
+        """Layers a checkpoint's reader would get wrong unless ``extra_config`` lists them.
+
+        A reader assumes ``default`` inside the decoder blocks and 16 bits outside them, so this
+        holds the block layers whose scheme differs from ``default`` and every quantized layer
+        outside the blocks (``lm_head``), whatever its scheme.
+        """
         out: dict[str, Scheme | None] = {}
         for name, decision in self.layers.items():
-            if decision.scheme != default:
+            in_blocks = any(name.startswith(block + ".") for block in self.block_names)
+            assumed = default if in_blocks else None
+            if decision.scheme != assumed:
                 out[name] = decision.scheme
         return out
 

@@ -1,9 +1,13 @@
 """The ``HfQuantizer`` that loads auto-round (and GPTQ / AWQ) checkpoints into core QuantLinear layers.
 
-transformers builds the model on meta, we swap its Linears for empty QuantLinears (core
-``replace_linears``), transformers' own weight loading assigns the checkpoint's tensors to their
-buffers by name, and after loading we check every packed shape, repack AWQ once and prepare
-each layer's backend. No dense weight of a quantized layer is ever made.
+transformers builds the model on meta, we unfuse its MoE experts into the per-expert Linears the
+checkpoint stores (dropping transformers' expert-merging converters), swap its Linears for empty
+QuantLinears (core ``replace_linears``) and check every tensor of the checkpoint files against
+that empty model with core's one strict check (``check_checkpoint_tensors``: names, shapes,
+packed dtypes), before anything is read: transformers' own MISSING / UNEXPECTED report only warns
+and leaves random weights. Its weight loading then assigns the tensors to their buffers by
+name; after loading we repack AWQ once and prepare each layer's backend. No dense weight of a
+quantized layer is ever made.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from transformers.quantizers.base import HfQuantizer
 
 from autoround.errors import CheckpointError
 from autoround.formats import awq_layout
-from autoround.formats.gptq_layout import expected_shapes
+from autoround.formats.tensor_check import check_checkpoint_tensors, read_headers
 from autoround.io import PICKLE_SUFFIXES
 from autoround.modeling.blocks import find_block_names
+from autoround.modeling.moe import unfuse_experts
 from autoround.nn import QuantLinear, replace_linears
 from autoround_hf.config import AUTO, AutoRoundConfig
 
@@ -50,6 +55,7 @@ class AutoRoundHfQuantizer(HfQuantizer):
         _check_files(checkpoint_files)
         config: AutoRoundConfig = self.quantization_config
         backend = None if config.backend == AUTO else config.backend
+        unfuse_experts(model)  # checkpoints store MoE experts as per-expert Linear layers
         self._blocks = find_block_names(model)
         spec = config.spec(self._blocks)
         names = replace_linears(model, spec, backend=backend, device="meta", target_device=self._target)
@@ -69,13 +75,24 @@ class AutoRoundHfQuantizer(HfQuantizer):
         model._keep_in_fp32_modules_strict = strict
         ignored = set(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ())
         model._keys_to_ignore_on_load_unexpected = ignored | set(IGNORED_CHECKPOINT_TENSORS)
+        check_checkpoint_tensors(
+            model,
+            read_headers(map(Path, checkpoint_files or ())),
+            sorted(model._keys_to_ignore_on_load_unexpected),
+        )
+
+    def update_weight_conversions(self, weight_conversions: list[Any]) -> list[Any]:
+        """Keep transformers' renamings, drop its converters: they would fuse the per-expert keys
+        our checkpoints store (``experts.{i}.up_proj.qweight``) into parameters unfusing removed."""
+        from transformers.core_model_loading import WeightConverter
+
+        return [c for c in weight_conversions if not isinstance(c, WeightConverter)]
 
     def _process_model_after_weight_loading(self, model: Any, **kwargs: Any) -> Any:
         config: AutoRoundConfig = self.quantization_config
         for name, module in model.named_modules():
             if not isinstance(module, QuantLinear):
                 continue
-            _check_loaded(module, name, config.is_awq)
             if config.is_awq:
                 awq_layout.convert_layer(module, name)
             for key, dtype in self._layer_dtypes.get(name, {}).items():
@@ -126,21 +143,3 @@ def _check_safetensors_header(path: Path) -> None:
         raise CheckpointError(
             f"{path} is not a readable safetensors file (corrupt or truncated?): {err}"
         ) from err
-
-
-def _check_loaded(layer: QuantLinear, name: str, awq: bool) -> None:
-    """Every packed tensor is loaded and has the shape config.json implies (naming both)."""
-    layout = awq_layout if awq else None
-    shapes = (layout.expected_shapes if layout else expected_shapes)(
-        layer.scheme, layer.in_features, layer.out_features
-    )
-    for key, shape in shapes.items():
-        tensor = getattr(layer, key)
-        if tensor.is_meta:
-            raise CheckpointError(f"{name}.{key} is missing from the checkpoint")
-        if tuple(tensor.shape) != shape:
-            raise CheckpointError(
-                f"{name}.{key} has shape {tuple(tensor.shape)}, but config.json's scheme "
-                f"(bits={layer.scheme.bits}, group_size={layer.scheme.group_size}) and the layer size "
-                f"({layer.out_features}x{layer.in_features}) need {shape}"
-            )

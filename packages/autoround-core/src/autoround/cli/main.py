@@ -13,27 +13,41 @@ import logging
 import random
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from autoround.algorithms.clip_init import CLIP_INITS
 from autoround.algorithms.opt_rtn import OptRtnSettings
+from autoround.cli.evaluate import TORCH_DTYPES, load_model, perplexity, run_eval
 from autoround.cli.recipes import RECIPES, recipe
 from autoround.errors import AutoRoundError
 
 logger = logging.getLogger("autoround")
 
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the full usage is in ``--help``), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}{_no_effect_hint(message)} (see {self.prog} --help)\n")
+
+
+def _no_effect_hint(message: str) -> str:
+    """For Intel's flags that only tune its own runtime (``--nblocks``, ...): say so, since they
+    are refused here rather than silently ignored."""
+    if not message.startswith("unrecognized arguments:"):
+        return ""
+    from autoround.autoround import _NO_EFFECT
+
+    flags = (word.split("=", 1)[0] for word in message.split(":", 1)[1].split() if word.startswith("--"))
+    named = [flag for flag in flags if flag[2:].replace("-", "_") in _NO_EFFECT]
+    if not named:
+        return ""
+    return f"; {', '.join(named)}: Intel's, with no effect on this implementation, so leave them out"
 
 
 def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
@@ -50,7 +64,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         "--model_dtype",
         "--model-dtype",
         default=None,
-        choices=sorted(DTYPES),
+        choices=sorted(TORCH_DTYPES),
         help="dtype to load and quantize the model in (default: the checkpoint's own)",
     )
 
@@ -78,7 +92,7 @@ def _add_eval_args(parser: argparse.ArgumentParser) -> None:
         "--eval_dtype",
         "--eval-dtype",
         default="float32",
-        choices=sorted(DTYPES),
+        choices=sorted(TORCH_DTYPES),
         help="dtype to evaluate in (default float32: bf16 matmul is ~9x slower on AVX2 CPUs)",
     )
 
@@ -136,7 +150,7 @@ def _add_tuning_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
     """The quantize command's parser; ``default_recipe`` is what the recipe commands change."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="autoround" if default_recipe == "default" else f"autoround-{default_recipe}",
         description=f"Quantize a causal LM's weights (recipe '{default_recipe}': "
         f"{dict(RECIPES[default_recipe])}). `autoround eval --help` for perplexity.",
@@ -176,20 +190,25 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42, help="random seed (calibration sampling, tuning)")
     _bool_flag(parser, "eval_ppl", "report perplexity before and after quantization")
     _add_eval_args(parser)
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    _add_output_args(parser)
     parser.set_defaults(recipe=default_recipe)
     return parser
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
     """``autoround eval``: perplexity of a dense model or an autoround checkpoint."""
-    parser = argparse.ArgumentParser(
-        prog="autoround eval", description="Perplexity of a model or checkpoint."
-    )
+    parser = _Parser(prog="autoround eval", description="Perplexity of a model or checkpoint.")
     _add_model_args(parser)
     _add_eval_args(parser)
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    _add_output_args(parser)
     return parser
+
+
+def _add_output_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logs, and the traceback of an error"
+    )
 
 
 def _layer_config(value: str | None) -> dict[str, Any] | None:
@@ -255,17 +274,18 @@ def _default_output_dir(model: str, scheme: str) -> Path:
 def run_quantize(args: argparse.Namespace) -> int:
     """Load, optionally evaluate, quantize, save, optionally evaluate the saved checkpoint."""
     from autoround.autoround import AutoRound
+    from autoround.cli.checks import check_quantize_args
     from autoround.schemes import parse_scheme
 
     settings = _settings(args)
     scheme = parse_scheme(args.scheme, bits=args.bits, group_size=args.group_size, sym=args.sym)
     layer_config = _layer_config(args.layer_config)
     output_dir = args.output_dir or _default_output_dir(args.model, args.scheme)
-    _refuse_nonempty(output_dir, bool(args.overwrite))
+    check_quantize_args(args, settings, scheme, output_dir)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    model, tokenizer = _load(args)
-    before = _perplexity(model, tokenizer, args, "16-bit model") if args.eval_ppl else None
+    model, tokenizer = load_model(args)
+    before = perplexity(model, tokenizer, args, "16-bit model") if args.eval_ppl else None
     rounder = AutoRound(
         model,
         tokenizer,
@@ -286,68 +306,18 @@ def run_quantize(args: argparse.Namespace) -> int:
         from autoround.formats.dense import load_dense
 
         del model, rounder
-        after = _perplexity(load_dense(path), tokenizer, args, "quantized checkpoint")
+        after = perplexity(load_dense(path), tokenizer, args, "quantized checkpoint")
         print(f"perplexity: 16-bit {before:.3f} -> quantized {after:.3f} ({after / before:.3f}x)")
     return 0
 
 
-def _refuse_nonempty(output_dir: Path, overwrite: bool) -> None:
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"output directory {output_dir} exists and is not empty; pass --overwrite to replace it"
-        )
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
-    from autoround.models.loading import load_model_and_tokenizer
-
-    dtype = DTYPES[args.model_dtype] if args.model_dtype else None
-    return load_model_and_tokenizer(args.model, dtype=dtype)
-
-
-def _perplexity(model: Any, tokenizer: Any, args: argparse.Namespace, label: str) -> float:
-    from autoround.data import default_eval_text_path
-    from autoround.eval.perplexity import perplexity_of_file
-
-    path = args.eval_text or default_eval_text_path()
-    windows = None if args.eval_windows == 0 else args.eval_windows
-    start = time.perf_counter()
-    result = perplexity_of_file(
-        model,
-        tokenizer,
-        path,
-        seqlen=args.eval_seqlen,
-        max_windows=windows,
-        compute_dtype=DTYPES[args.eval_dtype],
-    )
-    print(
-        f"{label}: perplexity {result.ppl:.3f} over {result.windows} windows "
-        f"({result.predicted_tokens} tokens, {args.eval_dtype}) in {time.perf_counter() - start:.0f} s"
-    )
-    return result.ppl
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    """Perplexity of a dense model, or of an autoround checkpoint unpacked to dense weights."""
-    from autoround.formats.dense import load_dense
-    from autoround.models.demo import resolve_model_path
-
-    path = Path(resolve_model_path(args.model))
-    config = path / "config.json"
-    if config.is_file() and "quantization_config" in json.loads(config.read_text()):
-        from transformers import AutoTokenizer
-
-        model, tokenizer = load_dense(path), AutoTokenizer.from_pretrained(path)
-    else:
-        model, tokenizer = _load(args)
-    _perplexity(model, tokenizer, args, str(args.model))
-    return 0
-
-
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+#: Errors that mean bad input (exit code 2, one line); anything else is a bug and shows its traceback.
+_INPUT_ERRORS = (AutoRoundError, ValueError, OSError, NotImplementedError, TypeError)
 
 
 def _dispatch(argv: Sequence[str], default_recipe: str) -> int:
@@ -355,12 +325,19 @@ def _dispatch(argv: Sequence[str], default_recipe: str) -> int:
     is_eval = default_recipe == "default" and argv[:1] == ["eval"]
     parser = build_eval_parser() if is_eval else build_parser(default_recipe)
     args = parser.parse_args(argv[1:] if is_eval else argv)
-    _setup_logging(args.quiet)
+    _setup_logging(args.quiet, args.verbose)
     try:
         return run_eval(args) if is_eval else run_quantize(args)
-    except (AutoRoundError, ValueError, OSError, NotImplementedError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+    except _INPUT_ERRORS as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's message on one line (a message from a library may span several)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from autoround.errors import SchemeError
 from autoround.formats import auto_round
+from autoround.output_guard import check_output_dir, model_source
 from autoround.quantized_model import QuantizedModel
 
 SaveFn = Callable[..., Path]
@@ -20,14 +21,25 @@ FORMATS: dict[str, SaveFn] = {
 }
 
 
+def check_format(format: str) -> str:
+    """The registry key of ``format``; unknown names raise SchemeError listing the known ones.
+
+    Entry points call this before any work, so a typo never costs a quantization run.
+    """
+    key = format.strip().lower() if isinstance(format, str) else format
+    if key not in FORMATS:
+        raise SchemeError(f"unknown format {format!r}; allowed: {sorted(FORMATS)}")
+    return key
+
+
 def save(
     qm: QuantizedModel, output_dir: str | Path, format: str = "auto_round", overwrite: bool = False
 ) -> Path:
-    """Save ``qm`` in the named format; unknown names raise SchemeError listing the known ones."""
-    key = format.strip().lower()
-    if key not in FORMATS:
-        raise SchemeError(f"unknown format {format!r}; allowed: {sorted(FORMATS)}")
+    """Save ``qm`` in the named format (see :func:`check_format`), refusing an output that would
+    overwrite or lie inside the directory the model was loaded from."""
+    key = check_format(format)
+    check_output_dir(output_dir, {"model": model_source(qm.model)})
     return FORMATS[key](qm, output_dir, overwrite=overwrite)
 
 
-__all__ = ["FORMATS", "save"]
+__all__ = ["FORMATS", "check_format", "save"]

@@ -3,8 +3,11 @@
 Symmetric schemes use packing ``auto_round:auto_gptq`` (GPTQ layout, zero points stored minus
 one); asymmetric ones ``auto_round`` (same layout, zero points stored as they are). The
 top-level scheme sits in ``config.json``'s ``quantization_config`` (also written to
-``quantization_config.json``); layers that differ are listed in ``extra_config`` by exact name.
-Unquantized tensors keep their names and dtypes; tied embeddings stay tied.
+``quantization_config.json``); block layers that differ from it, and every quantized layer
+outside the blocks (``lm_head``, with all its fields), are listed in ``extra_config`` by exact
+name. Unquantized tensors keep their names and dtypes; tied embeddings stay tied, unless the
+tied ``lm_head`` is quantized: then the embedding is stored dense, ``lm_head`` packed, and
+``config.json`` says ``tie_word_embeddings: false``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,12 +76,30 @@ def to_config(qm: QuantizedModel) -> dict[str, Any]:
     extra: dict[str, dict[str, Any]] = {}
     for name, scheme in qm.plan.overrides(default).items():
         in_blocks = any(name.startswith(b + ".") for b in qm.plan.block_names)
-        if not in_blocks and scheme is None:
-            continue  # outside the blocks, unquantized is the default
         extra[name] = _extra_entry(scheme, default, in_blocks)
+    for name in _dense_block_matrices(qm):
+        extra[name] = _extra_entry(None, default, in_blocks=True)
     if extra:
         config["extra_config"] = extra
     return config
+
+
+def _dense_block_matrices(qm: QuantizedModel) -> list[str]:
+    """Modules inside the blocks that hold a matrix the plan does not cover, stored dense.
+
+    A MoE router (``mlp.gate``) is no Linear in transformers but is one in vLLM, whose reader
+    would assume the default scheme inside the blocks: it is listed as 16-bit.
+    """
+    plan = qm.plan
+    return [
+        name
+        for name, module in qm.model.named_modules()
+        if name not in plan.layers
+        and any(name.startswith(block + ".") for block in plan.block_names)
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+        and module.weight.ndim == 2
+        and not isinstance(module, torch.nn.Embedding)
+    ]
 
 
 @dataclass(frozen=True)
@@ -167,7 +190,7 @@ def _dense_tensors(qm: QuantizedModel) -> dict[str, torch.Tensor]:
     for key, tensor in qm.model.state_dict().items():
         if key in skip:
             continue
-        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        ident = _ident(tensor)
         if ident in seen:
             continue
         seen.add(ident)
@@ -190,22 +213,81 @@ def save(
             f"this model has {unpackable}-bit layers"
         )
     quant_config = to_config(qm)
+    untie = tied_quantized(qm.model, qm.layers)
+    if untie:
+        logger.info("%s is tied to the embedding and quantized: saved untied", untie)
     with atomic_dir(target, overwrite=overwrite) as tmp:
         tensors = _dense_tensors(qm)
         tensors.update(_packed_tensors(qm))
         save_safetensors_sharded(tensors, tmp, max_shard_bytes=max_shard_bytes)
-        _write_configs(qm, tmp, quant_config)
+        _write_configs(qm, tmp, quant_config, bool(untie))
     logger.info("saved %d quantized layers in format auto_round to %s", len(qm.layers), target)
     return target
 
 
-def _write_configs(qm: QuantizedModel, directory: Path, quant_config: dict[str, Any]) -> None:
+def tie_configs(config: Any) -> list[Any]:
+    """The configs that carry ``tie_word_embeddings``: the model's and its text config's.
+
+    transformers 5 ties by the outer config, but composite models (``text_config``) saved by
+    older versions keep the flag inside, and loading copies a True from there to the outer one.
+    """
+    found = [config]
+    get_text = getattr(config, "get_text_config", None)
+    if callable(get_text) and get_text(decoder=True) is not config:
+        found.append(get_text(decoder=True))
+    return [c for c in found if hasattr(c, "tie_word_embeddings")]
+
+
+@contextmanager
+def untied(config: Any) -> Iterator[None]:
+    """``tie_word_embeddings`` False on ``config`` (and its text config) inside; restored after."""
+    configs = tie_configs(config)
+    previous = [c.tie_word_embeddings for c in configs]
+    for c in configs:
+        c.tie_word_embeddings = False
+    try:
+        yield
+    finally:
+        for c, value in zip(configs, previous, strict=True):
+            c.tie_word_embeddings = value
+
+
+def tied_layers(model: torch.nn.Module) -> set[str]:
+    """Modules on either side of transformers' tied-weights mapping (``lm_head``, the embedding)."""
+    mapping = getattr(model, "all_tied_weights_keys", None) or {}
+    return {key.rpartition(".")[0] for pair in mapping.items() for key in pair}
+
+
+def tied_quantized(model: torch.nn.Module, quantized: Iterable[str]) -> list[str]:
+    """Quantized layers tied to another tensor, by transformers' mapping or by shared storage."""
+    counts = Counter(_ident(t) for t in model.state_dict().values() if not t.is_meta)
+    tied = tied_layers(model)
+    return [
+        name
+        for name in quantized
+        if name in tied or counts[_ident(linear_weight(model.get_submodule(name)))] > 1
+    ]
+
+
+def _ident(tensor: torch.Tensor) -> tuple[int, int]:
+    return tensor.untyped_storage().data_ptr(), tensor.storage_offset()
+
+
+def _write_configs(
+    qm: QuantizedModel, directory: Path, quant_config: dict[str, Any], untie: bool = False
+) -> None:
     config = qm.model.config
     previous = getattr(config, "quantization_config", None)
+    architectures = config.architectures
     config.quantization_config = quant_config
+    # As save_pretrained does: a model built with from_config has none, and vLLM then guesses
+    # the model class (a Qwen3 without it is served as an embedding model).
+    config.architectures = architectures or [type(qm.model).__name__]
     try:
-        config.save_pretrained(directory)
+        with untied(config) if untie else nullcontext():
+            config.save_pretrained(directory)
     finally:
+        config.architectures = architectures
         if previous is None:
             del config.quantization_config
         else:

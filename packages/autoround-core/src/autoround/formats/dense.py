@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
 from autoround.errors import CheckpointError
 from autoround.formats.auto_round import CheckpointSpec, read_spec
 from autoround.formats.gptq_layout import unpack_layer
+from autoround.formats.loading import checkpoint_config
 from autoround.io import iter_safetensors_dir
 from autoround.modeling.blocks import linear_shape
 from autoround.modeling.moe import unfuse_experts
@@ -50,11 +51,11 @@ def dense_state_dict(
 def load_dense(checkpoint_dir: str | Path, dtype: torch.dtype | None = None) -> nn.Module:
     """Build the model of a quantized checkpoint with dense, dequantized weights (on the CPU).
 
-    ``dtype`` defaults to the dtype the checkpoint's config names.
+    ``dtype`` defaults to the dtype the checkpoint's config names. A quantized ``lm_head`` gets its
+    own dequantized weight, never tied to the embedding.
     """
     spec = read_spec(checkpoint_dir)
-    config = AutoConfig.from_pretrained(checkpoint_dir)
-    del config.quantization_config
+    config = checkpoint_config(checkpoint_dir, spec)
     dtype = dtype or getattr(config, "dtype", None) or torch.float32
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)

@@ -101,8 +101,19 @@ def warn_partial_groups(model: nn.Module, plan: LayerPlan) -> None:
         )
 
 
+def require_quantized(plan: LayerPlan) -> None:
+    """Refuse a plan that leaves every layer in 16 bits: it would save no quantized checkpoint."""
+    if not plan.quantized():
+        raise SchemeError(
+            "the layer plan quantizes no layer (every layer stays in 16 bits): there is nothing to "
+            "quantize, and a checkpoint without quantized layers is not a quantized checkpoint. "
+            "Choose bits 2, 3, 4 or 8, or save the model itself with save_pretrained"
+        )
+
+
 def check(model: nn.Module, plan: LayerPlan, format_name: str) -> None:
     """Raise SchemeError listing every problem (with the fix) before any work is done."""
+    require_quantized(plan)
     problems = format_conflicts(plan, format_name) + fusion_conflicts(plan)
     if problems:
         shown = "\n  - ".join(problems[:20])

@@ -1,0 +1,45 @@
+"""What the quantize command refuses before loading anything: each bad argument is named with
+what is allowed, and nothing is written or deleted."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from autoround.errors import SchemeError, UsageError
+from autoround.formats import check_format
+from autoround.hardware import check_device
+from autoround.output_guard import check_output_dir, run_inputs
+from autoround.schemes import Scheme
+
+
+def check_quantize_args(
+    args: argparse.Namespace, settings: dict[str, Any], scheme: Scheme, output_dir: Path
+) -> None:
+    """Refuse the run before any work: format, device, scheme, output location."""
+    check_format(args.format)
+    check_device(args.device)
+    if not scheme.is_quantized and not args.layer_config and not args.quant_lm_head:
+        raise SchemeError(
+            f"--bits {scheme.bits} keeps every layer in 16 bits: there is nothing to quantize. "
+            f"Pass --bits 2, 3, 4 or 8, or a --layer_config that quantizes some layers"
+        )
+    check_output_dir(output_dir, run_inputs(_local(args.model), settings.get("dataset")))
+    _refuse_nonempty(output_dir, bool(args.overwrite))
+
+
+def _local(model: str) -> str | None:
+    """The model argument when it names an existing local path (not a Hub id or demo alias)."""
+    return model if Path(model).expanduser().exists() else None
+
+
+def _refuse_nonempty(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(
+            f"output path {output_dir} exists and is not a directory; choose another --output_dir"
+        )
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise UsageError(
+            f"output directory {output_dir} exists and is not empty; pass --overwrite to replace it"
+        )
