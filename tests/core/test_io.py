@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import pickle
 import resource
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -349,18 +351,16 @@ def test_load_accepts_str_paths(tmp_path: Path) -> None:
 # --- a full disk: one error naming the file, nothing partial left ----------------------------
 
 
-@pytest.fixture
-def file_size_limit():
-    """Cap the size of files this process writes (the soft RLIMIT_FSIZE, restored after): a
-    larger write fails with EFBIG, as the closest a test gets to a full disk."""
+@contextlib.contextmanager
+def file_size_limit(nbytes: int) -> Iterator[None]:
+    """Inside, files this process writes are capped at ``nbytes`` (the soft RLIMIT_FSIZE): a larger
+    write fails with EFBIG, as the closest a test gets to a full disk. The cap is lifted on
+    leaving, before pytest writes its report (its own output file is larger than the cap)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-    def limit(nbytes: int) -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
-
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
     try:
-        yield limit
+        yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
@@ -370,9 +370,8 @@ def _big_tensors() -> dict[str, torch.Tensor]:
     return {"a.weight": torch.zeros(64, 64), "b.weight": torch.ones(64, 64)}  # 16 KiB each
 
 
-def test_a_full_disk_names_the_file_and_what_to_do(tmp_path: Path, file_size_limit) -> None:
-    file_size_limit(4096)
-    with pytest.raises(OutputWriteError) as info:
+def test_a_full_disk_names_the_file_and_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(OutputWriteError) as info, file_size_limit(4096):
         save_safetensors_sharded(_big_tensors(), tmp_path)
     message = str(info.value)
     assert message.startswith(f"could not write {tmp_path / 'model.safetensors'}: ")
@@ -420,10 +419,9 @@ def test_a_full_disk_inside_atomic_dir_leaves_no_target_and_no_temp(tmp_path: Pa
     assert _siblings(target) == []
 
 
-def test_a_full_disk_through_atomic_dir_keeps_the_file_named(tmp_path: Path, file_size_limit) -> None:
+def test_a_full_disk_through_atomic_dir_keeps_the_file_named(tmp_path: Path) -> None:
     target = tmp_path / "ckpt"
-    file_size_limit(4096)
-    with pytest.raises(OutputWriteError) as info, atomic_dir(target) as tmp:
+    with pytest.raises(OutputWriteError) as info, file_size_limit(4096), atomic_dir(target) as tmp:
         save_safetensors_sharded(_big_tensors(), tmp)
     # named where the user looks for it, not in the temp dir that is gone
     assert str(info.value).startswith(f"could not write {target / 'model.safetensors'}: ")
