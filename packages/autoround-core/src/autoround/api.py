@@ -59,7 +59,7 @@ def checkpoint_settings(
         "nsamples": nsamples,
         "seqlen": seqlen,
     }
-    recorded = {k: v for k, v in values.items() if _DEFAULTS.get(k, object()) != v}
+    recorded: dict[str, Any] = {k: v for k, v in values.items() if _DEFAULTS.get(k, object()) != v}
     default_lr = 1.0 / settings.iters
     if settings.lr is not None and settings.lr != default_lr:
         recorded["lr"] = settings.lr
@@ -111,9 +111,9 @@ def quantize(
     logger.info("layer plan: %s", layer_plan.describe(plan))
     preflight.require_quantized(plan)
     if tuning is None and opt_rtn:
-        settings = opt_rtn if isinstance(opt_rtn, OptRtnSettings) else OptRtnSettings()
-        layers = _opt_rtn(model, plan, calibration, device, progress, settings)
-        amp = _imatrix_dtype(model, settings) is not None
+        opt_settings = opt_rtn if isinstance(opt_rtn, OptRtnSettings) else OptRtnSettings()
+        layers = _opt_rtn(model, plan, calibration, device, progress, opt_settings)
+        amp = _imatrix_dtype(model, opt_settings) is not None
         return QuantizedModel(model, resolved, plan, layers, {"amp": amp, **RTN_SETTINGS}, tokenizer)
     if tuning is None:
         layers = quantize_rtn(model, plan, device=device, progress=progress)

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ from autoround.quantized_model import QuantizedModel
 from autoround.schemes import SchemeLike, parse_scheme
 from autoround.tuning import preflight
 from autoround.tuning.resume import ResumeStore, fingerprint
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 logger = logging.getLogger(__name__)
 REPORT_FILE = "autoround_report.json"
@@ -267,7 +270,11 @@ class AutoRound:
             "tuning": self.tuning,
             "quant_lm_head": self.quant_lm_head,
             "model": type(self.model).__name__,
-            "config": self.model.config.to_dict() if hasattr(self.model, "config") else None,
+            "config": (
+                cast("PretrainedConfig", self.model.config).to_dict()
+                if hasattr(self.model, "config")
+                else None
+            ),
         }
 
 

@@ -53,8 +53,7 @@ def check_device(device: torch.device | str) -> torch.device:
     if parsed.type == "cpu":
         return parsed
     backend = getattr(torch, parsed.type, None)
-    available = backend is not None and backend.is_available()
-    if not available:
+    if backend is None or not backend.is_available():
         build = torch.__version__
         raise UsageError(
             f"device {device!r} is not available: this torch ({build}) sees no {parsed.type} device; "

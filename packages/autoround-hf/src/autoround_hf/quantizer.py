@@ -37,6 +37,7 @@ class AutoRoundHfQuantizer(HfQuantizer):
     """Loads pre-quantized checkpoints only (``requires_calibration``); inference, not training."""
 
     requires_calibration = True
+    quantization_config: AutoRoundConfig  # always ours: __init__ and the after-loading step set it
 
     def __init__(self, quantization_config: Any, **kwargs: Any) -> None:
         super().__init__(AutoRoundConfig.from_hf(quantization_config), **kwargs)

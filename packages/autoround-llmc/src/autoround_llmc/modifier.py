@@ -180,7 +180,8 @@ class SignRoundModifier(Modifier, QuantizationMixin):
                 if module is own[1]:  # not the tuner's copy of the block, which inherits the hook
                     rec.add(own[0], args, kwargs)
 
-            self.register_hook(block, hook, "forward_pre", with_kwargs=True)
+            # llm-compressor annotates hook as one-argument; it passes on every argument it gets.
+            self.register_hook(block, hook, "forward_pre", with_kwargs=True)  # type: ignore[arg-type]
 
     def on_sequential_epoch_end(
         self, state: State, event: Event, modules: list[nn.Module] | None = None, **kwargs: Any
@@ -215,7 +216,7 @@ class SignRoundModifier(Modifier, QuantizationMixin):
             self._fp_in, self._q_in = step.fp_out, step.q_out
             del self._recorded[name]
 
-    def on_calibration_end(self, state: State, event: Event, **kwargs: Any) -> None:
+    def on_calibration_end(self, state: State, event: Event | None, **kwargs: Any) -> None:
         """Freeze compressed-tensors' calibration state; every target layer must be tuned."""
         QuantizationMixin.end_calibration(self, state.model)
         self.remove_hooks()

@@ -18,6 +18,8 @@ in memory then computes exactly what the packed checkpoint will dequantize to.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 from compressed_tensors.offload import update_offload_parameter
 from compressed_tensors.quantization.lifecycle.forward import fake_quantize
@@ -25,14 +27,18 @@ from torch import nn
 
 from autoround.quantizer import LayerQuant
 
+if TYPE_CHECKING:
+    from compressed_tensors.quantization import QuantizationScheme
+
 
 def write_qparams(module: nn.Module, quant: LayerQuant) -> None:
     """Store ``quant`` as ``module``'s compressed-tensors parameters and snap its weight to them.
 
     ``module.weight`` must hold autoround's quantize-dequantized weight for ``quant``.
     """
-    args = module.quantization_scheme.weights
-    scale_param = module.weight_scale
+    # compressed-tensors attached these to the module; nn.Module can't say what they are.
+    args = cast("QuantizationScheme", module.quantization_scheme).weights
+    scale_param = cast(torch.Tensor, module.weight_scale)
     scale = quant.scale.to(scale_param.device, scale_param.dtype).reshape(scale_param.shape)
     update_offload_parameter(module, "weight_scale", scale)
     zero_point = getattr(module, "weight_zero_point", None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -108,7 +108,7 @@ class PackedLinearLogic:
         """Wrap the loaded tensors in a core QuantLinear and let its backend repack them once."""
         assert self.plan is not None, "create_weights() runs first"
         plan = self.plan
-        device = layer.qweight.device
+        device = cast(torch.Tensor, layer.qweight).device  # registered by create_weights()
         core = QuantLinear(
             plan.in_features,
             plan.out_features,

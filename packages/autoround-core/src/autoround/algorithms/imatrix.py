@@ -76,7 +76,8 @@ def collect_imatrix(
         raise ValueError(f"input_ids must be (nsamples, seqlen), got shape {tuple(input_ids.shape)}")
     names = list(layer_names)
     handles = []
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_head = getattr(model, "get_output_embeddings", None)  # a transformers model's method
+    head = get_head() if get_head is not None else None
     if head is not None and not any(model.get_submodule(n) is head for n in names):
 
         def stop(_module: nn.Module, _args: tuple[Any, ...]) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +108,8 @@ class TunedLinear(nn.Module):
     the group's min/max (see :mod:`autoround.algorithms.scale_init`); ``min_scale`` is then unused.
     """
 
+    grouped: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(
         self,
         linear: nn.Module,
@@ -153,7 +155,8 @@ class TunedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # F.linear takes the (out, in) weight whatever the wrapped layer's storage layout (Conv1D).
-        return F.linear(x, self.qdq_weight(), self.linear.bias)
+        bias = cast("torch.Tensor | None", self.linear.bias)  # nn.Linear's or Conv1D's
+        return F.linear(x, self.qdq_weight(), bias)
 
     def clamp_(self) -> None:
         """Keep the clipping factors in their bounds (Intel clamps them before each use)."""

@@ -81,6 +81,7 @@ def repack_int4(layer: QuantLinear, dtype: torch.dtype = torch.bfloat16) -> CpuS
     index = torch.arange(padded_in // op_group) * op_group // layer.group_width
     index = index.clamp(max=scale.shape[0] - 1)
     scale, zeros = scale[index], zeros[index]
+    planes: tuple[Int4Plane, ...]
     if bits <= 4:
         mid = 1 << (bits - 1)
         planes = (_plane(codes + (8 - mid), scale, scale * (mid - zeros), dtype),)

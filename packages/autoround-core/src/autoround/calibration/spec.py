@@ -77,7 +77,9 @@ def parse_spec(spec: str) -> tuple[DatasetSpec, ...]:
 
 def _split_top(text: str, sep: str, spec: str) -> list[str]:
     """Split ``text`` on ``sep`` outside double quotes; each part is stripped, quotes kept."""
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted

@@ -50,7 +50,7 @@ def _no_effect_hint(message: str) -> str:
     return f"; {', '.join(named)}: Intel's, with no effect on this implementation, so leave them out"
 
 
-def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+def _bool_flag(parser: argparse._ActionsContainer, name: str, help: str) -> None:
     spellings = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
     parser.add_argument(*spellings, dest=name, action="store_true", default=None, help=help)
 
@@ -298,11 +298,13 @@ def run_quantize(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     path = rounder.quantize_and_save(output_dir, format=args.format, overwrite=bool(args.overwrite))
+    if rounder.result is None:
+        raise RuntimeError("AutoRound.quantize_and_save returned without setting AutoRound.result")
     print(
         f"quantized {len(rounder.result.layers)} layers to {args.scheme.upper()} and saved the {args.format} "
         f"checkpoint to {path} in {time.perf_counter() - start:.1f} s"
     )
-    if args.eval_ppl:
+    if before is not None:  # --eval_ppl
         from autoround.formats.dense import load_dense
 
         del model, rounder

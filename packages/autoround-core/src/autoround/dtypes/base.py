@@ -24,8 +24,12 @@ class QParams:
 class DataType(Protocol):
     """Pure tensor math of one data type. ``grouped`` is a (groups, group_size) float tensor."""
 
-    name: str
-    allowed_bits: tuple[int, ...]
+    # Read-only members, so that frozen dataclasses implement the protocol.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def allowed_bits(self) -> tuple[int, ...]: ...
 
     def qparams(
         self,

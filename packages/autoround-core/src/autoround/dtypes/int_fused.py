@@ -105,6 +105,8 @@ class SymmetricQDQ(torch.autograd.Function):
         )
         grad_min = grad_max = None
         if need_scale:
+            if per_group is None:  # straight_through_grads computes it whenever need_scale
+                raise RuntimeError("straight_through_grads returned no scale gradient with need_scale=True")
             per_group = per_group.squeeze(-1) * unclamped
             grad_max = torch.where(positive_wins, per_group * -wmax / levels, 0.0)
             grad_min = torch.where(positive_wins, 0.0, per_group * -wmin / levels)

@@ -210,15 +210,16 @@ def search_sym_scale(
     if exhaustive:
         per_candidate = grouped.numel() * 4 * 3
         chunk = max(1, min(len(mults), chunk_bytes // max(per_candidate, 1)))
-        losses, scales = [], []
+        loss_chunks: list[torch.Tensor] = []
+        scale_chunks: list[torch.Tensor] = []
         for start in range(0, len(mults), chunk):
             loss, scale = _exact_losses(
                 grouped, recip_max, mults[start : start + chunk].view(-1, 1, 1), nmax, importance
             )
-            losses.append(loss)
-            scales.append(scale)
-        best = torch.argmin(torch.cat(losses, dim=0), dim=0)  # first minimum: Intel's strict "<"
-        return torch.take_along_dim(torch.cat(scales, dim=0), best.view(1, -1), dim=0).view(-1, 1)
+            loss_chunks.append(loss)
+            scale_chunks.append(scale)
+        best = torch.argmin(torch.cat(loss_chunks, dim=0), dim=0)  # first minimum: Intel's strict "<"
+        return torch.take_along_dim(torch.cat(scale_chunks, dim=0), best.view(1, -1), dim=0).view(-1, 1)
 
     if rescore is None:
         rescore = 8 if grouped.dtype == torch.float32 else 32

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -32,6 +32,9 @@ from autoround.io import atomic_dir, save_safetensors_sharded
 from autoround.modeling.blocks import linear_weight
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import UNQUANTIZED_BITS, Scheme
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 logger = logging.getLogger(__name__)
 
@@ -178,14 +181,15 @@ def _packed_tensors(qm: QuantizedModel) -> Iterator[tuple[str, torch.Tensor]]:
         weight = linear_weight(module).detach().cpu()
         for key, tensor in pack_layer(weight, quant, ZERO_OFFSET[packing]).items():
             yield f"{name}.{key}", tensor
-        if getattr(module, "bias", None) is not None:
-            yield f"{name}.bias", module.bias.detach().cpu().to(torch.float16)
+        bias = getattr(module, "bias", None)
+        if bias is not None:
+            yield f"{name}.bias", bias.detach().cpu().to(torch.float16)
 
 
 def _dense_tensors(qm: QuantizedModel) -> dict[str, torch.Tensor]:
     """Unquantized tensors, with later aliases of one storage (tied weights) dropped."""
     skip = {f"{name}.{p}" for name in qm.layers for p in ("weight", "bias")}
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, int | torch.SymInt]] = set()
     out: dict[str, torch.Tensor] = {}
     for key, tensor in qm.model.state_dict().items():
         if key in skip:
@@ -269,14 +273,14 @@ def tied_quantized(model: torch.nn.Module, quantized: Iterable[str]) -> list[str
     ]
 
 
-def _ident(tensor: torch.Tensor) -> tuple[int, int]:
+def _ident(tensor: torch.Tensor) -> tuple[int, int | torch.SymInt]:
     return tensor.untyped_storage().data_ptr(), tensor.storage_offset()
 
 
 def _write_configs(
     qm: QuantizedModel, directory: Path, quant_config: dict[str, Any], untie: bool = False
 ) -> None:
-    config = qm.model.config
+    config = cast("PretrainedConfig", qm.model.config)  # a transformers model's; nn.Module can't say
     previous = getattr(config, "quantization_config", None)
     architectures = config.architectures
     config.quantization_config = quant_config

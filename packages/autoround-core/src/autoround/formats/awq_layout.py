@@ -11,11 +11,16 @@ as they are (no offset); ``scales`` fp16 (groups, out). Only 4 bits exist in thi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from autoround.errors import CheckpointError
 from autoround.packing import pack_int32, unpack_int32
 from autoround.schemes import Scheme
+
+if TYPE_CHECKING:  # nn.quant_linear imports the formats package
+    from autoround.nn.quant_linear import QuantLinear
 
 #: Column held by nibble i of each 32-bit word.
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
@@ -91,7 +96,7 @@ def awq_to_gptq(
     }
 
 
-def expect_awq(layer: torch.nn.Module) -> None:
+def expect_awq(layer: QuantLinear) -> None:
     """Give an empty QuantLinear AWQ-shaped ``qweight`` / ``qzeros`` placeholders, on their device.
 
     For loaders that assign checkpoint tensors by name; :func:`convert_layer` turns them back
@@ -103,7 +108,7 @@ def expect_awq(layer: torch.nn.Module) -> None:
         layer.register_buffer(key, torch.empty(shapes[key], dtype=old.dtype, device=old.device))
 
 
-def convert_layer(layer: torch.nn.Module, layer_name: str = "") -> None:
+def convert_layer(layer: QuantLinear, layer_name: str = "") -> None:
     """Repack a QuantLinear holding AWQ tensors into the GPTQ layout in place (zero offset 0)."""
     tensors = {k: getattr(layer, k) for k in ("qweight", "qzeros", "scales")}
     converted = awq_to_gptq(tensors, layer.scheme, layer.in_features, layer.out_features, layer_name)

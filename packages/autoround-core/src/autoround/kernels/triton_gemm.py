@@ -300,7 +300,7 @@ def _run(
             raise ValueError(
                 f"the GEMV kernel needs one row and block_k dividing the group, got {config} for {problem}"
             )
-        grid = (triton.cdiv(n, config.block_n), triton.cdiv(k, k_per_split))
+        grid: tuple[int, ...] = (triton.cdiv(n, config.block_n), triton.cdiv(k, k_per_split))
         _gemv_kernel[grid](
             x2, qweight, qzeros, scales, out, n, k, group_width, zero_offset, k_per_split,
             BITS=bits, BLOCK_N=config.block_n, BLOCK_K=config.block_k, ATOMIC=atomic,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+LINEAR_TYPES: tuple[type[nn.Module], ...]
 try:  # GPT-2 style models store Linear weights transposed in Conv1D
     from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover - transformers is a dependency, this is belt and braces
-    Conv1D = ()  # type: ignore[assignment,misc]
 
-LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D) if Conv1D else (nn.Linear,)  # type: ignore[assignment]
+    LINEAR_TYPES = (nn.Linear, Conv1D)
+except ImportError:  # pragma: no cover - transformers is a dependency, this is belt and braces
+    LINEAR_TYPES = (nn.Linear,)
 
 
 def is_linear_like(module: nn.Module) -> bool:
@@ -22,13 +23,20 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
     """(out_features, in_features) of a Linear-like layer, whatever its weight layout."""
     if isinstance(module, nn.Linear):
         return module.out_features, module.in_features
-    in_features, out_features = module.weight.shape  # Conv1D keeps (in, out)
+    in_features, out_features = _weight(module).shape  # Conv1D keeps (in, out)
     return out_features, in_features
 
 
 def linear_weight(module: nn.Module) -> torch.Tensor:
     """The weight as (out, in), a view for Conv1D."""
-    return module.weight.t() if not isinstance(module, nn.Linear) else module.weight
+    return _weight(module).t() if not isinstance(module, nn.Linear) else module.weight
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__}.weight is a {type(weight).__name__}, not a tensor")
+    return weight
 
 
 def _has_linear(module: nn.Module) -> bool:

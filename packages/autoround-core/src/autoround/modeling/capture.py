@@ -50,12 +50,14 @@ def capture_block_inputs(
     """Run ``model`` on each row of ``input_ids`` until ``first_block`` and record its inputs."""
     hidden: list[torch.Tensor] = []
     shared: dict[str, Any] = {}
+    positional: list[int] = []  # indices of extra positional arguments (refused below)
 
     def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         states = args[0] if args else kwargs.pop("hidden_states")
         hidden.append(states.detach())
-        if not shared:
-            shared.update(_strip_cache({**kwargs, **dict(enumerate(args[1:], start=1))}))
+        if not shared and not positional:
+            shared.update(_strip_cache(kwargs))
+            positional.extend(range(1, len(args)))
         raise _Stop
 
     handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
@@ -65,7 +67,6 @@ def capture_block_inputs(
                 model(input_ids=row.unsqueeze(0).to(device), use_cache=False)
     finally:
         handle.remove()
-    positional = [k for k in shared if isinstance(k, int)]
     if positional:
         raise NotImplementedError(
             f"{type(first_block).__name__} receives extra positional arguments; only keyword arguments "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from types import SimpleNamespace
@@ -29,6 +30,7 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
+_default_apply_gate: Callable[..., Any] | None
 try:
     from transformers.integrations.moe import _default_apply_gate
 except ImportError:  # pragma: no cover - older transformers: every gate is treated as custom
@@ -243,7 +245,7 @@ def _convert(module: nn.Module, names: tuple[str, str, str], converter: ExpertsC
         if not hasattr(module, flag):  # classes without @use_experts_implementation
             setattr(module, flag, default)
     gated = _is_3d(module, "gate_up_proj")
-    requires_grad = module.down_proj.requires_grad
+    requires_grad = bool(module.down_proj.requires_grad)
     custom_gate = getattr(type(module), "_apply_gate", None)
     apply_gate = None
     if gated and custom_gate is not None and custom_gate is not _default_apply_gate:

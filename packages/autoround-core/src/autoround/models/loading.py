@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -53,8 +53,11 @@ def load_model_and_tokenizer(
     logger.info("Loading %s from %s (%s, %s)", name_or_path, path, dtype, device)
     try:
         tokenizer = _load_tokenizer(path, local)
-        model, info = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype or "auto", output_loading_info=True
+        # transformers annotates from_pretrained as returning the model alone, also when
+        # output_loading_info=True makes it return (model, loading_info).
+        model, info = cast(
+            "tuple[PreTrainedModel, dict[str, Any]]",
+            AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", output_loading_info=True),
         )
     except OSError as exc:
         if local:
@@ -64,7 +67,8 @@ def load_model_and_tokenizer(
             f"Hub is not reachable, pass a local checkpoint directory or a demo alias: {sorted(DEMO_MODELS)}"
         ) from exc
     _refuse_incomplete(path, info)
-    return model.to(device).eval(), tokenizer
+    # PreTrainedModel.to is @wraps(nn.Module.to)-decorated, which loses mypy's self binding.
+    return model.to(device).eval(), tokenizer  # type: ignore[arg-type]
 
 
 def _load_tokenizer(path: str, local: bool) -> PreTrainedTokenizerBase:

@@ -34,6 +34,12 @@ class QuantLinear(nn.Module):
         scales_dtype / bias_dtype: dtypes of those buffers (the checkpoint stores fp16).
     """
 
+    # The buffers ``__init__`` registers, declared for the type checker.
+    qweight: torch.Tensor
+    qzeros: torch.Tensor
+    scales: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(
         self,
         in_features: int,

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +110,8 @@ def quantize_signround(
     if len(plan.block_names) != 1:
         raise NotImplementedError(f"tuning several block lists is not built yet: {plan.block_names}")
     device = torch.device(device or "cpu")
-    blocks = model.get_submodule(plan.block_names[0])
+    # The block list: a ModuleList (find_block_names) or the container a block_names entry names.
+    blocks = cast(nn.ModuleList, model.get_submodule(plan.block_names[0]))
     captured = capture_block_inputs(model, blocks[0], input_ids, next(model.parameters()).device, progress)
     kwargs = cast_kwargs(captured.kwargs, WORK_DTYPE, device)
     fp_in = captured.hidden.to(torch.device("cpu") if low_gpu_mem_usage else device, WORK_DTYPE)

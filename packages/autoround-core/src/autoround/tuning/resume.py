@@ -103,8 +103,8 @@ def weights_digest(model: nn.Module) -> str:
         by_name.setdefault(name, []).append(digest)
     outer = hashlib.sha256()
     for name, tensor in state.items():
-        digest = by_name.get(aliases.get(name, name))
-        outer.update(f"{name} {tensor.dtype} {tuple(tensor.shape)} {digest}\n".encode())
+        chunk_digests = by_name.get(aliases.get(name, name))
+        outer.update(f"{name} {tensor.dtype} {tuple(tensor.shape)} {chunk_digests}\n".encode())
     return outer.hexdigest()
 
 
