@@ -18,8 +18,7 @@ from _worker_common import find_checkpoint, load_fp32, peak_rss_mb, run_worker, 
 def quantize_job(job: dict) -> dict:
     import torch
 
-    from autoround import AutoRound
-    from autoround.api import save
+    from autoround import AutoRound, save
 
     model, tok = load_fp32(job["model_dir"])
     ids = torch.load(job["ids_path"])  # (nsamples, seqlen) int64
@@ -68,8 +67,8 @@ def floor_job(job: dict) -> dict:
     import torch
     from profile_block import eager_time
 
-    from autoround.algorithms.signround import SignRoundSettings, tune_block
-    from autoround.modeling.capture import capture_block_inputs
+    from autoround.algorithms import SignRoundSettings, tune_block
+    from autoround.modeling import capture_block_inputs
     from autoround.schemes import PRESETS
 
     model, _ = load_fp32(job["model_dir"])

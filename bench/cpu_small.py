@@ -229,7 +229,7 @@ class Evaluator:
 
     def load(self, res: dict):
         if res["checkpoint_kind"] == "auto_round":
-            from autoround.formats.dense import load_dense
+            from autoround.formats import load_dense
 
             return load_dense(res["checkpoint"], dtype=torch.float32)
         from safetensors.torch import load_file
@@ -246,7 +246,7 @@ class Evaluator:
         return model
 
     def ppl(self, model) -> tuple[float, float]:
-        from autoround.eval.perplexity import perplexity_of_ids
+        from autoround.eval import perplexity_of_ids
 
         start = time.perf_counter()
         r = perplexity_of_ids(
@@ -405,7 +405,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from autoround.calibration import windows_from_text
-    from autoround.models.demo import materialize_smollm2
+    from autoround.models import materialize_smollm2
 
     model_dir = materialize_smollm2()
     tok = AutoTokenizer.from_pretrained(model_dir)

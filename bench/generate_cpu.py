@@ -26,7 +26,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from autoround.data import __file__ as data_init
-from autoround.models.demo import materialize_smollm2
+from autoround.models import materialize_smollm2
 from autoround.nn import QuantLinear
 from autoround_hf import AutoRoundConfig
 

@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 import torch
 
-from autoround.backends.cpu import dense_forward, int4_forward
-from autoround.formats.gptq_layout import pack_layer
+from autoround import quantize_weight
+from autoround.backends import dense_forward, int4_forward
+from autoround.formats import pack_layer
 from autoround.nn import QuantLinear
-from autoround.quantizer import quantize_weight
 from autoround.schemes import Scheme
 
 #: The clock every timing reads; ``--clock cpu`` (one thread) swaps in this thread's CPU time.

@@ -32,8 +32,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from autoround import quantize
-    from autoround.algorithms.signround import SignRoundSettings
-    from autoround.models.demo import materialize_smollm2
+    from autoround.algorithms import SignRoundSettings
+    from autoround.models import materialize_smollm2
     from autoround.schemes import parse_scheme
     from autoround_llmc import SignRoundModifier
 

@@ -21,12 +21,10 @@ from pathlib import Path
 
 import torch
 
-from autoround import AutoRound, load_quantized
-from autoround.api import save
-from autoround.calibration.sampling import windows_from_text
-from autoround.eval.perplexity import perplexity_of_file
-from autoround.models.demo import materialize_smollm2
-from autoround.models.loading import load_model_and_tokenizer
+from autoround import AutoRound, load_quantized, save
+from autoround.calibration import windows_from_text
+from autoround.eval import perplexity_of_file
+from autoround.models import load_model_and_tokenizer, materialize_smollm2
 
 VALID_TEXT = Path(__file__).parents[1] / "packages/autoround-core/src/autoround/data/wikitext2_valid.txt"
 # row -> AutoRound arguments (Intel's recipes)

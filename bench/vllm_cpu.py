@@ -54,12 +54,12 @@ def prompts(count: int, words: int = 24) -> list[str]:
 def checkpoint(name: str, args: list[str]) -> Path:
     """The SmolLM2 bf16 directory, or one of our checkpoints (made once with autoround-rtn)."""
     if name == "bf16":
-        from autoround.models.demo import materialize_smollm2
+        from autoround.models import materialize_smollm2
 
         return materialize_smollm2()
     target = CKPTS / name
     if not (target / "config.json").exists():
-        from autoround.cli.main import main_rtn
+        from autoround.cli import main_rtn
 
         assert main_rtn(["--model", "smollm2", *args, "--output_dir", str(target), "--overwrite", "-q"]) == 0
     return target

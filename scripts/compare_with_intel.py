@@ -24,7 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from autoround import quantize, save
-from autoround.formats.dense import load_dense
+from autoround.formats import load_dense
 from autoround.io import load_safetensors_dir
 
 CONFIGS = {

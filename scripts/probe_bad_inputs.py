@@ -140,7 +140,7 @@ def _crashed_run(args: list[str]) -> Callable[[Path], None]:
         code = (
             "import os, sys, autoround.autoround as a\n"
             "a.save = lambda *args, **kwargs: os._exit(9)\n"
-            "from autoround.cli.main import main\n"
+            "from autoround.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n"
         )
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}

@@ -92,7 +92,7 @@ def smollm2_checkpoint(name: str) -> Path:
     key = hashlib.sha256(json.dumps([_core_key(), args]).encode()).hexdigest()[:12]
     target = CKPT_CACHE / f"{name}-{key}"
     if not (target / "config.json").exists():
-        from autoround.cli.main import main_rtn
+        from autoround.cli.commands import main_rtn
 
         for stale in CKPT_CACHE.glob(f"{name}-*"):  # made by an older core
             shutil.rmtree(stale, ignore_errors=True)

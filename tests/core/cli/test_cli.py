@@ -7,7 +7,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from autoround.cli.main import build_parser, main, main_light, main_opt_rtn, main_rtn
+from autoround.cli.commands import build_parser, main, main_light, main_opt_rtn, main_rtn
 from autoround.formats.auto_round import read_spec
 from autoround.hardware import native_bf16
 
@@ -209,7 +209,7 @@ def test_searched_scale_and_amp_are_on_by_default_and_flags_turn_them_off(argume
     import inspect
 
     from autoround import AutoRound
-    from autoround.cli.main import _settings
+    from autoround.cli.commands import _settings
 
     args = build_parser().parse_args(["--model", "m", *flags])
     default = inspect.signature(AutoRound).parameters[argument].default
@@ -218,7 +218,7 @@ def test_searched_scale_and_amp_are_on_by_default_and_flags_turn_them_off(argume
 
 def test_opt_rtn_intel_asks_for_intels_exact_search_and_the_default_refines() -> None:
     from autoround.algorithms.opt_rtn import OptRtnSettings
-    from autoround.cli.main import _settings
+    from autoround.cli.commands import _settings
 
     intel = _settings(build_parser("opt-rtn").parse_args(["--model", "m", "--opt_rtn_intel"]))
     assert intel["opt_rtn_settings"] == OptRtnSettings.intel()

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from autoround.cli import main as cli
-from autoround.cli.main import main, main_rtn
+from autoround.cli import commands as cli
+from autoround.cli.commands import main, main_rtn
 
 
 def _error_lines(err: str) -> list[str]:

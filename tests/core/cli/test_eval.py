@@ -12,7 +12,7 @@ import json
 import pytest
 
 import autoround
-from autoround.cli.main import main
+from autoround.cli.commands import main
 
 EVAL = ["--eval_windows", "1", "--eval_seqlen", "16"]
 

@@ -13,18 +13,22 @@ from autoround.backends import BACKENDS
 from autoround.formats.loading import load_quantized
 from autoround.nn.quant_linear import QuantLinear
 from autoround.quantized_model import QuantizedModel
+from autoround.quantizer import LayerQuant, group_width, quantize_weight
 from autoround.schemes import PRESETS, Scheme, parse_scheme
 
 __all__ = [
     "BACKENDS",
     "PRESETS",
     "AutoRound",
+    "LayerQuant",
     "QuantLinear",
     "QuantizedModel",
     "Scheme",
     "__version__",
+    "group_width",
     "load_quantized",
     "parse_scheme",
     "quantize",
+    "quantize_weight",
     "save",
 ]

@@ -2,6 +2,6 @@
 
 import sys
 
-from autoround.cli.main import main
+from autoround.cli.commands import main
 
 sys.exit(main())

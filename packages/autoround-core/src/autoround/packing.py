@@ -29,6 +29,16 @@ _WORD_MASK = (1 << _WORD_BITS) - 1
 _SIGN_BIT = 1 << (_WORD_BITS - 1)
 
 
+def gptq_shapes(bits: int, groups: int, in_features: int, out_features: int) -> dict[str, tuple[int, int]]:
+    """Shapes of a layer's ``qweight`` (codes packed along the input dimension), ``qzeros``
+    (zero points packed along the output dimension) and ``scales`` in the GPTQ layout."""
+    return {
+        "qweight": (in_features * bits // _WORD_BITS, out_features),
+        "qzeros": (groups, out_features * bits // _WORD_BITS),
+        "scales": (groups, out_features),
+    }
+
+
 def pack_int32(codes: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     """Pack unsigned integer codes into int32 words along ``dim``.
 

@@ -14,7 +14,7 @@ from transformers.utils.quantization_config import AutoRoundConfig as _HfAutoRou
 from transformers.utils.quantization_config import QuantizationMethod
 
 from autoround.backends import BACKENDS
-from autoround.formats.auto_round import (
+from autoround.formats import (
     GPTQ_PACKING,
     PLAIN_PACKING,
     QUANT_METHOD,

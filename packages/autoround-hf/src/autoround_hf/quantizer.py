@@ -20,11 +20,9 @@ import torch
 from transformers.quantizers.base import HfQuantizer
 
 from autoround.errors import CheckpointError
-from autoround.formats import awq_layout
-from autoround.formats.tensor_check import check_checkpoint_tensors, read_headers
+from autoround.formats import check_checkpoint_tensors, convert_awq_layer, expect_awq, read_headers
 from autoround.io import PICKLE_SUFFIXES
-from autoround.modeling.blocks import find_block_names
-from autoround.modeling.moe import unfuse_experts
+from autoround.modeling import find_block_names, unfuse_experts
 from autoround.nn import QuantLinear, replace_linears
 from autoround_hf.config import AUTO, AutoRoundConfig
 
@@ -64,7 +62,7 @@ class AutoRoundHfQuantizer(HfQuantizer):
         for name in names:
             layer = model.get_submodule(name)
             if config.is_awq:
-                awq_layout.expect_awq(layer)
+                expect_awq(layer)
             self._layer_dtypes[name] = {k: b.dtype for k, b in layer.named_buffers() if b is not None}
             # Float buffers (fp16 scales) are cast to the model dtype on load; loading them as fp32
             # (exact) and casting back below keeps them bit-identical under bf16.
@@ -95,7 +93,7 @@ class AutoRoundHfQuantizer(HfQuantizer):
             if not isinstance(module, QuantLinear):
                 continue
             if config.is_awq:
-                awq_layout.convert_layer(module, name)
+                convert_awq_layer(module, name)
             for key, dtype in self._layer_dtypes.get(name, {}).items():
                 buf = getattr(module, key)
                 if buf is not None and buf.dtype != dtype:

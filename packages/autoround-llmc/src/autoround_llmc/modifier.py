@@ -33,10 +33,10 @@ from llmcompressor.modifiers.quantization.quantization import QuantizationMixin
 from pydantic import PrivateAttr, model_validator
 from torch import nn
 
-from autoround.algorithms.signround import SignRoundSettings
-from autoround.modeling.blocks import find_block_names
+from autoround.algorithms import SignRoundSettings
+from autoround.modeling import find_block_names
 from autoround.schemes import Scheme
-from autoround.tuning.driver import BlockReport, quantize_block
+from autoround.tuning import BlockReport, quantize_block
 from autoround_llmc.inputs import RecordedInputs
 from autoround_llmc.qparams import write_qparams
 from autoround_llmc.schemes import scheme_of

@@ -25,7 +25,7 @@ from compressed_tensors.offload import update_offload_parameter
 from compressed_tensors.quantization.lifecycle.forward import fake_quantize
 from torch import nn
 
-from autoround.quantizer import LayerQuant
+from autoround import LayerQuant
 
 if TYPE_CHECKING:
     from compressed_tensors.quantization import QuantizationScheme

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from autoround.errors import UnsupportedLayerError
-from autoround.formats.auto_round import CheckpointSpec
+from autoround.formats import CheckpointSpec
 from autoround.schemes import Scheme
 
 #: Fused layer name -> its parts, for engines that do not tell us (vLLM passes its own mapping).

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from autoround.errors import CheckpointError
-from autoround.formats.auto_round import QUANT_METHOD, SCHEME_KEYS, parse_config
+from autoround.formats import QUANT_METHOD, SCHEME_KEYS, parse_config
 from autoround.schemes import UNQUANTIZED_BITS, Scheme
 
 #: The name our method is registered under, in vLLM and SGLang.

@@ -17,7 +17,7 @@ from sglang.srt.layers.quantization.unquant import UnquantizedLinearMethod
 from sglang.srt.utils import is_cuda
 
 from autoround.errors import CheckpointError
-from autoround.formats.auto_round import CheckpointSpec, parse_config
+from autoround.formats import CheckpointSpec, parse_config
 from autoround_vllm.layers import describe, scheme_for_layer
 from autoround_vllm.linear_method import PackedLinearLogic, ParameterKinds
 from autoround_vllm.selection import METHOD_NAME, choose_method

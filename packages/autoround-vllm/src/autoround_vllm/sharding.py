@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from autoround import group_width
 from autoround.errors import UnsupportedLayerError
-from autoround.quantizer import group_width
 from autoround.schemes import Scheme
 
 

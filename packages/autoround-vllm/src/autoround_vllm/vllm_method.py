@@ -23,7 +23,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
 from vllm.platforms import current_platform
 
 from autoround.errors import CheckpointError
-from autoround.formats.auto_round import CheckpointSpec, parse_config
+from autoround.formats import CheckpointSpec, parse_config
 from autoround_vllm.layers import describe, scheme_for_layer
 from autoround_vllm.linear_method import PackedLinearLogic, ParameterKinds
 from autoround_vllm.selection import METHOD_NAME, choose_method, input_widths

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from autoround.dtypes import from_groups, to_groups
-from autoround.dtypes.int import SCALE_DTYPE, SCALE_THRESHOLD
+from autoround.dtypes.int_formulas import SCALE_DTYPE, SCALE_THRESHOLD
 from autoround.dtypes.int_refine import DEFAULT_REFINE_STEPS, refine_sym_scale
 from autoround.dtypes.int_search import group_importance, opt_rtn_sym_codes
 from autoround.layer_plan import LayerPlan

@@ -26,7 +26,7 @@ import torch
 
 from autoround.algorithms.opt_rtn import sym_codes
 from autoround.dtypes.base import QParams
-from autoround.dtypes.int import SCALE_DTYPE, SCALE_THRESHOLD, round_ste
+from autoround.dtypes.int_formulas import SCALE_DTYPE, SCALE_THRESHOLD, round_ste
 from autoround.dtypes.int_fused import rounded_codes, straight_through_grads
 from autoround.dtypes.int_search import clamp_scale_magnitude
 

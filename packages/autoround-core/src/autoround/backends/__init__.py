@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from autoround.backends.base import Backend
-from autoround.backends.cpu import CpuBackend
+from autoround.backends.base import Backend, PackedLayer
+from autoround.backends.cpu import CpuBackend, dense_forward, int4_forward
 from autoround.backends.torch_backend import TorchBackend
 from autoround.backends.triton_backend import TritonBackend
 from autoround.errors import UnsupportedLayerError
@@ -77,4 +77,13 @@ def select(
     return BACKENDS[automatic[0]]
 
 
-__all__ = ["BACKENDS", "Backend", "refusals", "register", "select"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "PackedLayer",
+    "dense_forward",
+    "int4_forward",
+    "refusals",
+    "register",
+    "select",
+]

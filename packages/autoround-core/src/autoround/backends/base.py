@@ -1,4 +1,5 @@
-"""What a backend is: a named way to compute ``x @ W^T + b`` for a :class:`QuantLinear`.
+"""What a backend is: a named way to compute ``x @ W^T + b`` for a packed layer (the
+checkpoint's GPTQ-layout buffers: :class:`autoround.nn.QuantLinear` is the one in this package).
 
 A backend declares what it serves (:meth:`Backend.supports` returns ``None`` or the reason it
 cannot), repacks a layer's checkpoint tensors into its own layout once (:meth:`Backend.prepare`,
@@ -7,14 +8,27 @@ whose result the layer caches) and computes the product (:meth:`Backend.forward`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from autoround.schemes import Scheme
 
-if TYPE_CHECKING:
-    from autoround.nn.quant_linear import QuantLinear
+
+class PackedLayer(Protocol):
+    """What a backend reads of a layer: its size, scheme and packed buffers (GPTQ layout), and
+    the cache it keeps its own repacked layout in. Stated here so that backends do not depend on
+    the layer class that uses them."""
+
+    in_features: int
+    out_features: int
+    scheme: Scheme
+    zero_offset: int
+    group_width: int
+    qweight: torch.Tensor
+    qzeros: torch.Tensor
+    scales: torch.Tensor
+    backend_state: Any
 
 
 class Backend(Protocol):
@@ -36,11 +50,11 @@ class Backend(Protocol):
         """None if this backend serves such a layer, else why not (one short clause)."""
         ...
 
-    def prepare(self, layer: QuantLinear) -> Any:
+    def prepare(self, layer: PackedLayer) -> Any:
         """Repack ``layer``'s buffers into this backend's layout; the layer caches the result."""
         ...
 
-    def forward(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, layer: PackedLayer, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` (bias not added) in ``x``'s dtype, using ``layer.backend_state``."""
         ...
 

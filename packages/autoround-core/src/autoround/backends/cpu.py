@@ -29,12 +29,12 @@ For the speed, run the model in bf16. Settings are attributes of the registered 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from autoround.backends.base import int_scheme_reason
+from autoround.backends.base import PackedLayer, int_scheme_reason
 from autoround.backends.cpu_layout import (
     INT4_GROUPS,
     N_MULTIPLE,
@@ -47,9 +47,6 @@ from autoround.backends.cpu_layout import (
 from autoround.hardware import native_bf16
 from autoround.packing import SUPPORTED_BITS
 from autoround.schemes import Scheme
-
-if TYPE_CHECKING:
-    from autoround.nn.quant_linear import QuantLinear
 
 #: Output columns dequantized at once on the uncached paths.
 DENSE_BLOCK_COLUMNS = 1024
@@ -112,11 +109,11 @@ class CpuBackend:
             return f"group size {scheme.group_size} is not a multiple of 32 (int4 op groups {groups})"
         return None
 
-    def prepare(self, layer: QuantLinear) -> CpuState:
+    def prepare(self, layer: PackedLayer) -> CpuState:
         """Repack into int4 op planes (the dense fp32 weight comes later, only if fp32 calls come)."""
         return repack_int4(layer)
 
-    def forward(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, layer: PackedLayer, x: torch.Tensor) -> torch.Tensor:
         """``x @ W^T`` in ``x``'s dtype, by the path the module docstring describes."""
         if x.dtype == torch.float32 and self.fp32_activations == "exact":
             return self._fp32_forward(layer, x)
@@ -124,7 +121,7 @@ class CpuBackend:
             return dense_forward(layer, x, self.dense_dtype)
         return int4_forward(layer.backend_state, x)
 
-    def _fp32_forward(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    def _fp32_forward(self, layer: PackedLayer, x: torch.Tensor) -> torch.Tensor:
         state: CpuState = layer.backend_state
         if not self.fp32_weight_cache:
             return dense_forward(layer, x)
@@ -152,7 +149,7 @@ def int4_forward(state: CpuState, x: torch.Tensor) -> torch.Tensor:
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def dense_forward(layer: QuantLinear, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def dense_forward(layer: PackedLayer, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``x @ W`` computed in ``dtype``, W dequantized a block of output columns at a time (nothing cached)."""
     n = layer.out_features
     lead, k = x.shape[:-1], x.shape[-1]

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from autoround.backends.base import PackedLayer
 from autoround.kernels import reference
 from autoround.packing import unpack_int32
-
-if TYPE_CHECKING:
-    from autoround.nn.quant_linear import QuantLinear
 
 #: Group sizes the int4 op accepts, largest first.
 INT4_GROUPS = (256, 128, 64, 32)
@@ -67,7 +64,7 @@ def op_geometry(width: int, in_features: int) -> tuple[int, int] | None:
     return None if op_group is None else (op_group, padded_in)
 
 
-def repack_int4(layer: QuantLinear, dtype: torch.dtype = torch.bfloat16) -> CpuState:
+def repack_int4(layer: PackedLayer, dtype: torch.dtype = torch.bfloat16) -> CpuState:
     """The layer's codes, scales and zeros as int4 op planes (scales/zeros in ``dtype``)."""
     bits, k = layer.scheme.bits, layer.in_features
     geometry = op_geometry(layer.group_width, k)
@@ -98,7 +95,7 @@ def _plane(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, dtype: 
     return Int4Plane(packed, torch.stack([scale, zero], dim=-1).to(dtype).contiguous())
 
 
-def dequantize_columns(layer: QuantLinear, start: int, stop: int) -> torch.Tensor:
+def dequantize_columns(layer: PackedLayer, start: int, stop: int) -> torch.Tensor:
     """Dense fp32 (in, stop - start) weight of some output columns, from the checkpoint buffers."""
     bits, width = layer.scheme.bits, layer.group_width
     zword = slice(start * bits // 32, -(-stop * bits // 32))

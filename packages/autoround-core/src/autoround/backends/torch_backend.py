@@ -6,17 +6,14 @@ checkpoint's own buffers, so it is slow for large layers and small in memory.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from autoround.backends.base import int_scheme_reason
+from autoround.backends.base import PackedLayer, int_scheme_reason
 from autoround.kernels import reference
 from autoround.packing import SUPPORTED_BITS
 from autoround.schemes import Scheme
-
-if TYPE_CHECKING:
-    from autoround.nn.quant_linear import QuantLinear
 
 
 class TorchBackend:
@@ -35,10 +32,10 @@ class TorchBackend:
     ) -> str | None:
         return int_scheme_reason(scheme, SUPPORTED_BITS)
 
-    def prepare(self, layer: QuantLinear) -> Any:
+    def prepare(self, layer: PackedLayer) -> Any:
         return None
 
-    def forward(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, layer: PackedLayer, x: torch.Tensor) -> torch.Tensor:
         return reference.quant_matmul(
             x,
             layer.qweight,

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from autoround.backends.base import int_scheme_reason
+from autoround.backends.base import PackedLayer, int_scheme_reason
 from autoround.schemes import Scheme
-
-if TYPE_CHECKING:
-    from autoround.nn.quant_linear import QuantLinear
 
 #: Bits the kernel serves (3-bit codes straddle int32 words; not built).
 TRITON_BITS = (2, 4, 8)
@@ -62,10 +59,10 @@ class TritonBackend:
             return f"device {torch.device(device).type!r} is not CUDA (set TRITON_INTERPRET=1 to interpret)"
         return int_scheme_reason(scheme, TRITON_BITS)
 
-    def prepare(self, layer: QuantLinear) -> Any:
+    def prepare(self, layer: PackedLayer) -> Any:
         return {k: getattr(layer, k).contiguous() for k in ("qweight", "qzeros", "scales")}
 
-    def forward(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, layer: PackedLayer, x: torch.Tensor) -> torch.Tensor:
         from autoround.kernels.triton_gemm import quant_matmul
 
         state = layer.backend_state

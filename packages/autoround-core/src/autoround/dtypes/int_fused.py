@@ -1,7 +1,7 @@
 """Symmetric integer quantize-dequantize for tuning, as one autograd step with its own backward.
 
 SignRound runs this on every weight of a block at every iteration. Through plain autograd the
-formula of :mod:`autoround.dtypes.int` costs some twenty passes over the weight (forward and
+formula of :mod:`autoround.dtypes.int_formulas` costs some twenty passes over the weight (forward and
 backward, masks included); written out (:func:`straight_through_grads`), about nine, keeping
 the codes and a bool mask for the backward. The forward is bit-identical to
 :meth:`IntDataType.qdq`; the gradients are those of its straight-through rounding (checked
@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 
-from autoround.dtypes.int import SCALE_DTYPE, SCALE_THRESHOLD
+from autoround.dtypes.int_formulas import SCALE_DTYPE, SCALE_THRESHOLD
 
 
 def _scale(
     wmin: torch.Tensor, wmax: torch.Tensor, min_scale: torch.Tensor, max_scale: torch.Tensor, levels: int
 ):
-    """Signed fp16 scale per group (as :func:`autoround.dtypes.int.sym_scale`), which side won,
+    """Signed fp16 scale per group (as :func:`autoround.dtypes.int_formulas.sym_scale`), which side won,
     and where the threshold clamp did not bite."""
     lo_abs, hi_abs = -(wmin * min_scale), wmax * max_scale
     positive_wins = ~(hi_abs < lo_abs)

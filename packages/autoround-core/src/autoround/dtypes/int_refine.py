@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from autoround.dtypes.int import SCALE_DTYPE, SCALE_THRESHOLD
+from autoround.dtypes.int_formulas import SCALE_DTYPE, SCALE_THRESHOLD
 
 #: Alternations of closed-form scale and re-rounding; past two the error barely moves.
 DEFAULT_REFINE_STEPS = 2

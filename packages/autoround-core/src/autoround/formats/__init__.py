@@ -10,6 +10,20 @@ from pathlib import Path
 
 from autoround.errors import SchemeError
 from autoround.formats import auto_round
+from autoround.formats.auto_round import (
+    GPTQ_PACKING,
+    PLAIN_PACKING,
+    QUANT_METHOD,
+    SCHEME_KEYS,
+    CheckpointSpec,
+    parse_config,
+)
+from autoround.formats.awq_layout import convert_layer as convert_awq_layer
+from autoround.formats.awq_layout import expect_awq
+from autoround.formats.dense import load_dense
+from autoround.formats.gptq_layout import pack_layer, unpack_layer
+from autoround.formats.loading import load_quantized
+from autoround.formats.tensor_check import check_checkpoint_tensors, read_headers
 from autoround.output_guard import check_output_dir, model_source
 from autoround.quantized_model import QuantizedModel
 
@@ -42,4 +56,22 @@ def save(
     return FORMATS[key](qm, output_dir, overwrite=overwrite)
 
 
-__all__ = ["FORMATS", "check_format", "save"]
+__all__ = [
+    "FORMATS",
+    "GPTQ_PACKING",
+    "PLAIN_PACKING",
+    "QUANT_METHOD",
+    "SCHEME_KEYS",
+    "CheckpointSpec",
+    "check_checkpoint_tensors",
+    "check_format",
+    "convert_awq_layer",
+    "expect_awq",
+    "load_dense",
+    "load_quantized",
+    "pack_layer",
+    "parse_config",
+    "read_headers",
+    "save",
+    "unpack_layer",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from autoround.errors import CheckpointError
-from autoround.packing import pack_int32, unpack_int32
+from autoround.packing import gptq_shapes, pack_int32, unpack_int32
 from autoround.quantizer import LayerQuant, codes_of
 from autoround.schemes import Scheme
 
@@ -35,13 +35,7 @@ def pack_layer(weight: torch.Tensor, quant: LayerQuant, zero_offset: int) -> dic
 
 def expected_shapes(scheme: Scheme, in_features: int, out_features: int) -> dict[str, tuple[int, int]]:
     """Shapes the three tensors must have for a layer of this size and scheme."""
-    bits = scheme.bits
-    groups = scheme.num_groups(in_features)
-    return {
-        "qweight": (in_features * bits // 32, out_features),
-        "qzeros": (groups, out_features * bits // 32),
-        "scales": (groups, out_features),
-    }
+    return gptq_shapes(scheme.bits, scheme.num_groups(in_features), in_features, out_features)
 
 
 def unpack_layer(

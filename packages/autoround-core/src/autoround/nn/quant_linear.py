@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from autoround.backends import BACKENDS, select
-from autoround.formats.gptq_layout import expected_shapes
+from autoround.packing import gptq_shapes
 from autoround.quantizer import group_width
 from autoround.schemes import Scheme
 
@@ -56,7 +56,7 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.scheme, self.zero_offset = scheme, zero_offset
         self.group_width = group_width(scheme, in_features)
-        shapes = expected_shapes(scheme, in_features, out_features)
+        shapes = gptq_shapes(scheme.bits, scheme.num_groups(in_features), in_features, out_features)
         self.register_buffer("qweight", torch.empty(shapes["qweight"], dtype=torch.int32, device=device))
         self.register_buffer("qzeros", torch.empty(shapes["qzeros"], dtype=torch.int32, device=device))
         self.register_buffer("scales", torch.empty(shapes["scales"], dtype=scales_dtype, device=device))
