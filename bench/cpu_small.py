@@ -229,7 +229,7 @@ class Evaluator:
 
     def load(self, res: dict):
         if res["checkpoint_kind"] == "auto_round":
-            from autoround.formats import load_dense
+            from autoround.loading import load_dense
 
             return load_dense(res["checkpoint"], dtype=torch.float32)
         from safetensors.torch import load_file
@@ -405,7 +405,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from autoround.calibration import windows_from_text
-    from autoround.models import materialize_smollm2
+    from autoround.model_sources import materialize_smollm2
 
     model_dir = materialize_smollm2()
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -26,7 +26,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from autoround.data import __file__ as data_init
-from autoround.models import materialize_smollm2
+from autoround.model_sources import materialize_smollm2
 from autoround.nn import QuantLinear
 from autoround_hf import AutoRoundConfig
 

@@ -147,7 +147,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from autoround.calibration import windows_from_text
-    from autoround.models import materialize_smollm2
+    from autoround.model_sources import materialize_smollm2
 
     model_dir = materialize_smollm2()
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -33,7 +33,7 @@ def main() -> None:
 
     from autoround import quantize
     from autoround.algorithms import SignRoundSettings
-    from autoround.models import materialize_smollm2
+    from autoround.model_sources import materialize_smollm2
     from autoround.schemes import parse_scheme
     from autoround_llmc import SignRoundModifier
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from autoround.algorithms import SignRoundSettings, tune_block
 from autoround.calibration import windows_from_text
 from autoround.data import default_calibration_text_path
+from autoround.model_sources import load_model_and_tokenizer
 from autoround.modeling import capture_block_inputs
-from autoround.models import load_model_and_tokenizer
 from autoround.schemes import PRESETS
 
 

@@ -24,7 +24,7 @@ import torch
 from autoround import AutoRound, load_quantized, save
 from autoround.calibration import windows_from_text
 from autoround.eval import perplexity_of_file
-from autoround.models import load_model_and_tokenizer, materialize_smollm2
+from autoround.model_sources import load_model_and_tokenizer, materialize_smollm2
 
 VALID_TEXT = Path(__file__).parents[1] / "packages/autoround-core/src/autoround/data/wikitext2_valid.txt"
 # row -> AutoRound arguments (Intel's recipes)

@@ -54,7 +54,7 @@ def prompts(count: int, words: int = 24) -> list[str]:
 def checkpoint(name: str, args: list[str]) -> Path:
     """The SmolLM2 bf16 directory, or one of our checkpoints (made once with autoround-rtn)."""
     if name == "bf16":
-        from autoround.models import materialize_smollm2
+        from autoround.model_sources import materialize_smollm2
 
         return materialize_smollm2()
     target = CKPTS / name

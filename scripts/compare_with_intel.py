@@ -24,8 +24,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from autoround import quantize, save
-from autoround.formats import load_dense
 from autoround.io import load_safetensors_dir
+from autoround.loading import load_dense
 
 CONFIGS = {
     "w4a16_g128": ("W4A16", {}),

@@ -138,7 +138,7 @@ def _crashed_run(args: list[str]) -> Callable[[Path], None]:
 
     def prepare(work: Path) -> None:
         code = (
-            "import os, sys, autoround.autoround as a\n"
+            "import os, sys, autoround.runner as a\n"
             "a.save = lambda *args, **kwargs: os._exit(9)\n"
             "from autoround.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n"

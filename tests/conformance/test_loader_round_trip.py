@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM
 
 import autoround
 from autoround.errors import SchemeError
-from autoround.formats.auto_round import PACKABLE_BITS
-from autoround.formats.dense import load_dense
+from autoround.formats import FORMATS
+from autoround.loading import load_dense
 from autoround.nn import QuantLinear
 from autoround.schemes import PRESETS
 from autoround_hf import AutoRoundConfig
@@ -28,7 +28,7 @@ from autoround_hf import AutoRoundConfig
 IDS = torch.tensor([[1, 5, 9, 3, 7, 2, 11, 4, 40, 90]])
 
 #: Every preset the format stores (5-7 bits plan, but are refused at saving; 16 bits saves nothing).
-QUANTIZING_PRESETS = sorted(name for name, scheme in PRESETS.items() if scheme.bits in PACKABLE_BITS)
+QUANTIZING_PRESETS = sorted(name for name, scheme in PRESETS.items() if FORMATS["auto_round"].stores(scheme))
 
 #: Per-layer choices beyond a single preset: asymmetric codes, a quantized lm_head (tied or
 #: untied by the model), a mixed-bits model, a layer left in 16 bits.

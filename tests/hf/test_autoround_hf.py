@@ -16,7 +16,7 @@ import autoround
 import autoround_hf
 from autoround.errors import CheckpointError, UnsupportedLayerError
 from autoround.formats import awq_layout
-from autoround.formats.dense import load_dense
+from autoround.loading import load_dense
 from autoround.nn import QuantLinear
 from autoround_hf import AutoRoundConfig, AutoRoundHfQuantizer
 

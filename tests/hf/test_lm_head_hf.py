@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import autoround
-from autoround.formats.loading import load_quantized
+from autoround.loading import load_quantized
 from autoround.nn import QuantLinear
 from autoround_hf import AutoRoundConfig
 

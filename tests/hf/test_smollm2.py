@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import autoround
-from autoround.models.demo import materialize_smollm2
+from autoround.model_sources.demo import materialize_smollm2
 from autoround.nn import QuantLinear
 from autoround_hf import AutoRoundConfig
 

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 import autoround
 import autoround_hf  # noqa: F401  (installs the quantizer)
 from autoround.errors import CheckpointError
-from autoround.formats.dense import load_dense
+from autoround.loading import load_dense
 from autoround.modeling.moe import UnfusedExperts
 from autoround.nn import QuantLinear
 from autoround_hf import AutoRoundConfig

@@ -11,12 +11,12 @@ from safetensors import safe_open
 
 from autoround.algorithms import quantize_rtn
 from autoround.algorithms.imatrix import collect_imatrix
-from autoround.algorithms.opt_rtn import OptRtnSettings, opt_rtn_weight, quantize_opt_rtn
+from autoround.algorithms.opt_rtn import OptRtnSettings, importance_layers, opt_rtn_weight, quantize_opt_rtn
 from autoround.dtypes import to_groups
 from autoround.dtypes.int_search import group_importance, opt_rtn_sym_codes, search_sym_scale
+from autoround.dtypes.layer_quant import codes_of, dequantize_codes, quantize_weight
 from autoround.layer_plan import resolve
-from autoround.quantizer import codes_of, dequantize_codes, quantize_weight
-from autoround.schemes import PRESETS
+from autoround.schemes import PRESETS, Scheme
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "intel" / "opt_rtn.safetensors"
 
@@ -215,3 +215,13 @@ def test_a_bf16_importance_forward_stays_close_to_the_float32_one(tiny_llama) ->
         assert not torch.equal(bf16[name], exact[name]), "autocast had no effect"
         torch.testing.assert_close(bf16[name], exact[name], rtol=0.1, atol=1e-3)
         assert bf16[name].dtype == torch.float32
+
+
+def test_importance_is_collected_for_symmetric_integer_layers_below_8_bits(tiny_llama) -> None:
+    w4 = Scheme(bits=4, group_size=32, sym=True)
+    overrides = {"down_proj": Scheme(bits=4, group_size=32, sym=False), "up_proj": Scheme(bits=8)}
+    plan = resolve(tiny_llama, w4, overrides)
+    names = importance_layers(plan)
+    assert names and all(name in plan.quantized() for name in names)
+    assert all(plan.quantized()[name] == w4 for name in names)
+    assert len(names) == sum(scheme == w4 for scheme in plan.quantized().values())

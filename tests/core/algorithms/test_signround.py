@@ -7,11 +7,11 @@ import logging
 import pytest
 import torch
 
-from autoround import quantize, save
+from autoround import hardware, quantize, save
 from autoround.algorithms import signround
 from autoround.algorithms.signround import SignRoundSettings, TunedLinear
-from autoround.formats.dense import load_dense
-from autoround.quantizer import codes_of, quantize_weight
+from autoround.dtypes.layer_quant import codes_of, quantize_weight
+from autoround.loading import load_dense
 from autoround.schemes import PRESETS
 
 W4G32 = PRESETS["W4A16G32"]
@@ -57,7 +57,7 @@ def test_tuned_weights_are_on_the_quantization_grid(tiny_llama_bf16, calibration
     name = "model.layers.1.self_attn.o_proj"
     weight = qm.model.get_submodule(name).weight.detach()
     quant = qm.layers[name]
-    from autoround.quantizer import dequantize_codes
+    from autoround.dtypes.layer_quant import dequantize_codes
 
     assert torch.equal(dequantize_codes(codes_of(weight, quant), quant, torch.bfloat16), weight)
     assert qm.model.get_submodule(name).weight.dtype == torch.bfloat16
@@ -67,7 +67,7 @@ def test_tuned_weights_are_on_the_quantization_grid(tiny_llama_bf16, calibration
 def test_settings_recorded_in_the_checkpoint_leave_out_intels_defaults(
     tiny_llama, calibration, monkeypatch, native
 ) -> None:
-    monkeypatch.setattr(signround, "native_bf16", lambda device: native)
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: native)
     qm = quantize(
         tiny_llama,
         W4G32,
@@ -102,7 +102,7 @@ def test_amp_multiplies_in_bf16_only_where_the_device_has_native_bf16(
 ) -> None:
     from autoround.modeling.capture import capture_block_inputs
 
-    monkeypatch.setattr(signround, "native_bf16", lambda device: native)
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: native)
     block = tiny_llama.model.layers[0]
     captured = capture_block_inputs(tiny_llama, block, calibration, torch.device("cpu"), progress=False)
     seen = _output_dtypes_of_mlp(block)
@@ -115,7 +115,7 @@ def test_amp_multiplies_in_bf16_only_where_the_device_has_native_bf16(
 
 
 def test_amp_without_native_bf16_tunes_exactly_as_float32(make_llama, calibration, monkeypatch) -> None:
-    monkeypatch.setattr(signround, "native_bf16", lambda device: False)
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: False)
     runs = [
         quantize(
             make_llama(),
@@ -131,7 +131,7 @@ def test_amp_without_native_bf16_tunes_exactly_as_float32(make_llama, calibratio
 
 
 def test_bf16_autocast_tuning_still_beats_rtn_on_every_block(tiny_llama, calibration, monkeypatch) -> None:
-    monkeypatch.setattr(signround, "native_bf16", lambda device: True)
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: True)
     qm = quantize(
         tiny_llama,
         "W2A16G32",
@@ -166,11 +166,11 @@ def test_a_non_finite_loss_keeps_rtn_for_that_block_and_warns(
     assert torch.equal(tiny_llama.model.layers[0].mlp.up_proj.weight, rtn)
 
 
-def test_not_use_best_mse_keeps_the_last_iteration(tiny_llama, calibration) -> None:
+def test_keep_best_false_keeps_the_last_iteration(tiny_llama, calibration) -> None:
     qm = quantize(
         tiny_llama,
         W4G32,
-        tuning=SignRoundSettings(iters=5, batch_size=4, not_use_best_mse=True),
+        tuning=SignRoundSettings(iters=5, batch_size=4, keep_best=False),
         calibration=calibration,
         progress=False,
     )
@@ -185,7 +185,7 @@ def test_sign_steps_move_offsets_by_the_decayed_learning_rate(tiny_llama, calibr
     captured = capture_block_inputs(tiny_llama, block, calibration, torch.device("cpu"), progress=False)
     targets = captured.hidden + 0.01
     settings = SignRoundSettings(
-        iters=2, batch_size=8, not_use_best_mse=True, enable_minmax_tuning=False, init_clipping="minmax"
+        iters=2, batch_size=8, keep_best=False, enable_minmax_tuning=False, init_clipping="minmax"
     )
     result = tune_block(block, captured.hidden, targets, captured.kwargs, {"mlp.up_proj": W4G32}, settings)
     v = result.params["mlp.up_proj"].v
@@ -205,7 +205,7 @@ def test_the_factor_on_a_searched_scale_steps_at_a_quarter_of_the_rounding_lr(
     block = tiny_llama.model.layers[0]
     captured = capture_block_inputs(tiny_llama, block, calibration, torch.device("cpu"), progress=False)
     # one iteration: lr = 1 / iters = 1, no decay yet; the factor starts at 1
-    settings = SignRoundSettings(iters=1, batch_size=8, not_use_best_mse=True, minmax_lr=minmax_lr)
+    settings = SignRoundSettings(iters=1, batch_size=8, keep_best=False, minmax_lr=minmax_lr)
     result = tune_block(
         block, captured.hidden, captured.hidden + 0.01, captured.kwargs, {"mlp.up_proj": W4G32}, settings
     )

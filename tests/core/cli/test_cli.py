@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from autoround.cli.commands import build_parser, main, main_light, main_opt_rtn, main_rtn
-from autoround.formats.auto_round import read_spec
+from autoround.formats import checkpoint_spec
 from autoround.hardware import native_bf16
 
 
@@ -53,7 +53,7 @@ def test_rtn_quantizes_a_local_model_with_overrides(tmp_path, tiny_model_dir) ->
         ]
     )
     assert code == 0
-    spec = read_spec(out)
+    spec = checkpoint_spec(out)
     assert (spec.default.bits, spec.default.group_size, spec.default.sym) == (4, 32, False)
     assert spec.scheme_for("model.layers.1.mlp.down_proj").bits == 8
 
@@ -63,23 +63,21 @@ def test_dashed_spellings_of_flags_are_accepted() -> None:
     assert args.eval_ppl and args.quant_lm_head and str(args.output_dir) == "o"
 
 
-def test_iters_zero_is_rtn(tmp_path, tiny_model_dir) -> None:
-    assert (
-        main(
-            [
-                "--model",
-                str(tiny_model_dir),
-                "--iters",
-                "0",
-                "--group_size",
-                "32",
-                "--output_dir",
-                str(tmp_path / "o"),
-                "-q",
-            ]
-        )
-        == 0
-    )
+@pytest.mark.parametrize(
+    ("flags", "algorithm"),
+    [
+        (["--dataset", "wikitext2:concat", "--nsamples", "4", "--seqlen", "32"], "opt_rtn"),
+        (["--disable_opt_rtn"], "rtn"),
+    ],
+)
+def test_iters_zero_is_optimized_rtn_unless_disabled_as_in_intels_cli(
+    tmp_path, tiny_model_dir, capsys, flags, algorithm
+) -> None:
+    out = tmp_path / "o"
+    args = ["--model", str(tiny_model_dir), "--iters", "0", "--group_size", "32", "--output_dir", str(out)]
+    assert main([*args, *flags, "-q"]) == 0
+    assert f"with {algorithm} and saved" in capsys.readouterr().out
+    assert (out / "autoround_report.json").is_file() is (algorithm == "opt_rtn")
 
 
 def test_opt_rtn_searches_scales_with_calibration(tmp_path, tiny_model_dir) -> None:
@@ -105,8 +103,8 @@ def test_opt_rtn_searches_scales_with_calibration(tmp_path, tiny_model_dir) -> N
     assert config["amp"] is native_bf16("cpu")
     assert config["enable_quanted_input"] is False and "iters" not in config
     report = json.loads((out / "autoround_report.json").read_text())
-    assert report["opt_rtn"] == {"exact_search": False, "refine_steps": 2, "imatrix_dtype": "auto"}
-    assert report["tuning"] is None and report["blocks"] == []
+    assert report["algorithm"] == "opt_rtn" and report["blocks"] == []
+    assert report["settings"] == {"exact_search": False, "refine_steps": 2, "imatrix_dtype": "auto"}
 
 
 def test_the_default_hub_dataset_fails_offline_with_advice(
@@ -148,8 +146,8 @@ def test_light_recipe_tunes_with_the_shipped_calibration_text(tmp_path, tiny_mod
     assert (config["iters"], config["lr"], config["nsamples"], config["seqlen"]) == (2, 5e-3, 4, 32)
     report = json.loads((out / "autoround_report.json").read_text())
     assert [r["name"] for r in report["blocks"]] == ["model.layers.0", "model.layers.1"]
-    assert (report["tuning"]["iters"], report["tuning"]["enable_alg_ext"]) == (2, True)
-    assert report["opt_rtn"] is None
+    assert report["algorithm"] == "signround"
+    assert (report["settings"]["iters"], report["settings"]["enable_alg_ext"]) == (2, True)
 
 
 @pytest.mark.parametrize(
@@ -161,7 +159,7 @@ def test_light_recipe_tunes_with_the_shipped_calibration_text(tmp_path, tiny_mod
         (["--format", "onnx"], "unknown format 'onnx'; allowed: ['auto_round']"),
         (["--layer_config", "{not json"], "--layer_config is neither a JSON object"),
         (["--layer_config", json.dumps({"mlp.(": {"bits": 8}})], "not a valid regular expression"),
-        (["--iters", "-1"], "--iters must be >= 0"),
+        (["--iters", "-1"], "iters must be an integer >= 0, got -1"),
         (["--enable_alg_ext", "--disable_alg_ext"], "--enable_alg_ext and --disable_alg_ext contradict"),
     ],
 )
@@ -206,23 +204,19 @@ def test_tokenizer_is_saved_with_the_checkpoint(tmp_path, tiny_model_dir, tiny_t
     ],
 )
 def test_searched_scale_and_amp_are_on_by_default_and_flags_turn_them_off(argument, flags, expected) -> None:
-    import inspect
-
-    from autoround import AutoRound
-    from autoround.cli.commands import _settings
+    from autoround.cli.commands import intel_arguments
 
     args = build_parser().parse_args(["--model", "m", *flags])
-    default = inspect.signature(AutoRound).parameters[argument].default
-    assert _settings(args).get(argument, default) is expected
+    assert getattr(intel_arguments(args), argument) is expected
 
 
 def test_opt_rtn_intel_asks_for_intels_exact_search_and_the_default_refines() -> None:
     from autoround.algorithms.opt_rtn import OptRtnSettings
-    from autoround.cli.commands import _settings
+    from autoround.cli.commands import intel_arguments
 
-    intel = _settings(build_parser("opt-rtn").parse_args(["--model", "m", "--opt_rtn_intel"]))
-    assert intel["opt_rtn_settings"] == OptRtnSettings.intel()
-    assert "opt_rtn_settings" not in _settings(build_parser("opt-rtn").parse_args(["--model", "m"]))
+    intel = intel_arguments(build_parser("opt-rtn").parse_args(["--model", "m", "--opt_rtn_intel"]))
+    assert intel.opt_rtn_settings == OptRtnSettings.intel()
+    assert intel_arguments(build_parser("opt-rtn").parse_args(["--model", "m"])).opt_rtn_settings is None
     assert OptRtnSettings().refine_steps > 0 and OptRtnSettings.intel().refine_steps == 0
 
 

@@ -33,7 +33,7 @@ def test_shipped_text_is_a_byte_prefix_of_wiki_test_raw():
 @pytest.mark.slow
 @needs_wikitext
 def test_first_windows_are_the_full_files_windows():
-    from autoround.models import load_model_and_tokenizer
+    from autoround.model_sources import load_model_and_tokenizer
 
     _, tokenizer = load_model_and_tokenizer("smollm2")
     head_ids = tokenizer(default_eval_text_path().read_text(encoding="utf-8")).input_ids

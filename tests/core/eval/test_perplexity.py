@@ -229,7 +229,7 @@ def test_bad_inputs_are_rejected(model, tokenizer, tmp_path):
 def test_smollm2_cpu_small_perplexity_matches_the_anchor():
     """cpu-small protocol on the shipped text: fp32 compute of the bf16 checkpoint, 20 windows."""
     from autoround.data import default_eval_text_path
-    from autoround.models import load_model_and_tokenizer
+    from autoround.model_sources import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer("smollm2", dtype=torch.bfloat16)
     result = perplexity_of_file(

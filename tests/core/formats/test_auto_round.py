@@ -11,7 +11,7 @@ from safetensors import safe_open
 from autoround import quantize, save
 from autoround.errors import CheckpointError
 from autoround.formats.auto_round import parse_config
-from autoround.formats.dense import load_dense
+from autoround.loading import load_dense
 from autoround.packing import unpack_int32
 
 
@@ -153,6 +153,9 @@ def test_packed_shapes_that_disagree_with_the_config_are_named(tmp_path, tiny_ll
     config_path.write_text(json.dumps(config))
     with pytest.raises(
         CheckpointError,
-        match=r"model\.layers\.0\.\S+ has shape \(\d+, \d+\), but config.json's scheme .*group_size=64",
+        match=(
+            r"model\.layers\.0\.\S+ has shape \(\d+, \d+\) in \S+, "
+            r"but config.json's scheme .*group_size=64"
+        ),
     ):
         load_dense(path)

@@ -10,8 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from autoround import quantize, save
-from autoround.formats.dense import load_dense
 from autoround.io import load_safetensors_dir
+from autoround.loading import load_dense
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "intel"
 INTEL = FIXTURE / "tiny_llama_w4a16_g32"

@@ -12,8 +12,7 @@ from transformers import Gemma3Config
 
 from autoround import quantize, save
 from autoround.formats.auto_round import untied
-from autoround.formats.dense import load_dense
-from autoround.formats.loading import load_quantized
+from autoround.loading import load_dense, load_quantized
 from autoround.nn import QuantLinear
 
 LOADERS = {

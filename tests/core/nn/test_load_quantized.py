@@ -10,8 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from autoround import quantize, save
 from autoround.errors import CheckpointError
-from autoround.formats.dense import load_dense
-from autoround.formats.loading import load_quantized
+from autoround.loading import load_dense, load_quantized
 from autoround.nn import QuantLinear
 
 INTEL = Path(__file__).parents[2] / "fixtures" / "intel" / "tiny_llama_w4a16_g32"

@@ -8,12 +8,12 @@ formats the ecosystem serves.
 
 from autoround._version import __version__
 from autoround.api import quantize, save
-from autoround.autoround import AutoRound
 from autoround.backends import BACKENDS
-from autoround.formats.loading import load_quantized
+from autoround.dtypes.layer_quant import LayerQuant, group_width, quantize_weight
+from autoround.intel_api import AutoRound
+from autoround.loading import load_quantized
 from autoround.nn.quant_linear import QuantLinear
 from autoround.quantized_model import QuantizedModel
-from autoround.quantizer import LayerQuant, group_width, quantize_weight
 from autoround.schemes import PRESETS, Scheme, parse_scheme
 
 __all__ = [

@@ -9,6 +9,10 @@ class SchemeError(AutoRoundError, ValueError):
     """A quantization scheme, preset name or layer configuration is invalid."""
 
 
+class FormatError(AutoRoundError, ValueError):
+    """A checkpoint format is unknown, or cannot do what was asked of it (e.g. written)."""
+
+
 class CheckpointError(AutoRoundError, ValueError):
     """A checkpoint on disk is malformed, incomplete or disagrees with its config."""
 

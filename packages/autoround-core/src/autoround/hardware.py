@@ -34,6 +34,12 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     return device.type == "cpu" and _cpu_has_native_bf16()
 
 
+def autocast_dtype(amp: bool, device: torch.device | str = "cpu") -> torch.dtype | None:
+    """The dtype to autocast matrix products to under Intel's ``amp``: bf16 where ``device``
+    multiplies bf16 natively, else None (float32). The one place ``amp`` is decided."""
+    return torch.bfloat16 if amp and native_bf16(device) else None
+
+
 #: Device types a run can compute on.
 COMPUTE_DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps")
 

@@ -19,14 +19,11 @@ from autoround.formats import (
     PLAIN_PACKING,
     QUANT_METHOD,
     CheckpointSpec,
-    parse_config,
+    spec_for,
+    to_auto_round_config,
 )
 
 AUTO = "auto"
-#: ``packing_format`` values naming the AWQ gemm layout (Intel's converted and exported names).
-AWQ_PACKINGS = ("auto_round:awq", "auto_round:auto_awq")
-#: transformers' name for a converted GPTQ v1 config; its checkpoint_format may say v2.
-GPTQ_PACKINGS = ("auto_round:gptq", GPTQ_PACKING)
 FIELDS = (
     "bits",
     "group_size",
@@ -79,8 +76,9 @@ class AutoRoundConfig(_HfAutoRoundConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, **kwargs: Any):
-        """From a checkpoint's ``quantization_config``: auto-round, or GPTQ / AWQ (converted)."""
-        config = cls(**{**_convert(dict(config_dict)), **kwargs})
+        """From a checkpoint's ``quantization_config``: auto-round, or GPTQ / AWQ (converted by
+        core's format registry, which refuses what it cannot read)."""
+        config = cls(**{**to_auto_round_config(config_dict), **kwargs})
         return (config, {}) if return_unused_kwargs else config
 
     @classmethod
@@ -100,25 +98,12 @@ class AutoRoundConfig(_HfAutoRoundConfig):
     def get_loading_attributes(self) -> dict[str, Any]:
         return {"backend": self.backend}
 
-    @property
-    def is_awq(self) -> bool:
-        """The checkpoint stores the AWQ gemm layout (repacked once at load)."""
-        return self.packing_format in AWQ_PACKINGS
-
     def spec(self, block_names: list[str]) -> CheckpointSpec:
-        """The core spec of the layers as they are after loading (AWQ already repacked).
+        """Core's spec of the checkpoint (:func:`autoround.formats.spec_for`, as core's loaders).
 
         ``block_names`` fill in ``block_name_to_quantize`` when the checkpoint gives none (GPTQ).
         """
-        data = {**self.to_dict(), "quant_method": QUANT_METHOD}
-        if self.is_awq or self.packing_format not in GPTQ_PACKINGS:
-            data["packing_format"] = PLAIN_PACKING
-        elif getattr(self, "checkpoint_format", "gptq") == "gptq_v2":
-            data["packing_format"] = PLAIN_PACKING  # v2 stores zero points without the offset
-        else:
-            data["packing_format"] = GPTQ_PACKING
-        data["block_name_to_quantize"] = self.block_name_to_quantize or ",".join(block_names)
-        return parse_config(data)
+        return spec_for(self.to_dict(), block_names)
 
     def saved(self, block_names: list[str]) -> AutoRoundConfig:
         """The config ``save_pretrained`` writes: our format, describing the repacked layers."""
@@ -127,45 +112,3 @@ class AutoRoundConfig(_HfAutoRoundConfig):
         data["block_name_to_quantize"] = self.block_name_to_quantize or ",".join(block_names)
         data.pop("checkpoint_format", None)
         return type(self).from_dict({**data, "backend": self.backend})
-
-
-def _convert(config: dict[str, Any]) -> dict[str, Any]:
-    """A GPTQ / AWQ ``quantization_config`` as auto-round keys (Intel's conversion); errors say why."""
-    method = config.get("quant_method", QUANT_METHOD)
-    method = str(getattr(method, "value", method))
-    fmt = str(config.get("packing_format", ""))
-    if method == "gptq" or fmt == "auto_round:gptq":
-        if config.get("desc_act"):
-            raise ValueError(
-                "GPTQ checkpoints with desc_act=True (act-order) are not supported; need desc_act=False"
-            )
-        if config.get("dynamic"):
-            raise ValueError("GPTQ checkpoints with per-module 'dynamic' overrides are not supported")
-        fmt = str(config.get("checkpoint_format", "gptq"))
-        if fmt not in ("gptq", "gptq_v2"):
-            raise ValueError(f"GPTQ checkpoint_format {fmt!r} is not supported; allowed: ['gptq', 'gptq_v2']")
-        config["packing_format"] = "auto_round:gptq"
-    elif method == "awq" or fmt in AWQ_PACKINGS:
-        if str(config.get("version", "gemm")).lower() != "gemm":
-            raise ValueError(f"AWQ version {config.get('version')!r} is not supported; allowed: ['gemm']")
-        if method == "awq":
-            if not config.get("zero_point", True):
-                raise ValueError("AWQ checkpoints without zero points are not supported")
-            config["sym"] = False
-            config.setdefault("block_name_to_quantize", config.pop("to_quant_block_names", None))
-            skipped = config.pop("modules_to_not_convert", None) or []
-            config["extra_config"] = {
-                **{name: {"bits": 16, "data_type": "fp"} for name in skipped},
-                **(config.get("extra_config") or {}),
-            }
-        config["packing_format"] = fmt if fmt in AWQ_PACKINGS else "auto_round:awq"
-    elif method != QUANT_METHOD:
-        raise ValueError(
-            f"quant_method {method!r} cannot be loaded as auto-round; allowed: auto-round, gptq, awq"
-        )
-    if "w_bit" in config:
-        config.setdefault("bits", config.pop("w_bit"))
-    if "q_group_size" in config:
-        config.setdefault("group_size", config.pop("q_group_size"))
-    config["quant_method"] = QUANT_METHOD
-    return config

@@ -1,8 +1,10 @@
 """The ``HfQuantizer`` that loads auto-round (and GPTQ / AWQ) checkpoints into core QuantLinear layers.
 
-transformers builds the model on meta, we unfuse its MoE experts into the per-expert Linears the
-checkpoint stores (dropping transformers' expert-merging converters), swap its Linears for empty
-QuantLinears (core ``replace_linears``) and check every tensor of the checkpoint files against
+The checkpoint's config becomes core's spec through core's format registry (the path core's own
+loaders take); transformers builds the model on meta, we unfuse its MoE experts into the
+per-expert Linears the checkpoint stores (dropping transformers' expert-merging converters),
+swap its Linears for empty QuantLinears (core ``replace_linears``) and check every tensor of
+the checkpoint files against
 that empty model with core's one strict check (``check_checkpoint_tensors``: names, shapes,
 packed dtypes), before anything is read: transformers' own MISSING / UNEXPECTED report only warns
 and leaves random weights. Its weight loading then assigns the tensors to their buffers by
@@ -20,15 +22,16 @@ import torch
 from transformers.quantizers.base import HfQuantizer
 
 from autoround.errors import CheckpointError
-from autoround.formats import check_checkpoint_tensors, convert_awq_layer, expect_awq, read_headers
+from autoround.formats import GPTQ_IGNORED_TENSORS, CheckpointSpec, convert_awq_layer, expect_awq
 from autoround.io import PICKLE_SUFFIXES
+from autoround.loading import check_checkpoint_tensors, read_headers
 from autoround.modeling import find_block_names, unfuse_experts
 from autoround.nn import QuantLinear, replace_linears
 from autoround_hf.config import AUTO, AutoRoundConfig
 
-#: Tensors GPTQ writers add that our layers do not hold: act-order indices, trivial when
-#: desc_act is False (which the config requires).
-IGNORED_CHECKPOINT_TENSORS = (r"\.g_idx$",)
+#: GPTQ's act-order indices, trivial when desc_act is False (which the GPTQ reader requires); left
+#: out of every checkpoint's check here, as transformers' loading always did.
+IGNORED_CHECKPOINT_TENSORS = GPTQ_IGNORED_TENSORS
 
 
 class AutoRoundHfQuantizer(HfQuantizer):
@@ -36,6 +39,7 @@ class AutoRoundHfQuantizer(HfQuantizer):
 
     requires_calibration = True
     quantization_config: AutoRoundConfig  # always ours: __init__ and the after-loading step set it
+    _spec: CheckpointSpec  # the checkpoint's, set before the weights are loaded
 
     def __init__(self, quantization_config: Any, **kwargs: Any) -> None:
         super().__init__(AutoRoundConfig.from_hf(quantization_config), **kwargs)
@@ -56,12 +60,12 @@ class AutoRoundHfQuantizer(HfQuantizer):
         backend = None if config.backend == AUTO else config.backend
         unfuse_experts(model)  # checkpoints store MoE experts as per-expert Linear layers
         self._blocks = find_block_names(model)
-        spec = config.spec(self._blocks)
+        self._spec = spec = config.spec(self._blocks)
         names = replace_linears(model, spec, backend=backend, device="meta", target_device=self._target)
         strict = set(getattr(model, "_keep_in_fp32_modules_strict", None) or ())
         for name in names:
             layer = model.get_submodule(name)
-            if config.is_awq:
+            if spec.layout == "awq":
                 expect_awq(layer)
             self._layer_dtypes[name] = {k: b.dtype for k, b in layer.named_buffers() if b is not None}
             # Float buffers (fp16 scales) are cast to the model dtype on load; loading them as fp32
@@ -92,7 +96,7 @@ class AutoRoundHfQuantizer(HfQuantizer):
         for name, module in model.named_modules():
             if not isinstance(module, QuantLinear):
                 continue
-            if config.is_awq:
+            if self._spec.layout == "awq":
                 convert_awq_layer(module, name)
             for key, dtype in self._layer_dtypes.get(name, {}).items():
                 buf = getattr(module, key)

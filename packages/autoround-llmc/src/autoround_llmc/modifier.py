@@ -7,7 +7,7 @@ Lifecycle (llm-compressor 0.14, sequential pipeline; one subgraph per decoder bl
   check that every target lies inside a decoder block (SignRound tunes blocks).
 - ``on_calibration_start``: a forward pre-hook on every decoder block records what it receives.
 - ``on_sequential_epoch_end`` (a block has seen every calibration batch): autoround's
-  :func:`~autoround.tuning.driver.quantize_block` tunes the block, exactly as autoround's own
+  :func:`~autoround.algorithms.quantize_block` tunes the block, exactly as autoround's own
   ``AutoRound`` does (targets are the full-precision block's outputs on full-precision inputs, kept
   here from block to block; inputs are the tuned predecessor's outputs as autoround computes them,
   also kept here), under the model's own attention implementation (the pipeline forces eager
@@ -33,13 +33,29 @@ from llmcompressor.modifiers.quantization.quantization import QuantizationMixin
 from pydantic import PrivateAttr, model_validator
 from torch import nn
 
-from autoround.algorithms import SignRoundSettings
+from autoround.algorithms import BlockReport, SignRoundSettings, quantize_block
+from autoround.intel_defaults import INTEL, intel_args
 from autoround.modeling import find_block_names
+from autoround.run import signround_settings
 from autoround.schemes import Scheme
-from autoround.tuning import BlockReport, quantize_block
 from autoround_llmc.inputs import RecordedInputs
 from autoround_llmc.qparams import write_qparams
 from autoround_llmc.schemes import scheme_of
+
+#: The modifier's fields that are Intel's arguments (same names, defaults from autoround's table).
+_INTEL_FIELDS = (
+    "iters",
+    "lr",
+    "minmax_lr",
+    "batch_size",
+    "gradient_accumulate_steps",
+    "enable_minmax_tuning",
+    "enable_quanted_input",
+    "not_use_best_mse",
+    "seed",
+    "enable_alg_ext",
+    "amp",
+)
 
 
 class SignRoundModifier(Modifier, QuantizationMixin):
@@ -79,17 +95,17 @@ class SignRoundModifier(Modifier, QuantizationMixin):
 
     requires_calibration_data: bool = True
 
-    iters: int = 200
-    lr: float | None = None
-    minmax_lr: float | None = None
-    batch_size: int = 8
-    gradient_accumulate_steps: int = 1
-    enable_minmax_tuning: bool = True
-    enable_quanted_input: bool = True
-    not_use_best_mse: bool = False
-    seed: int = 42
-    enable_alg_ext: bool = True
-    amp: bool = True
+    iters: int = INTEL.iters
+    lr: float | None = INTEL.lr
+    minmax_lr: float | None = INTEL.minmax_lr
+    batch_size: int = INTEL.batch_size
+    gradient_accumulate_steps: int = INTEL.gradient_accumulate_steps
+    enable_minmax_tuning: bool = INTEL.enable_minmax_tuning
+    enable_quanted_input: bool = INTEL.enable_quanted_input
+    not_use_best_mse: bool = INTEL.not_use_best_mse
+    seed: int = INTEL.seed
+    enable_alg_ext: bool = INTEL.enable_alg_ext
+    amp: bool = INTEL.amp
     device: str | None = None
 
     _blocks: list[tuple[str, nn.Module]] = PrivateAttr(default_factory=list)
@@ -109,19 +125,7 @@ class SignRoundModifier(Modifier, QuantizationMixin):
     @property
     def settings(self) -> SignRoundSettings:
         """The knobs as autoround's validated :class:`SignRoundSettings`."""
-        return SignRoundSettings(
-            iters=self.iters,
-            lr=self.lr,
-            minmax_lr=self.minmax_lr,
-            batch_size=self.batch_size,
-            gradient_accumulate_steps=self.gradient_accumulate_steps,
-            enable_minmax_tuning=self.enable_minmax_tuning,
-            not_use_best_mse=self.not_use_best_mse,
-            enable_quanted_input=self.enable_quanted_input,
-            seed=self.seed,
-            enable_alg_ext=self.enable_alg_ext,
-            amp=self.amp,
-        )
+        return signround_settings(intel_args(**{name: getattr(self, name) for name in _INTEL_FIELDS}))
 
     @property
     def block_reports(self) -> list[BlockReport]:

@@ -1,7 +1,39 @@
-"""Quantization algorithms: round-to-nearest, optimized RTN, SignRound, and their settings."""
+"""Quantization algorithms, by name: each turns planned layers into quantized weights.
 
-from autoround.algorithms.opt_rtn import OptRtnSettings
-from autoround.algorithms.rtn import quantize_rtn
-from autoround.algorithms.signround import SignRoundSettings, tune_block
+``ALGORITHMS`` maps a :class:`~autoround.run.Run`'s ``algorithm`` to its entry (the
+:class:`~autoround.algorithms.base.Algorithm` interface: what calibration it needs, whether it
+works per layer or per block, how it quantizes). Adding one (AWQ-style, GPTQ-style) means one
+module with its entry, and one line here.
+"""
 
-__all__ = ["OptRtnSettings", "SignRoundSettings", "quantize_rtn", "tune_block"]
+from autoround.algorithms.base import (
+    Algorithm,
+    AlgorithmJob,
+    AlgorithmResult,
+    BlockDone,
+    BlockRestore,
+)
+from autoround.algorithms.clip_init import CLIP_INITS
+from autoround.algorithms.opt_rtn import OptRtn, OptRtnSettings
+from autoround.algorithms.rtn import Rtn, quantize_rtn
+from autoround.algorithms.signround import tune_block
+from autoround.algorithms.signround_blocks import BlockReport, SignRound, quantize_block
+from autoround.algorithms.signround_settings import SignRoundSettings
+
+ALGORITHMS: dict[str, Algorithm] = {entry.name: entry for entry in (Rtn(), OptRtn(), SignRound())}
+
+__all__ = [
+    "ALGORITHMS",
+    "CLIP_INITS",
+    "Algorithm",
+    "AlgorithmJob",
+    "AlgorithmResult",
+    "BlockDone",
+    "BlockReport",
+    "BlockRestore",
+    "OptRtnSettings",
+    "SignRoundSettings",
+    "quantize_block",
+    "quantize_rtn",
+    "tune_block",
+]

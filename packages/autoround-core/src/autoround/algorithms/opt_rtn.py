@@ -1,10 +1,11 @@
 """Optimized RTN: round-to-nearest with a searched per-group scale (Intel's default for ``iters=0``).
 
-For symmetric integer layers the scale of every group is searched over ~200 candidates around
-the full-range scale, minimizing the squared error weighted by an importance matrix (mean
-squared input activations from calibration data, :mod:`autoround.algorithms.imatrix`); see
-:mod:`autoround.dtypes.int_search`. Asymmetric integer layers get plain RTN, as in Intel 0.16.1
-without ``enable_neuqi`` (its optimized path has no asymmetric search).
+For layers whose data type searches scales (``DataType.searches_scale``: symmetric integers) the
+scale of every group is searched over ~200 candidates around the full-range scale, minimizing
+the squared error weighted by an importance matrix (mean squared input activations from
+calibration data, :mod:`autoround.algorithms.imatrix`); see ``DataType.opt_rtn_qdq`` and
+:mod:`autoround.dtypes.int_search`. Other layers (asymmetric integers) get plain RTN, as in Intel
+0.16.1 without ``enable_neuqi`` (its optimized path has no asymmetric search).
 
 autoround's default (:class:`OptRtnSettings`) then refines each group's scale by weighted least
 squares for the codes it picked (:mod:`autoround.dtypes.int_refine`), which Intel does not: on
@@ -32,13 +33,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from autoround.dtypes import from_groups, to_groups
-from autoround.dtypes.int_formulas import SCALE_DTYPE, SCALE_THRESHOLD
-from autoround.dtypes.int_refine import DEFAULT_REFINE_STEPS, refine_sym_scale
-from autoround.dtypes.int_search import group_importance, opt_rtn_sym_codes
+from autoround.algorithms.base import AlgorithmJob, AlgorithmResult
+from autoround.algorithms.imatrix import collect_imatrix
+from autoround.algorithms.rtn import RTN_RECORDED
+from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.dtypes.int_refine import DEFAULT_REFINE_STEPS
+from autoround.dtypes.layer_quant import LayerQuant, quantize_weight
+from autoround.hardware import autocast_dtype
 from autoround.layer_plan import LayerPlan
 from autoround.modeling.blocks import linear_weight
-from autoround.quantizer import LayerQuant, quantize_weight
 from autoround.schemes import Scheme
 
 logger = logging.getLogger(__name__)
@@ -79,30 +82,15 @@ class OptRtnSettings:
         return cls(exact_search=True, refine_steps=0, imatrix_dtype="float32")
 
 
-def sym_codes(
-    grouped: torch.Tensor,
-    bits: int,
-    group_size: int,
-    imatrix: torch.Tensor | None,
-    settings: OptRtnSettings = OptRtnSettings(),
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes and scale (groups, 1) of symmetric integer groups: the search, then the refinement.
-
-    ``grouped`` comes from :func:`autoround.dtypes.to_groups`; ``imatrix`` is the layer's
-    per-input-channel importance or None. Search and codes are in ``grouped``'s dtype; refinement
-    (float32) returns an fp16-exact scale.
-    """
-    importance = None
-    if imatrix is not None:
-        importance = group_importance(imatrix.to(grouped.device), grouped, group_size, bits)
-    codes, scale = opt_rtn_sym_codes(
-        grouped, bits, importance, threshold=SCALE_THRESHOLD, exact=settings.exact_search
-    )
-    if settings.refine_steps:
-        codes, scale = refine_sym_scale(
-            grouped.float(), codes.float(), scale.float(), bits, importance, settings.refine_steps
-        )
-    return codes, scale
+def importance_layers(plan: LayerPlan) -> list[str]:
+    """The planned layers optimized RTN collects an importance matrix for: those whose data type
+    searches their scale, below 8 bits (Intel's rule: 8-bit layers are searched with uniform
+    importance)."""
+    return [
+        name
+        for name, scheme in plan.quantized().items()
+        if DTYPES[scheme.data_type].searches_scale(scheme.bits, scheme.sym) and scheme.bits < 8
+    ]
 
 
 def opt_rtn_weight(
@@ -115,29 +103,26 @@ def opt_rtn_weight(
     """Quantize-dequantize one (out, in) weight with the searched scale; result in ``weight``'s dtype.
 
     ``imatrix`` is the layer's per-input-channel importance (in,) or None (uniform weights).
-    Asymmetric or non-integer schemes fall back to plain RTN (in ``compute_dtype``).
+    Layers whose data type does not search scales (asymmetric integers) fall back to plain RTN
+    (in ``compute_dtype``).
     """
     work = weight.to(compute_dtype) if compute_dtype is not None else weight
-    if scheme.data_type != "int" or not scheme.sym:
+    dtype = DTYPES[scheme.data_type]
+    if not dtype.searches_scale(scheme.bits, scheme.sym):
         qdq, quant = quantize_weight(work, scheme)
         return qdq.to(weight.dtype), quant
     grouped, layout = to_groups(work, scheme.group_size)
-    codes, scale = sym_codes(grouped, scheme.bits, scheme.group_size, imatrix, settings)
-    scale16 = scale.to(SCALE_DTYPE)
-    qdq = from_groups((codes * scale16).to(weight.dtype), layout)
-    out_features = weight.shape[0]
-    nmax = 2 ** (scheme.bits - 1)
-    scale_rows = (
-        scale16.reshape(out_features, -1)
-        if scale16.numel() > 1
-        else scale16.reshape(1, 1).expand(out_features, 1)
+    qdq, qp = dtype.opt_rtn_qdq(
+        grouped,
+        scheme.bits,
+        scheme.sym,
+        scheme.group_size,
+        imatrix,
+        settings.exact_search,
+        settings.refine_steps,
+        weight.dtype,
     )
-    quant = LayerQuant(
-        scheme,
-        scale_rows.contiguous(),
-        torch.full(scale_rows.shape, nmax, dtype=torch.int32, device=scale_rows.device),
-    )
-    return qdq, quant
+    return from_groups(qdq, layout), LayerQuant.from_grouped(scheme, qp, weight.shape[0])
 
 
 @torch.no_grad()
@@ -170,10 +155,57 @@ def quantize_opt_rtn(
             work, scheme, imp.to(work.device) if imp is not None else None, compute_dtype, settings
         )
         weight.copy_(qdq.to(weight.device))
-        results[name] = LayerQuant(quant.scheme, quant.scale.cpu(), quant.zero.cpu())
+        results[name] = quant.cpu()
     logger.info(
         "optimized RTN quantized %d layers (%d with an imatrix)",
         len(results),
         sum(n in imatrix for n in results),
     )
     return results
+
+
+def _imatrix_dtype(model: nn.Module, settings: OptRtnSettings) -> torch.dtype | None:
+    """bf16 to autocast a float32 model's importance forward to, or None (the model's own dtype)."""
+    param = next(model.parameters())
+    if settings.imatrix_dtype == "auto":
+        dtype = autocast_dtype(True, param.device)
+    else:
+        dtype = torch.bfloat16 if settings.imatrix_dtype == "bfloat16" else None
+    return dtype if param.dtype == torch.float32 else None
+
+
+@dataclass(frozen=True)
+class OptRtn:
+    """Optimized RTN as a registry entry: per layer, with :class:`OptRtnSettings`; calibration
+    only for the layers whose data type searches its scale by importance."""
+
+    name: str = "opt_rtn"
+    title: str = "optimized RTN"
+    granularity: Literal["layer", "block"] = "layer"
+    settings_type: type | None = OptRtnSettings
+
+    def needs_calibration(self, plan: LayerPlan) -> bool:
+        return bool(importance_layers(plan))
+
+    def quantize(self, model: nn.Module, plan: LayerPlan, job: AlgorithmJob) -> AlgorithmResult:
+        settings: OptRtnSettings = job.settings
+        autocast = _imatrix_dtype(model, settings)
+        imatrix = {}
+        searched = importance_layers(plan)
+        if searched:
+            assert job.calibration is not None  # the runner checked needs_calibration
+            in_blocks = [n for n in searched if any(n.startswith(b + ".") for b in plan.block_names)]
+            # where the model lives: a CPU-resident model is not moved whole to the tuning device
+            imatrix = collect_imatrix(
+                model, in_blocks, job.calibration, progress=job.progress, autocast_dtype=autocast
+            )
+        layers = quantize_opt_rtn(
+            model,
+            plan,
+            imatrix,
+            compute_dtype=torch.float32,
+            device=job.device,
+            progress=job.progress,
+            settings=settings,
+        )
+        return AlgorithmResult(layers, {"amp": autocast is not None, **RTN_RECORDED})

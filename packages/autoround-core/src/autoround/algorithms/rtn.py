@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from autoround.algorithms.base import AlgorithmJob, AlgorithmResult
+from autoround.dtypes.layer_quant import LayerQuant, quantize_weight
 from autoround.layer_plan import LayerPlan
 from autoround.modeling.blocks import linear_weight
-from autoround.quantizer import LayerQuant, quantize_weight
 
 logger = logging.getLogger(__name__)
 
@@ -35,3 +38,24 @@ def quantize_rtn(
         results[name] = LayerQuant(quant.scheme, quant.scale.cpu(), quant.zero.cpu())
     logger.info("RTN quantized %d layers", len(results))
     return results
+
+
+#: What a round-to-nearest checkpoint records (Intel writes the same).
+RTN_RECORDED = {"enable_quanted_input": False}
+
+
+@dataclass(frozen=True)
+class Rtn:
+    """Round-to-nearest as a registry entry: per layer, no calibration, no settings."""
+
+    name: str = "rtn"
+    title: str = "round-to-nearest"
+    granularity: Literal["layer", "block"] = "layer"
+    settings_type: type | None = None
+
+    def needs_calibration(self, plan: LayerPlan) -> bool:
+        return False
+
+    def quantize(self, model: nn.Module, plan: LayerPlan, job: AlgorithmJob) -> AlgorithmResult:
+        layers = quantize_rtn(model, plan, device=job.device, progress=job.progress)
+        return AlgorithmResult(layers, dict(RTN_RECORDED))

@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoround.algorithms import scale_init
-from autoround.algorithms.clip_init import CLIP_INITS, initial_clipping
+from autoround.algorithms.clip_init import initial_clipping
+from autoround.algorithms.signround_settings import SignRoundSettings
 from autoround.dtypes import DTYPES, from_groups, to_groups
-from autoround.hardware import native_bf16
+from autoround.dtypes.layer_quant import LayerQuant
 from autoround.modeling.blocks import linear_weight
 from autoround.modeling.capture import block_output
 from autoround.schemes import Scheme
@@ -43,69 +44,12 @@ from autoround.schemes import Scheme
 MINMAX_BOUNDS = (0.0, 1.0)
 
 
-@dataclass(frozen=True)
-class SignRoundSettings:
-    """Tuning knobs, with Intel auto-round's names and defaults. Validated on creation."""
-
-    iters: int = 200
-    lr: float | None = None
-    minmax_lr: float | None = None
-    batch_size: int = 8
-    gradient_accumulate_steps: int = 1
-    enable_minmax_tuning: bool = True
-    not_use_best_mse: bool = False
-    enable_quanted_input: bool = True
-    seed: int = 42
-    init_clipping: str = "minmax"
-    #: Our default differs from Intel's (False): see :mod:`autoround.algorithms.scale_init`.
-    enable_alg_ext: bool = True
-    #: Intel's name and default: the tuned block's forward and backward run under bf16 autocast,
-    #: here only where the device multiplies bf16 natively (:func:`autocast_dtype`).
-    amp: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("iters", "batch_size", "gradient_accumulate_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.iters > 100_000:
-            raise ValueError(f"iters={self.iters} is absurd; use at most 100000")
-        for name in ("lr", "minmax_lr"):
-            value = getattr(self, name)
-            if value is not None and not (0 < value <= 10):
-                raise ValueError(f"{name} must be in (0, 10], got {value!r}")
-        if self.init_clipping not in CLIP_INITS:
-            raise ValueError(f"init_clipping must be one of {CLIP_INITS}, got {self.init_clipping!r}")
-
-    def lr_for(self, bits: int) -> float:
-        """The rounding lr of a layer: explicit, else Intel's bit-dependent default."""
-        if self.lr is not None:
-            return self.lr
-        return 2.0 / self.iters if self.iters >= 1000 and bits <= 3 else 1.0 / self.iters
-
-    def minmax_lr_for(self, bits: int, from_searched_scale: bool = False) -> float:
-        """The clipping-factor lr of a layer: explicit, else its rounding lr (Intel's default),
-        a quarter of it for the factor on a searched scale (``scale_init.FACTOR_LR_SHARE``)."""
-        if self.minmax_lr is not None:
-            return self.minmax_lr
-        share = scale_init.FACTOR_LR_SHARE if from_searched_scale else 1.0
-        return share * self.lr_for(bits)
-
-    def autocast_dtype(self, device: torch.device | str) -> torch.dtype | None:
-        """bf16 when ``amp`` and ``device`` multiplies bf16 natively, else None (float32).
-
-        Only the block's matrix products run in bf16; the tuned parameters, the
-        quantize-dequantize, the cached activations, the targets and the loss stay float32. On
-        AVX2-only CPUs bf16 products are emulated and several times slower, so they stay float32.
-        """
-        return torch.bfloat16 if self.amp and native_bf16(device) else None
-
-
 class TunedLinear(nn.Module):
     """A Linear whose weight is quantize-dequantized from trainable ``v`` and clipping factors.
 
-    With ``base_scale`` (groups, 1) the scale is ``base_scale * max_scale`` instead of coming from
-    the group's min/max (see :mod:`autoround.algorithms.scale_init`); ``min_scale`` is then unused.
+    With ``base_scale`` (groups, 1) the scale is ``base_scale * max_scale`` (the data type's
+    ``scaled_tuning_qdq``, see :mod:`autoround.algorithms.scale_init`) instead of coming from the
+    group's min/max; ``min_scale`` is then unused. The data type must be ``tunable``.
     """
 
     grouped: torch.Tensor  # a buffer, registered in __init__
@@ -122,6 +66,8 @@ class TunedLinear(nn.Module):
         self.scheme = scheme
         self.linear = linear
         self.dtype = DTYPES[scheme.data_type]
+        if not self.dtype.tunable:
+            raise ValueError(f"SignRound cannot tune data_type {scheme.data_type!r}")
         grouped, self.layout = to_groups(linear_weight(linear).detach(), scheme.group_size)
         self.register_buffer("grouped", grouped, persistent=False)
         self.group_range = self.dtype.group_range(grouped)
@@ -138,7 +84,7 @@ class TunedLinear(nn.Module):
     def qdq_weight(self) -> torch.Tensor:
         """The (out, in) weight under the current parameters, in the working dtype."""
         if self.base_scale is not None:
-            qdq = scale_init.tuning_qdq(
+            qdq = self.dtype.scaled_tuning_qdq(
                 self.grouped, self.scheme.bits, self.base_scale, self.max_scale, self.v
             )
         else:
@@ -170,8 +116,9 @@ class TunedLinear(nn.Module):
 
 @dataclass(frozen=True)
 class TunedParams:
-    """The kept parameters of one layer: offsets (grouped shape) and clipping factors (groups,);
-    ``base_scale`` (groups, 1) when the layer was tuned from a searched scale."""
+    """The kept parameters of one layer (tuning state; :func:`qdq_with` makes its quantized
+    weight): offsets (grouped shape) and clipping factors (groups,); ``base_scale`` (groups, 1)
+    when the layer was tuned from a searched scale."""
 
     v: torch.Tensor
     min_scale: torch.Tensor
@@ -218,10 +165,11 @@ def _wrap(
         parent = block.get_submodule(parent_name) if parent_name else block
         linear = getattr(parent, child)
         base_scale = None
-        if settings.enable_alg_ext and scale_init.applies_to(scheme.data_type, scheme.sym):
+        dtype = DTYPES[scheme.data_type]
+        if settings.enable_alg_ext and dtype.searches_scale(scheme.bits, scheme.sym):
             grouped, _ = to_groups(linear_weight(linear).detach(), scheme.group_size)
             imp = (imatrix or {}).get(name)
-            base_scale = scale_init.searched_scale(grouped, scheme.bits, scheme.group_size, imp)
+            base_scale = dtype.searched_scale(grouped, scheme.bits, scheme.group_size, imp)
         tuned = TunedLinear(linear, scheme, settings.enable_minmax_tuning, settings.init_clipping, base_scale)
         setattr(parent, child, tuned)
         wrapped[name] = tuned
@@ -315,11 +263,11 @@ def _optimize(
         _sign_step(groups, 1.0 - step / settings.iters)
         for tuned in wrapped.values():
             tuned.clamp_()
-    if settings.not_use_best_mse:
+    if not settings.keep_best:
         best = [p.detach().clone() for p in params]
     result = _collect(wrapped, dict(zip(map(id, params), best, strict=True)))
-    final_iter = settings.iters - 1 if settings.not_use_best_mse else int(best_iter)
-    final_loss = float(losses[-1]) if settings.not_use_best_mse else float(best_loss)
+    final_iter = int(best_iter) if settings.keep_best else settings.iters - 1
+    final_loss = float(best_loss) if settings.keep_best else float(losses[-1])
     return BlockResult(result, float(losses[0]), final_loss, final_iter)
 
 
@@ -381,15 +329,15 @@ def _collect(wrapped: dict[str, TunedLinear], best: dict[int, torch.Tensor]) -> 
     }
 
 
-def qdq_with(weight: torch.Tensor, scheme: Scheme, params: TunedParams) -> tuple[torch.Tensor, Any]:
-    """Final quantize-dequantize of a layer's weight with its tuned parameters (any dtype)."""
+def qdq_with(weight: torch.Tensor, scheme: Scheme, params: TunedParams) -> tuple[torch.Tensor, LayerQuant]:
+    """Final quantize-dequantize of a layer's weight (any dtype) with its tuned parameters, and
+    the layer's :class:`LayerQuant` (on the weight's device)."""
+    dtype = DTYPES[scheme.data_type]
     grouped, layout = to_groups(weight, scheme.group_size)
     v = params.v.to(grouped.device)
     if params.base_scale is not None:
         base, factor = params.base_scale.to(grouped.device), params.max_scale.to(grouped.device)
-        qdq, qp = scale_init.scaled_sym_qdq(grouped, scheme.bits, base, factor, v)
+        qdq, qp = dtype.scaled_qdq(grouped, scheme.bits, base, factor, v)
     else:
-        qdq, qp = DTYPES[scheme.data_type].qdq(
-            grouped, scheme.bits, scheme.sym, v, params.min_scale, params.max_scale
-        )
-    return from_groups(qdq, layout), qp
+        qdq, qp = dtype.qdq(grouped, scheme.bits, scheme.sym, v, params.min_scale, params.max_scale)
+    return from_groups(qdq, layout), LayerQuant.from_grouped(scheme, qp, weight.shape[0])

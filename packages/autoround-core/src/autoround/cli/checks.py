@@ -5,27 +5,23 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from autoround.errors import SchemeError, UsageError
-from autoround.formats import check_format
-from autoround.hardware import check_device
 from autoround.output_guard import check_output_dir, run_inputs
-from autoround.schemes import Scheme
+from autoround.run import Run
 
 
-def check_quantize_args(
-    args: argparse.Namespace, settings: dict[str, Any], scheme: Scheme, output_dir: Path
-) -> None:
-    """Refuse the run before any work: format, device, scheme, output location."""
-    check_format(args.format)
-    check_device(args.device)
+def check_quantize_args(args: argparse.Namespace, run: Run, output_dir: Path) -> None:
+    """Refuse the run before any work: a scheme with nothing to quantize, the output location.
+
+    The format, the device and every setting were checked when ``run`` was built."""
+    scheme = run.scheme
     if not scheme.is_quantized and not args.layer_config and not args.quant_lm_head:
         raise SchemeError(
             f"--bits {scheme.bits} keeps every layer in 16 bits: there is nothing to quantize. "
             f"Pass --bits 2, 3, 4 or 8, or a --layer_config that quantizes some layers"
         )
-    check_output_dir(output_dir, run_inputs(_local(args.model), settings.get("dataset")))
+    check_output_dir(output_dir, run_inputs(_local(args.model), run.calibration.dataset))
     _refuse_nonempty(output_dir, bool(args.overwrite))
 
 

@@ -20,11 +20,14 @@ from typing import Any, NoReturn
 
 import torch
 
-from autoround.algorithms.clip_init import CLIP_INITS
-from autoround.algorithms.opt_rtn import OptRtnSettings
+from autoround import runner
+from autoround.algorithms import CLIP_INITS, OptRtnSettings
+from autoround.cli.checks import check_quantize_args
 from autoround.cli.evaluate import TORCH_DTYPES, load_model, perplexity, run_eval
-from autoround.cli.recipes import RECIPES, recipe
 from autoround.errors import AutoRoundError
+from autoround.intel_defaults import INTEL, NO_EFFECT_ARGS, RECIPES, IntelArgs, intel_args, recipe
+from autoround.loading import load_dense
+from autoround.run import run_from_intel
 
 logger = logging.getLogger("autoround")
 
@@ -41,10 +44,8 @@ def _no_effect_hint(message: str) -> str:
     are refused here rather than silently ignored."""
     if not message.startswith("unrecognized arguments:"):
         return ""
-    from autoround.autoround import _NO_EFFECT
-
     flags = (word.split("=", 1)[0] for word in message.split(":", 1)[1].split() if word.startswith("--"))
-    named = [flag for flag in flags if flag[2:].replace("-", "_") in _NO_EFFECT]
+    named = [flag for flag in flags if flag[2:].replace("-", "_") in NO_EFFECT_ARGS]
     if not named:
         return ""
     return f"; {', '.join(named)}: Intel's, with no effect on this implementation, so leave them out"
@@ -99,7 +100,12 @@ def _add_eval_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_tuning_args(parser: argparse.ArgumentParser) -> None:
     tuning = parser.add_argument_group("tuning (SignRound; defaults come from the recipe)")
-    tuning.add_argument("--iters", type=int, default=None, help="SignRound iterations; 0 = round-to-nearest")
+    tuning.add_argument(
+        "--iters",
+        type=int,
+        default=None,
+        help="SignRound iterations; 0 = optimized RTN (plain RTN with --disable_opt_rtn)",
+    )
     tuning.add_argument(
         "--dataset",
         default=None,
@@ -148,16 +154,20 @@ def _add_tuning_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _changes(changes: Any) -> str:
+    return f" with {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""
+
+
 def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
     """The quantize command's parser; ``default_recipe`` is what the recipe commands change."""
     parser = _Parser(
         prog="autoround" if default_recipe == "default" else f"autoround-{default_recipe}",
         description=f"Quantize a causal LM's weights (recipe '{default_recipe}': "
-        f"{dict(RECIPES[default_recipe])}). `autoround eval --help` for perplexity.",
+        f"Intel's defaults{_changes(RECIPES[default_recipe])}). `autoround eval --help` for perplexity.",
     )
     _add_model_args(parser)
     parser.add_argument(
-        "--scheme", default="W4A16", help="preset name, e.g. W4A16, W2A16G64, W8A16 (any case)"
+        "--scheme", default=INTEL.scheme, help="preset name, e.g. W4A16, W2A16G64, W8A16 (any case)"
     )
     parser.add_argument("--bits", type=int, default=None, help="override the scheme's weight bits (2-8)")
     parser.add_argument(
@@ -187,7 +197,9 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
     )
     _bool_flag(parser, "overwrite", "replace a non-empty output directory")
     _add_tuning_args(parser)
-    parser.add_argument("--seed", type=int, default=42, help="random seed (calibration sampling, tuning)")
+    parser.add_argument(
+        "--seed", type=int, default=INTEL.seed, help="random seed (calibration sampling, tuning)"
+    )
     _bool_flag(parser, "eval_ppl", "report perplexity before and after quantization")
     _add_eval_args(parser)
     _add_output_args(parser)
@@ -227,44 +239,50 @@ def _layer_config(value: str | None) -> dict[str, Any] | None:
     return parsed
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The recipe's settings with the flags that were given on top."""
-    settings = dict(recipe(args.recipe))
-    for key in (
-        "iters",
-        "dataset",
-        "nsamples",
-        "seqlen",
-        "batch_size",
-        "gradient_accumulate_steps",
-        "lr",
-        "minmax_lr",
-        "init_clipping",
-    ):
-        value = getattr(args, key)
-        if value is not None:
-            settings[key] = value
-    if settings["iters"] < 0:
-        raise ValueError(f"--iters must be >= 0, got {settings['iters']}")
-    if args.iters == 0 and "disable_opt_rtn" not in recipe(args.recipe):
-        settings["disable_opt_rtn"] = True  # `--iters 0` alone means plain RTN here
-    flags = {
-        "disable_opt_rtn": ("disable_opt_rtn", True),
-        "disable_minmax_tuning": ("enable_minmax_tuning", False),
-        "not_use_best_mse": ("not_use_best_mse", True),
-        "disable_quanted_input": ("enable_quanted_input", False),
-        "enable_alg_ext": ("enable_alg_ext", True),
-        "disable_alg_ext": ("enable_alg_ext", False),
-        "disable_amp": ("amp", False),
-    }
+#: Flags that set an Intel argument to a value when given: flag -> (argument, value).
+_SWITCHES = {
+    "disable_opt_rtn": ("disable_opt_rtn", True),
+    "disable_minmax_tuning": ("enable_minmax_tuning", False),
+    "not_use_best_mse": ("not_use_best_mse", True),
+    "disable_quanted_input": ("enable_quanted_input", False),
+    "enable_alg_ext": ("enable_alg_ext", True),
+    "disable_alg_ext": ("enable_alg_ext", False),
+    "disable_amp": ("amp", False),
+}
+#: Flags that carry an Intel argument's value as given.
+_VALUES = (
+    "iters",
+    "dataset",
+    "nsamples",
+    "seqlen",
+    "batch_size",
+    "gradient_accumulate_steps",
+    "lr",
+    "minmax_lr",
+    "init_clipping",
+)
+
+
+def intel_arguments(args: argparse.Namespace) -> IntelArgs:
+    """The recipe's arguments with the flags that were given on top, by Intel's names."""
     if args.enable_alg_ext and args.disable_alg_ext:
         raise ValueError("--enable_alg_ext and --disable_alg_ext contradict each other; pass one")
-    for flag, (key, value) in flags.items():
-        if getattr(args, flag):
-            settings[key] = value
+    chosen: dict[str, Any] = dict(recipe(args.recipe))
+    chosen.update({key: getattr(args, key) for key in _VALUES if getattr(args, key) is not None})
+    chosen.update({key: value for flag, (key, value) in _SWITCHES.items() if getattr(args, flag)})
     if args.opt_rtn_intel:
-        settings["opt_rtn_settings"] = OptRtnSettings.intel()
-    return settings
+        chosen["opt_rtn_settings"] = OptRtnSettings.intel()
+    return intel_args(
+        scheme=args.scheme,
+        bits=args.bits,
+        group_size=args.group_size,
+        sym=args.sym,
+        layer_config=_layer_config(args.layer_config),
+        quant_lm_head=bool(args.quant_lm_head),
+        device_map=args.device,
+        seed=args.seed,
+        **chosen,
+    )
 
 
 def _default_output_dir(model: str, scheme: str) -> Path:
@@ -273,41 +291,21 @@ def _default_output_dir(model: str, scheme: str) -> Path:
 
 def run_quantize(args: argparse.Namespace) -> int:
     """Load, optionally evaluate, quantize, save, optionally evaluate the saved checkpoint."""
-    from autoround.autoround import AutoRound
-    from autoround.cli.checks import check_quantize_args
-    from autoround.schemes import parse_scheme
-
-    settings = _settings(args)
-    scheme = parse_scheme(args.scheme, bits=args.bits, group_size=args.group_size, sym=args.sym)
-    layer_config = _layer_config(args.layer_config)
+    run = run_from_intel(intel_arguments(args), formats=(args.format,))
     output_dir = args.output_dir or _default_output_dir(args.model, args.scheme)
-    check_quantize_args(args, settings, scheme, output_dir)
+    check_quantize_args(args, run, output_dir)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     model, tokenizer = load_model(args)
     before = perplexity(model, tokenizer, args, "16-bit model") if args.eval_ppl else None
-    rounder = AutoRound(
-        model,
-        tokenizer,
-        scheme=scheme,
-        layer_config=layer_config,
-        quant_lm_head=bool(args.quant_lm_head),
-        device_map=args.device,
-        seed=args.seed,
-        **settings,
-    )
     start = time.perf_counter()
-    path = rounder.quantize_and_save(output_dir, format=args.format, overwrite=bool(args.overwrite))
-    if rounder.result is None:
-        raise RuntimeError("AutoRound.quantize_and_save returned without setting AutoRound.result")
+    result, path = runner.quantize_and_save(model, tokenizer, run, output_dir, bool(args.overwrite))
     print(
-        f"quantized {len(rounder.result.layers)} layers to {args.scheme.upper()} and saved the {args.format} "
-        f"checkpoint to {path} in {time.perf_counter() - start:.1f} s"
+        f"quantized {len(result.layers)} layers to {args.scheme.upper()} with {run.algorithm} and saved "
+        f"the {args.format} checkpoint to {path} in {time.perf_counter() - start:.1f} s"
     )
     if before is not None:  # --eval_ppl
-        from autoround.formats.dense import load_dense
-
-        del model, rounder
+        del model, result
         after = perplexity(load_dense(path), tokenizer, args, "quantized checkpoint")
         print(f"perplexity: 16-bit {before:.3f} -> quantized {after:.3f} ({after / before:.3f}x)")
     return 0

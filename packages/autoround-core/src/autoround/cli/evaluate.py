@@ -22,7 +22,7 @@ TORCH_DTYPES = {
 
 def load_model(args: argparse.Namespace) -> tuple[Any, Any]:
     """The dense model and tokenizer ``--model`` names, strictly loaded, in ``--model_dtype``."""
-    from autoround.models.loading import load_model_and_tokenizer
+    from autoround.model_sources.loading import load_model_and_tokenizer
 
     dtype = TORCH_DTYPES[args.model_dtype] if args.model_dtype else None
     return load_model_and_tokenizer(args.model, dtype=dtype)
@@ -57,10 +57,10 @@ def run_eval(args: argparse.Namespace) -> int:
     A checkpoint whose config.json claims quantization is loaded only as quantized (never
     falling back to a dense load, which would run on random weights); the output says which.
     """
-    from autoround.formats.dense import load_dense
     from autoround.hardware import check_device
-    from autoround.models.demo import resolve_model_path
-    from autoround.models.loading import read_config
+    from autoround.loading import load_dense
+    from autoround.model_sources.demo import resolve_model_path
+    from autoround.model_sources.loading import read_config
 
     check_device(args.device)
     path = Path(resolve_model_path(args.model))

@@ -1,12 +1,16 @@
 """Data types: the tensor math that maps weights to codes and back, one module per type.
 
-``DTYPES`` maps a scheme's ``data_type`` name to its implementation. Adding a type (mxfp, nvfp,
-fp8, gguf) means adding a module and one registry entry.
+``DTYPES`` maps a scheme's ``data_type`` name to its implementation, which owns every
+quantize-dequantize variant of the type (plain RTN, SignRound's tuning step, optimized RTN's
+searched scale); algorithms ask it what it supports. Adding a type (mxfp, nvfp, fp8, gguf) means
+adding a module and one registry entry here. One layer's quantized weight is
+:class:`autoround.dtypes.layer_quant.LayerQuant` (not imported here: it holds a ``Scheme``,
+which imports this registry).
 """
 
 from __future__ import annotations
 
-from autoround.dtypes.base import DataType, QParams
+from autoround.dtypes.base import DataType, QParams, RtnOnly
 from autoround.dtypes.grouping import GroupLayout, from_groups, to_groups
 from autoround.dtypes.int import IntDataType
 
@@ -14,4 +18,4 @@ DTYPES: dict[str, DataType] = {
     "int": IntDataType(),
 }
 
-__all__ = ["DTYPES", "DataType", "GroupLayout", "QParams", "from_groups", "to_groups"]
+__all__ = ["DTYPES", "DataType", "GroupLayout", "QParams", "RtnOnly", "from_groups", "to_groups"]

@@ -1,9 +1,16 @@
-"""The interface every data type implements, and the per-layer quantization parameters."""
+"""The interface every data type implements, and the per-layer quantization parameters.
+
+A data type owns every quantize-dequantize variant of its codes: plain min/max, the fused step
+SignRound tunes, optimized RTN's searched scale, and the searched-scale start SignRound tunes a
+factor on. Algorithms ask it (:attr:`DataType.tunable`, :meth:`DataType.searches_scale`) instead
+of testing ``data_type`` names. :class:`RtnOnly` gives the answers of a type that supports plain
+round-to-nearest only, so a new type needs only its formulas.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import torch
 
@@ -30,6 +37,19 @@ class DataType(Protocol):
 
     @property
     def allowed_bits(self) -> tuple[int, ...]: ...
+
+    @property
+    def tunable(self) -> bool:
+        """Whether SignRound can tune it (:meth:`group_range` and :meth:`tuning_qdq` work)."""
+        ...
+
+    def searches_scale(self, bits: int, sym: bool) -> bool:
+        """Whether optimized RTN's importance-weighted scale search (:meth:`opt_rtn_qdq`) and
+        SignRound's searched-scale start (:meth:`searched_scale`, :meth:`scaled_qdq`) apply to
+        such layers; where not, both algorithms fall back to plain min/max RTN."""
+        ...
+
+    # --- plain round-to-nearest (every type) ---
 
     def qparams(
         self,
@@ -65,6 +85,8 @@ class DataType(Protocol):
         """Quantize-dequantize in one call, in ``grouped``'s dtype."""
         ...
 
+    # --- SignRound (where tunable) ---
+
     def group_range(self, grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-group statistics that stay fixed while a weight is tuned."""
         ...
@@ -81,3 +103,133 @@ class DataType(Protocol):
     ) -> torch.Tensor:
         """:meth:`qdq`'s values for the tuning loop, with gradients for v and the factors."""
         ...
+
+    # --- searched scales (where searches_scale) ---
+
+    def opt_rtn_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        sym: bool,
+        group_size: int,
+        imatrix: torch.Tensor | None,
+        exact: bool,
+        refine_steps: int,
+        out_dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, QParams]:
+        """Optimized RTN: quantize-dequantize (in ``out_dtype``) with each group's scale searched
+        to minimize the importance-weighted error. ``imatrix`` is the layer's per-input-channel
+        importance (in,) or None (uniform); ``exact`` asks for Intel's pick bit for bit;
+        ``refine_steps`` rounds of least-squares refinement follow the search."""
+        ...
+
+    def searched_scale(
+        self, grouped: torch.Tensor, bits: int, group_size: int, imatrix: torch.Tensor | None
+    ) -> torch.Tensor:
+        """SignRound's searched starting scale of each group, (groups, 1) float32: optimized
+        RTN's pick with its default settings."""
+        ...
+
+    def scaled_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        base_scale: torch.Tensor,
+        factor: torch.Tensor,
+        v: torch.Tensor | float,
+    ) -> tuple[torch.Tensor, QParams]:
+        """Quantize-dequantize with the scale ``base_scale * factor`` (``factor`` (groups,)),
+        in ``grouped``'s dtype."""
+        ...
+
+    def scaled_tuning_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        base_scale: torch.Tensor,
+        factor: torch.Tensor,
+        v: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`scaled_qdq`'s values for the tuning loop, with gradients for v and the factor."""
+        ...
+
+
+def _unsupported(dtype: object, what: str) -> NoReturn:
+    raise NotImplementedError(f"data type {getattr(dtype, 'name', dtype)!r} does not support {what}")
+
+
+class RtnOnly:
+    """The :class:`DataType` members of a type that supports plain round-to-nearest only.
+
+    A subclass adds ``name``, ``allowed_bits`` and the four plain methods (:meth:`qparams`,
+    :meth:`quantize`, :meth:`dequantize`, :meth:`qdq`); SignRound then refuses its layers and
+    optimized RTN quantizes them with plain RTN.
+    """
+
+    @property
+    def tunable(self) -> bool:
+        """Not tunable by SignRound."""
+        return False
+
+    def searches_scale(self, bits: int, sym: bool) -> bool:
+        """No searched scales: optimized RTN falls back to plain RTN."""
+        return False
+
+    def group_range(self, grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unsupported (not tunable)."""
+        _unsupported(self, "SignRound tuning")
+
+    def tuning_qdq(
+        self,
+        grouped: torch.Tensor,
+        group_range: tuple[torch.Tensor, torch.Tensor],
+        bits: int,
+        sym: bool,
+        v: torch.Tensor,
+        min_scale: torch.Tensor,
+        max_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """Unsupported (not tunable)."""
+        _unsupported(self, "SignRound tuning")
+
+    def opt_rtn_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        sym: bool,
+        group_size: int,
+        imatrix: torch.Tensor | None,
+        exact: bool,
+        refine_steps: int,
+        out_dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, QParams]:
+        """Unsupported (no scale search)."""
+        _unsupported(self, "a searched scale")
+
+    def searched_scale(
+        self, grouped: torch.Tensor, bits: int, group_size: int, imatrix: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Unsupported (no scale search)."""
+        _unsupported(self, "a searched scale")
+
+    def scaled_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        base_scale: torch.Tensor,
+        factor: torch.Tensor,
+        v: torch.Tensor | float,
+    ) -> tuple[torch.Tensor, QParams]:
+        """Unsupported (no scale search)."""
+        _unsupported(self, "a searched scale")
+
+    def scaled_tuning_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        base_scale: torch.Tensor,
+        factor: torch.Tensor,
+        v: torch.Tensor,
+    ) -> torch.Tensor:
+        """Unsupported (no scale search)."""
+        _unsupported(self, "a searched scale")

@@ -31,6 +31,11 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return (x.round() - x).detach() + x
 
 
+def clamp_scale_magnitude(scale: torch.Tensor, threshold: float = SCALE_THRESHOLD) -> torch.Tensor:
+    """Keep a signed scale at least ``threshold`` in magnitude (0 becomes ``+threshold``)."""
+    return torch.where(scale < 0, scale.clamp(max=-threshold), scale.clamp(min=threshold))
+
+
 def group_min_max(grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each group's (min, max), widened to include 0."""
     return grouped.min(-1)[0].clamp(max=0), grouped.max(-1)[0].clamp(min=0)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from autoround.dtypes.int_formulas import clamp_scale_magnitude
+
 #: Slots the search's histograms spread out-of-grid crossings over (see :func:`_approx_losses`).
 SPREAD = 32
 #: Bytes of float32 temporaries one chunk of candidates may use (the search allocates about three
@@ -238,11 +240,6 @@ def search_sym_scale(
     losses, scales = _exact_losses(grouped, recip_max, mults[pos].unsqueeze(-1), nmax, importance)
     best = torch.argmin(losses, dim=0)  # earliest in Intel's order among equals
     return torch.take_along_dim(scales, best.view(1, -1), dim=0).view(-1, 1)
-
-
-def clamp_scale_magnitude(scale: torch.Tensor, threshold: float = 1e-5) -> torch.Tensor:
-    """Keep a signed scale at least ``threshold`` in magnitude (0 becomes ``+threshold``)."""
-    return torch.where(scale < 0, scale.clamp(max=-threshold), scale.clamp(min=threshold))
 
 
 def opt_rtn_sym_codes(

@@ -1,49 +1,40 @@
-"""Checkpoint formats, by name. Each entry saves a :class:`QuantizedModel` to a directory.
+"""Checkpoint formats, by name (:data:`FORMATS`): what each stores, writes and reads.
 
-External format strings ("auto-round", "auto_round:auto_gptq") appear only in these modules.
+External format strings ("auto-round", "auto_round:auto_gptq", "gptq", "awq") appear only in
+these modules. Adding a format: one module defining its :class:`Format` entry, one line in
+:mod:`autoround.formats.registry`, its tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from autoround.errors import SchemeError
-from autoround.formats import auto_round
-from autoround.formats.auto_round import (
+from autoround.formats.auto_round import parse_config
+from autoround.formats.awq_layout import convert_layer as convert_awq_layer
+from autoround.formats.awq_layout import expect_awq
+from autoround.formats.base import (
     GPTQ_PACKING,
     PLAIN_PACKING,
     QUANT_METHOD,
     SCHEME_KEYS,
+    Capabilities,
     CheckpointSpec,
-    parse_config,
+    Format,
 )
-from autoround.formats.awq_layout import convert_layer as convert_awq_layer
-from autoround.formats.awq_layout import expect_awq
-from autoround.formats.dense import load_dense
+from autoround.formats.gptq import IGNORED_TENSORS as GPTQ_IGNORED_TENSORS
 from autoround.formats.gptq_layout import pack_layer, unpack_layer
-from autoround.formats.loading import load_quantized
-from autoround.formats.tensor_check import check_checkpoint_tensors, read_headers
+from autoround.formats.registry import (
+    FORMATS,
+    check_format,
+    checkpoint_spec,
+    quantization_config_of,
+    reader_for,
+    spec_for,
+    to_auto_round_config,
+    writable_formats,
+)
 from autoround.output_guard import check_output_dir, model_source
 from autoround.quantized_model import QuantizedModel
-
-SaveFn = Callable[..., Path]
-
-#: Format name -> save function ``save(qm, output_dir, overwrite=False) -> Path``.
-FORMATS: dict[str, SaveFn] = {
-    "auto_round": auto_round.save,
-}
-
-
-def check_format(format: str) -> str:
-    """The registry key of ``format``; unknown names raise SchemeError listing the known ones.
-
-    Entry points call this before any work, so a typo never costs a quantization run.
-    """
-    key = format.strip().lower() if isinstance(format, str) else format
-    if key not in FORMATS:
-        raise SchemeError(f"unknown format {format!r}; allowed: {sorted(FORMATS)}")
-    return key
 
 
 def save(
@@ -53,25 +44,30 @@ def save(
     overwrite or lie inside the directory the model was loaded from."""
     key = check_format(format)
     check_output_dir(output_dir, {"model": model_source(qm.model)})
-    return FORMATS[key](qm, output_dir, overwrite=overwrite)
+    return FORMATS[key].save(qm, output_dir, overwrite=overwrite)
 
 
 __all__ = [
     "FORMATS",
+    "GPTQ_IGNORED_TENSORS",
     "GPTQ_PACKING",
     "PLAIN_PACKING",
     "QUANT_METHOD",
     "SCHEME_KEYS",
+    "Capabilities",
     "CheckpointSpec",
-    "check_checkpoint_tensors",
+    "Format",
     "check_format",
+    "checkpoint_spec",
     "convert_awq_layer",
     "expect_awq",
-    "load_dense",
-    "load_quantized",
     "pack_layer",
     "parse_config",
-    "read_headers",
+    "quantization_config_of",
+    "reader_for",
     "save",
+    "spec_for",
+    "to_auto_round_config",
     "unpack_layer",
+    "writable_formats",
 ]

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,9 +25,21 @@ from tqdm.auto import tqdm
 
 from autoround._version import __version__
 from autoround.errors import CheckpointError
+from autoround.formats.base import (
+    GPTQ_PACKING,
+    PLAIN_PACKING,
+    QUANT_METHOD,
+    SCHEME_KEYS,
+    ZERO_OFFSET,
+    Capabilities,
+    CheckpointSpec,
+    Format,
+    quant_method_of,
+)
 from autoround.formats.gptq_layout import pack_layer
 from autoround.io import atomic_dir, save_safetensors_sharded
 from autoround.modeling.blocks import linear_weight
+from autoround.packing import SUPPORTED_BITS
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import UNQUANTIZED_BITS, Scheme
 
@@ -38,16 +48,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-QUANT_METHOD = "auto-round"
-GPTQ_PACKING = "auto_round:auto_gptq"
-PLAIN_PACKING = "auto_round"
-#: What is subtracted from a zero point before it is stored, per packing format.
-ZERO_OFFSET = {GPTQ_PACKING: 1, PLAIN_PACKING: 0}
-SCHEME_KEYS = ("bits", "group_size", "sym", "data_type")
 REQUIRED_KEYS = ("quant_method", "packing_format", *SCHEME_KEYS)
 DEFAULT_SHARD_BYTES = 5 * 2**30
-#: Bit widths the GPTQ int32 layout is built for here (Intel also packs 5-7 bits; not yet we).
-PACKABLE_BITS = (2, 3, 4, 8)
+#: What this format stores: integers of the bit widths the GPTQ int32 packing is built for
+#: (Intel also packs 5-7 bits; not yet we).
+CAPABILITIES = Capabilities(data_types=("int",), bits=SUPPORTED_BITS)
 
 
 def packing_format_for(scheme: Scheme) -> str:
@@ -105,37 +110,6 @@ def _dense_block_matrices(qm: QuantizedModel) -> list[str]:
     ]
 
 
-@dataclass(frozen=True)
-class CheckpointSpec:
-    """What a checkpoint's ``quantization_config`` says, validated."""
-
-    default: Scheme
-    packing_format: str
-    block_names: tuple[str, ...]
-    extra_config: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def zero_offset(self) -> int:
-        """Amount added back to stored zero points."""
-        return ZERO_OFFSET[self.packing_format]
-
-    def scheme_for(self, layer_name: str) -> Scheme | None:
-        """The scheme a layer was stored with, or None if it was left in 16 bits."""
-        entry = self.extra_config.get(layer_name)
-        if entry is None:
-            for pattern, cfg in self.extra_config.items():
-                if re.search(pattern, layer_name):
-                    entry = cfg
-                    break
-        in_blocks = any(layer_name.startswith(b + ".") for b in self.block_names)
-        if entry is None:
-            return self.default if in_blocks else None
-        fields = {k: v for k, v in entry.items() if k in {*SCHEME_KEYS, "act_bits"} and v is not None}
-        if int(fields.get("bits", self.default.bits)) >= UNQUANTIZED_BITS:
-            return None
-        return self.default.replace(**fields)
-
-
 def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
     """Validate a ``quantization_config``; errors name the offending key and what is allowed."""
     missing = [k for k in REQUIRED_KEYS if k not in config]
@@ -157,9 +131,9 @@ def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
         default = Scheme.from_dict({k: config[k] for k in SCHEME_KEYS})
     except (ValueError, NotImplementedError) as exc:
         raise CheckpointError(f"quantization_config: {exc}") from exc
-    if default.bits not in PACKABLE_BITS:
+    if default.bits not in CAPABILITIES.bits:
         raise CheckpointError(
-            f"quantization_config.bits={default.bits} cannot be unpacked; allowed: {list(PACKABLE_BITS)}"
+            f"quantization_config.bits={default.bits} cannot be unpacked; allowed: {list(CAPABILITIES.bits)}"
         )
     blocks = config.get("block_name_to_quantize") or ""
     if isinstance(blocks, str):
@@ -210,10 +184,10 @@ def save(
 ) -> Path:
     """Write the checkpoint atomically: into a temp dir beside ``output_dir``, then renamed."""
     target = Path(output_dir)
-    unpackable = sorted({q.scheme.bits for q in qm.layers.values()} - set(PACKABLE_BITS))
+    unpackable = sorted({q.scheme.bits for q in qm.layers.values()} - set(CAPABILITIES.bits))
     if unpackable:
         raise NotImplementedError(
-            f"the auto_round format packs bits {list(PACKABLE_BITS)} only; "
+            f"the auto_round format packs bits {list(CAPABILITIES.bits)} only; "
             f"this model has {unpackable}-bit layers"
         )
     quant_config = to_config(qm)
@@ -304,12 +278,19 @@ def _write_configs(
         qm.tokenizer.save_pretrained(directory)
 
 
-def read_spec(checkpoint_dir: str | Path) -> CheckpointSpec:
-    """Parse the ``quantization_config`` of a checkpoint directory's ``config.json``."""
-    path = Path(checkpoint_dir) / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist: not a checkpoint directory")
-    config = json.loads(path.read_text())
-    if "quantization_config" not in config:
-        raise CheckpointError(f"{path} has no quantization_config: not a quantized checkpoint")
-    return parse_config(config["quantization_config"])
+def can_read(config: Mapping[str, Any]) -> bool:
+    """An auto-round ``quantization_config`` in the GPTQ layout (GPTQ's and AWQ's readers go first)."""
+    return quant_method_of(config) == QUANT_METHOD
+
+
+def to_auto_round(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config itself, ``quant_method`` filled in (a config without one is taken as ours)."""
+    return {**config, "quant_method": QUANT_METHOD}
+
+
+def read_spec(config: Mapping[str, Any], block_names: Sequence[str] = ()) -> CheckpointSpec:
+    """:func:`parse_config`, blocks filled in from ``block_names`` when the config names none."""
+    return parse_config(config).with_default_blocks(block_names)
+
+
+FORMAT = Format("auto_round", QUANT_METHOD, CAPABILITIES, can_read, to_auto_round, read_spec, writer=save)

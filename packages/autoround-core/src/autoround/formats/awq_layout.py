@@ -19,7 +19,7 @@ from autoround.errors import CheckpointError
 from autoround.packing import pack_int32, unpack_int32
 from autoround.schemes import Scheme
 
-if TYPE_CHECKING:  # nn.quant_linear imports the formats package
+if TYPE_CHECKING:  # only for annotations: the layouts themselves need no layer class
     from autoround.nn.quant_linear import QuantLinear
 
 #: Column held by nibble i of each 32-bit word.

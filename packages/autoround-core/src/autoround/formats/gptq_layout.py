@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from autoround.dtypes.layer_quant import LayerQuant, codes_of
 from autoround.errors import CheckpointError
 from autoround.packing import gptq_shapes, pack_int32, unpack_int32
-from autoround.quantizer import LayerQuant, codes_of
 from autoround.schemes import Scheme
 
 

@@ -1,10 +1,16 @@
-"""Quantize-dequantize of one layer's weight under a scheme, and its per-layer parameters.
+"""One quantized layer's weight: :class:`LayerQuant` (per-row scale and zero of every group).
 
 A quantized layer is kept as its quantize-dequantized weight (in the model's dtype, so the model
 stays runnable for evaluation and for feeding the next block) plus a :class:`LayerQuant` holding
 the scale and zero point of every group. Integer codes are recomputed from those when a format
 packs the layer (``round(w / scale + zero)``, as Intel auto-round does), so no second copy of the
 weights is held in memory.
+
+Every algorithm builds its :class:`LayerQuant` from a data type's grouped
+:class:`~autoround.dtypes.base.QParams` through :meth:`LayerQuant.from_grouped`. This module
+holds a :class:`~autoround.schemes.Scheme`, so it sits above ``schemes`` in the import layers
+(``docs/architecture.md``) while the rest of ``dtypes`` sits below; ``autoround.dtypes`` itself
+does not import it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,15 @@ from dataclasses import dataclass
 import torch
 
 from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.dtypes.base import QParams
 from autoround.schemes import Scheme
+
+
+def _per_row(tensor: torch.Tensor, out_features: int) -> torch.Tensor:
+    """(groups_total, 1) -> (out, groups); a per-tensor value is broadcast to every row."""
+    if tensor.numel() == 1:
+        return tensor.reshape(1, 1).expand(out_features, 1).contiguous()
+    return tensor.reshape(out_features, -1)
 
 
 @dataclass(frozen=True)
@@ -29,17 +43,24 @@ class LayerQuant:
     scale: torch.Tensor
     zero: torch.Tensor
 
+    @classmethod
+    def from_grouped(cls, scheme: Scheme, qparams: QParams, out_features: int) -> LayerQuant:
+        """The layer's parameters from a data type's grouped ones (one row per group, as
+        :func:`~autoround.dtypes.to_groups` cuts an (out, in) weight), detached, on their device."""
+        return cls(
+            scheme,
+            _per_row(qparams.scale.detach(), out_features),
+            _per_row(qparams.zero.detach(), out_features).to(torch.int32),
+        )
+
     @property
     def groups(self) -> int:
         """Groups per output row."""
         return self.scale.shape[1]
 
-
-def _per_row(tensor: torch.Tensor, out_features: int) -> torch.Tensor:
-    """(groups_total, 1) -> (out, groups); a per-tensor value is broadcast to every row."""
-    if tensor.numel() == 1:
-        return tensor.reshape(1, 1).expand(out_features, 1).contiguous()
-    return tensor.reshape(out_features, -1)
+    def cpu(self) -> LayerQuant:
+        """The same parameters on the CPU (where results are kept between layers)."""
+        return LayerQuant(self.scheme, self.scale.cpu(), self.zero.cpu())
 
 
 def quantize_weight(
@@ -58,13 +79,7 @@ def quantize_weight(
     dtype = DTYPES[scheme.data_type]
     grouped, layout = to_groups(weight, scheme.group_size)
     qdq, qp = dtype.qdq(grouped, scheme.bits, scheme.sym, v, min_scale, max_scale)
-    out_features = weight.shape[0]
-    quant = LayerQuant(
-        scheme,
-        _per_row(qp.scale.detach(), out_features),
-        _per_row(qp.zero.detach(), out_features).to(torch.int32),
-    )
-    return from_groups(qdq, layout), quant
+    return from_groups(qdq, layout), LayerQuant.from_grouped(scheme, qp, weight.shape[0])
 
 
 def group_width(scheme: Scheme, in_features: int) -> int:

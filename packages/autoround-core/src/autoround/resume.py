@@ -32,12 +32,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from autoround.algorithms.signround_blocks import BlockReport
+from autoround.dtypes.layer_quant import LayerQuant
 from autoround.errors import ResumeError
 from autoround.io import is_no_space, write_error
 from autoround.modeling.blocks import linear_weight
-from autoround.quantizer import LayerQuant
 from autoround.schemes import Scheme
-from autoround.tuning.driver import BlockReport
 
 try:
     import fcntl

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoround.models import (
+from autoround.model_sources import (
     DEMO_MODELS,
     demo,
     load_model_and_tokenizer,

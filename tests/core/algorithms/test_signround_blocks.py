@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from autoround.algorithms.signround import SignRoundSettings
+from autoround.algorithms.signround_blocks import quantize_block, quantize_signround
 from autoround.layer_plan import resolve
 from autoround.modeling.capture import capture_block_inputs
 from autoround.schemes import PRESETS
-from autoround.tuning.driver import quantize_block, quantize_signround
 
 
 def test_walking_the_blocks_step_by_step_reproduces_the_driver(make_llama) -> None:

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from autoround.errors import CheckpointError
 from autoround.io import tensor_names
-from autoround.models.demo import DEMO_MODELS, resolve_model_path
+from autoround.model_sources.demo import DEMO_MODELS, resolve_model_path
 
 logger = logging.getLogger(__name__)
 #: Tensor-name endings of packed quantized layers (GPTQ / AWQ / auto_round layouts).

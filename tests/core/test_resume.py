@@ -21,10 +21,11 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 from autoround import AutoRound
+from autoround import resume as resume_module
 from autoround.errors import ResumeError
 from autoround.io import load_safetensors_dir
-from autoround.tuning import resume as resume_module
-from autoround.tuning.resume import ResumeStore, fingerprint
+from autoround.resume import ResumeStore, fingerprint
+from autoround.runner import fingerprinted_arguments
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 CALIBRATION = [torch.arange(i, i + 32) % 128 for i in range(4)]
@@ -125,7 +126,12 @@ def test_a_killed_run_resumes_to_the_uninterrupted_checkpoint(tmp_path, four_blo
 def test_resuming_with_different_arguments_is_refused_naming_them(tmp_path, make_llama) -> None:
     out = tmp_path / "out"
     first = AutoRound(make_llama(), None, group_size=32, dataset=CALIBRATION, iters=2, nsamples=4, seqlen=32)
-    ResumeStore(out, fingerprint(first.calibration(), first.model, None, **first._arguments())).close()
+    ResumeStore(
+        out,
+        fingerprint(
+            first.calibration(), first.model, None, **fingerprinted_arguments(first.model, first.run)
+        ),
+    ).close()
     second = AutoRound(make_llama(), None, group_size=32, dataset=CALIBRATION, iters=3, nsamples=4, seqlen=32)
     with pytest.raises(ResumeError, match=r"differ.*: tuning\b") as error:
         second.quantize_and_save(out)

@@ -1,4 +1,5 @@
-"""The block-wise tuner: walk the decoder blocks, tune each one, feed its output to the next.
+"""SignRound over a model: walk the decoder blocks, tune each one, feed its output to the next;
+and SignRound's entry in :data:`autoround.algorithms.ALGORITHMS`.
 
 Per block: the full-precision block's output on full-precision inputs is the target; the block
 is tuned on the quantized predecessors' outputs (``enable_quanted_input``, Intel's default); its
@@ -14,21 +15,22 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from autoround.algorithms.base import AlgorithmJob, AlgorithmResult, BlockDone, BlockRestore
 from autoround.algorithms.imatrix import collect_input_squares
 from autoround.algorithms.signround import SignRoundSettings, TunedParams, qdq_with, tune_block
+from autoround.dtypes.layer_quant import LayerQuant
+from autoround.intel_defaults import INTEL
 from autoround.layer_plan import LayerPlan
 from autoround.modeling.blocks import linear_weight
 from autoround.modeling.capture import block_output, capture_block_inputs, cast_kwargs
-from autoround.quantizer import LayerQuant
 
 logger = logging.getLogger(__name__)
 WORK_DTYPE = torch.float32
@@ -46,12 +48,6 @@ class BlockReport:
     best_iter: int
     seconds: float
     fell_back_to_rtn: bool = False
-
-
-BlockDone = Callable[[int, dict[str, LayerQuant], BlockReport], None]
-#: Puts a finished block's quantized weights back into the model block (a resumed run) and
-#: returns its layers' parameters, or returns None for a block still to tune.
-BlockRestore = Callable[[int, nn.Module], dict[str, LayerQuant] | None]
 
 
 @torch.no_grad()
@@ -75,17 +71,12 @@ def _set_weights(
     for name, scheme in layers.items():
         target = model_block.get_submodule(name) if model_block is not None else block.get_submodule(name)
         weight = linear_weight(target)
-        qdq, qp = qdq_with(weight.detach().to(params[name].v.device), scheme, params[name])
+        qdq, quant = qdq_with(weight.detach().to(params[name].v.device), scheme, params[name])
         with torch.no_grad():
             weight.copy_(qdq.to(weight.device))
             if model_block is not None:
                 linear_weight(block.get_submodule(name)).copy_(qdq.to(WORK_DTYPE))
-        out = weight.shape[0]
-        quants[name] = LayerQuant(
-            scheme,
-            qp.scale.detach().reshape(out, -1).cpu(),
-            qp.zero.detach().reshape(out, -1).to(torch.int32).cpu(),
-        )
+        quants[name] = quant.cpu()
     return quants
 
 
@@ -255,3 +246,80 @@ def _replay(
         return fp_out, fp_out
     quantized = copy.deepcopy(model_block).to(fp_in.device, WORK_DTYPE)
     return fp_out, _run(quantized, q_in, kwargs, settings.batch_size)
+
+
+#: Settings a checkpoint leaves out at Intel's default (as Intel's does); ``amp`` is always written.
+_OMITTED_AT_DEFAULT = frozenset(
+    {
+        "batch_size",
+        "enable_minmax_tuning",
+        "enable_quanted_input",
+        "gradient_accumulate_steps",
+        "iters",
+        "nsamples",
+        "seqlen",
+    }
+)
+
+
+def checkpoint_settings(
+    settings: SignRoundSettings, nsamples: int, seqlen: int, device: torch.device | str = "cpu"
+) -> dict[str, Any]:
+    """The tuning settings a checkpoint's config records (Intel's keys, Intel's defaults left
+    out); ``amp`` says whether tuning on ``device`` ran under bf16 autocast."""
+    values = {
+        "amp": settings.autocast_dtype(device) is not None,
+        "batch_size": settings.batch_size,
+        "enable_minmax_tuning": settings.enable_minmax_tuning,
+        "enable_quanted_input": settings.enable_quanted_input,
+        "gradient_accumulate_steps": settings.gradient_accumulate_steps,
+        "iters": settings.iters,
+        "nsamples": nsamples,
+        "seqlen": seqlen,
+    }
+    recorded: dict[str, Any] = {
+        k: v for k, v in values.items() if k not in _OMITTED_AT_DEFAULT or getattr(INTEL, k) != v
+    }
+    default_lr = 1.0 / settings.iters
+    if settings.lr is not None and settings.lr != default_lr:
+        recorded["lr"] = settings.lr
+    if settings.minmax_lr is not None and settings.minmax_lr != (settings.lr or default_lr):
+        recorded["minmax_lr"] = settings.minmax_lr
+    return recorded
+
+
+@dataclass(frozen=True)
+class SignRound:
+    """SignRound as a registry entry: block by block, on calibration ids, with
+    :class:`SignRoundSettings`."""
+
+    name: str = "signround"
+    title: str = "SignRound"
+    granularity: Literal["layer", "block"] = "block"
+    settings_type: type | None = SignRoundSettings
+
+    def needs_calibration(self, plan: LayerPlan) -> bool:
+        return True
+
+    def quantize(self, model: nn.Module, plan: LayerPlan, job: AlgorithmJob) -> AlgorithmResult:
+        outside = [n for n in plan.quantized() if not any(n.startswith(b + ".") for b in plan.block_names)]
+        if outside:
+            raise NotImplementedError(
+                f"SignRound tunes layers inside the decoder blocks only; {outside} lie outside them "
+                f"(quantizing lm_head with SignRound is not built yet: use iters=0 for it)"
+            )
+        assert job.calibration is not None  # the runner checked needs_calibration
+        layers, reports = quantize_signround(
+            model,
+            plan,
+            job.calibration,
+            job.settings,
+            job.device,
+            job.progress,
+            job.on_block_done,
+            job.restore,
+            job.low_gpu_mem_usage,
+        )
+        nsamples, seqlen = job.calibration.shape
+        recorded = checkpoint_settings(job.settings, nsamples, seqlen, torch.device(job.device or "cpu"))
+        return AlgorithmResult(layers, recorded, list(reports))

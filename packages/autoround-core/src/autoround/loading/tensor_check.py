@@ -1,7 +1,8 @@
 """The one strict check of a checkpoint's tensors against the model that will hold them.
 
-Every loader (core :func:`~autoround.formats.loading.load_quantized`, autoround-hf's quantizer)
-builds the empty model first (quantized Linears replaced by empty :class:`QuantLinear` layers,
+Every loader (core :func:`~autoround.loading.load_quantized` and
+:func:`~autoround.loading.load_dense`, autoround-hf's quantizer) builds the empty model first
+(quantized Linears replaced by empty :class:`QuantLinear` layers in the layout stored on disk,
 MoE experts unfused), then calls :func:`check_checkpoint_tensors` with the safetensors headers
 before any tensor is read. The empty model's state dict is the specification: each of its
 tensors must be in the files with its shape, packed tensors with their exact dtype, and each

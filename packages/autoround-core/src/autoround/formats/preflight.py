@@ -1,8 +1,8 @@
 """Pre-flight: refuse, before any tuning starts, a layer plan the chosen format or the runtimes
 that serve it cannot load, naming the layers and the fix.
 
-* A format stores certain bit widths and data types only (``auto_round``: integers of 2, 3, 4
-  and 8 bits, weight-only).
+* A format stores certain bit widths and data types only: its entry in
+  :data:`~autoround.formats.registry.FORMATS` says which (``Format.problems``).
 * vLLM fuses some layers into one weight: q/k/v into ``qkv_proj``, gate/up into
   ``gate_up_proj`` (``w1``/``w3`` in Mixtral's names), and all experts of a MoE layer into one
   tensor. The parts of a fused weight must share one scheme (or all stay unquantized).
@@ -19,7 +19,7 @@ from collections import defaultdict
 from torch import nn
 
 from autoround.errors import SchemeError
-from autoround.formats.auto_round import PACKABLE_BITS
+from autoround.formats.registry import FORMATS, check_format
 from autoround.layer_plan import LayerPlan
 from autoround.modeling.blocks import linear_shape
 from autoround.schemes import Scheme
@@ -33,8 +33,6 @@ FUSED_SETS = (
     ("w13", ("w1", "w3")),
 )
 _EXPERT = re.compile(r"\.experts\.\d+\.")
-#: What each format can store: allowed bits and data types (weight-only).
-FORMAT_LIMITS = {"auto_round": (PACKABLE_BITS, ("int",))}
 
 
 def _describe(scheme: Scheme | None) -> str:
@@ -70,18 +68,8 @@ def fusion_conflicts(plan: LayerPlan) -> list[str]:
 
 
 def format_conflicts(plan: LayerPlan, format_name: str) -> list[str]:
-    """One message per scheme the format cannot store."""
-    if format_name not in FORMAT_LIMITS:
-        return []
-    bits, data_types = FORMAT_LIMITS[format_name]
-    problems = []
-    for name, scheme in plan.quantized().items():
-        if scheme.bits not in bits or scheme.data_type not in data_types:
-            problems.append(
-                f"{name}: {scheme.data_type} {scheme.bits}-bit cannot be stored in format {format_name!r} "
-                f"(it stores {list(data_types)} with bits {list(bits)})"
-            )
-    return problems
+    """One message per scheme the format cannot store (an unknown format raises FormatError)."""
+    return FORMATS[check_format(format_name)].problems(plan)
 
 
 def warn_partial_groups(model: nn.Module, plan: LayerPlan) -> None:
@@ -111,7 +99,7 @@ def require_quantized(plan: LayerPlan) -> None:
         )
 
 
-def check(model: nn.Module, plan: LayerPlan, format_name: str) -> None:
+def check_plan(model: nn.Module, plan: LayerPlan, format_name: str) -> None:
     """Raise SchemeError listing every problem (with the fix) before any work is done."""
     require_quantized(plan)
     problems = format_conflicts(plan, format_name) + fusion_conflicts(plan)

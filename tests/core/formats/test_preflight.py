@@ -9,9 +9,9 @@ import torch
 
 from autoround import AutoRound
 from autoround.errors import SchemeError
+from autoround.formats.preflight import check_plan as check
 from autoround.layer_plan import resolve
 from autoround.schemes import PRESETS
-from autoround.tuning.preflight import check
 
 W4 = PRESETS["W4A16G32"]
 CALIBRATION = [torch.arange(i, i + 32) % 128 for i in range(4)]
@@ -53,9 +53,9 @@ def test_partial_groups_only_warn(tiny_llama, caplog) -> None:
 
 
 def test_autoround_refuses_before_tuning(tmp_path, tiny_llama, monkeypatch) -> None:
-    import autoround.autoround as facade
+    import autoround.runner as runner
 
-    monkeypatch.setattr(facade, "quantize", lambda *a, **k: pytest.fail("tuning must not start"))
+    monkeypatch.setattr(runner, "execute", lambda *a, **k: pytest.fail("tuning must not start"))
     rounder = AutoRound(
         tiny_llama,
         None,

@@ -1,0 +1,81 @@
+"""Unpacking a quantized checkpoint back into an ordinary dense transformers model.
+
+The files are checked first exactly as :func:`~autoround.loading.load_quantized` checks them
+(:func:`~autoround.loading.quantized.empty_model`: the spec of the format that reads the config,
+the empty packed model, :func:`~autoround.loading.tensor_check.check_checkpoint_tensors`); then
+each packed layer is dequantized (AWQ ones repacked into the GPTQ layout first).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from autoround.dtypes.layer_quant import dequantize_codes
+from autoround.formats.awq_layout import awq_to_gptq
+from autoround.formats.base import CheckpointSpec
+from autoround.formats.gptq_layout import unpack_layer
+from autoround.io import iter_safetensors_dir
+from autoround.loading.quantized import empty_model
+from autoround.loading.tensor_check import PACKED_LEAVES
+from autoround.modeling.blocks import linear_shape
+from autoround.modeling.moe import unfuse_experts
+
+logger = logging.getLogger(__name__)
+
+
+def dense_state_dict(
+    checkpoint_dir: str | Path, model: nn.Module, spec: CheckpointSpec, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors with every packed layer replaced by its dequantized weight.
+
+    The files must have passed :func:`~autoround.loading.tensor_check.check_checkpoint_tensors`.
+    """
+    packed: dict[str, dict[str, torch.Tensor]] = {}
+    state: dict[str, torch.Tensor] = {}
+    ignored = [re.compile(p) for p in spec.ignored_tensors]
+    for key, tensor in iter_safetensors_dir(Path(checkpoint_dir)):
+        if any(p.search(key) for p in ignored):
+            continue
+        module_name, _, leaf = key.rpartition(".")
+        if leaf in PACKED_LEAVES:
+            packed.setdefault(module_name, {})[leaf] = tensor
+        else:
+            state[key] = tensor
+    for name, tensors in packed.items():
+        scheme = spec.scheme_for(name)
+        assert scheme is not None, f"{name}: the tensor check lets packed tensors only where quantized"
+        out_features, in_features = linear_shape(model.get_submodule(name))
+        if spec.layout == "awq":
+            tensors = awq_to_gptq(tensors, scheme, in_features, out_features, name)
+        codes, quant = unpack_layer(tensors, scheme, in_features, out_features, spec.zero_offset, name)
+        state[f"{name}.weight"] = dequantize_codes(codes, quant, dtype)
+        if f"{name}.bias" in state:
+            state[f"{name}.bias"] = state[f"{name}.bias"].to(dtype)
+    return state
+
+
+def load_dense(checkpoint_dir: str | Path, dtype: torch.dtype | None = None) -> nn.Module:
+    """Build the model of a quantized checkpoint with dense, dequantized weights (on the CPU).
+
+    ``dtype`` defaults to the dtype the checkpoint's config names. A quantized ``lm_head`` gets its
+    own dequantized weight, never tied to the embedding.
+
+    Raises:
+        FormatError / CheckpointError: as :func:`~autoround.loading.load_quantized`.
+    """
+    # The reference backend serves every scheme a format stores: the empty packed model is only
+    # the specification the files are checked against.
+    empty, spec, resolved = empty_model(checkpoint_dir, dtype, backend="torch")
+    model = AutoModelForCausalLM.from_config(empty.config, dtype=resolved)
+    unfuse_experts(model)  # checkpoints store MoE experts as per-expert Linear layers
+    model.load_state_dict(dense_state_dict(checkpoint_dir, model, spec, resolved), strict=False)
+    model.tie_weights()
+    model.eval()
+    logger.info("loaded %s dense (%s)", checkpoint_dir, resolved)
+    return model

@@ -1,0 +1,123 @@
+"""The frozen description of one quantization run, and the one translation from Intel's arguments.
+
+The CLI, :class:`autoround.AutoRound`, :func:`autoround.quantize` and the llm-compressor modifier
+each turn their arguments into a :class:`Run` (or, for the modifier, the SignRound settings a
+run holds) once; :mod:`autoround.runner` executes it. Which algorithm runs is decided here:
+``iters > 0`` is SignRound; ``iters == 0`` is optimized RTN unless ``disable_opt_rtn``
+(Intel's semantics, the CLI's too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from autoround.algorithms import ALGORITHMS, OptRtnSettings, SignRoundSettings
+from autoround.formats import check_format
+from autoround.hardware import check_device
+from autoround.intel_defaults import INTEL, IntelArgs, check_iters
+from autoround.layer_plan import LayerConfig
+from autoround.schemes import Scheme, parse_scheme
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """Where calibration token ids come from: a dataset (spec string, path, texts or token ids;
+    see :func:`autoround.calibration.build_calibration_set`), how many rows of how many tokens,
+    and the sampling seed."""
+
+    dataset: Any = INTEL.dataset
+    nsamples: int = INTEL.nsamples
+    seqlen: int = INTEL.seqlen
+    seed: int = INTEL.seed
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything a run decides before touching the model. Validated on creation.
+
+    ``algorithm`` names an entry of :data:`autoround.algorithms.ALGORITHMS`; ``settings`` is that
+    algorithm's frozen settings object (None for one that takes none). ``formats`` are the
+    checkpoint formats to write; ``device`` is where the work happens (None: where the weights
+    live).
+    """
+
+    scheme: Scheme
+    algorithm: str = "rtn"
+    settings: Any = None
+    layer_config: LayerConfig | None = None
+    quant_lm_head: bool = False
+    block_names: tuple[str, ...] | None = None
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
+    formats: tuple[str, ...] = ("auto_round",)
+    device: torch.device | str | None = None
+    low_gpu_mem_usage: bool = False
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; allowed: {sorted(ALGORITHMS)}")
+        expected = ALGORITHMS[self.algorithm].settings_type
+        if expected is None and self.settings is not None:
+            raise TypeError(f"algorithm {self.algorithm!r} takes no settings, got {self.settings!r}")
+        if expected is not None and not isinstance(self.settings, expected):
+            raise TypeError(
+                f"algorithm {self.algorithm!r} takes {expected.__name__}, got {type(self.settings).__name__}"
+            )
+        object.__setattr__(self, "formats", tuple(check_format(f) for f in self.formats))
+
+
+def signround_settings(args: IntelArgs) -> SignRoundSettings:
+    """SignRound's settings from Intel's argument names (the CLI, AutoRound, the modifier)."""
+    return SignRoundSettings(
+        iters=args.iters,
+        lr=args.lr,
+        minmax_lr=args.minmax_lr,
+        batch_size=args.batch_size,
+        gradient_accumulate_steps=args.gradient_accumulate_steps,
+        enable_minmax_tuning=args.enable_minmax_tuning,
+        keep_best=not args.not_use_best_mse,
+        init_clipping=args.init_clipping,
+        enable_alg_ext=args.enable_alg_ext,
+        enable_quanted_input=args.enable_quanted_input,
+        seed=args.seed,
+        amp=args.amp,
+    )
+
+
+def _algorithm(args: IntelArgs) -> tuple[str, Any]:
+    """Intel's rule: iters > 0 is SignRound, iters == 0 optimized RTN unless disable_opt_rtn."""
+    if check_iters(args.iters) > 0:
+        return "signround", signround_settings(args)
+    if args.disable_opt_rtn:
+        return "rtn", None
+    if args.opt_rtn_settings is not None:
+        return "opt_rtn", args.opt_rtn_settings
+    return "opt_rtn", OptRtnSettings() if args.amp else OptRtnSettings(imatrix_dtype="float32")
+
+
+def device_of(device_map: str | int | None) -> str | None:
+    """Intel's ``device_map`` as the device a run computes on: None/"auto" is CUDA where there is
+    one (else where the weights live), an int a CUDA index; anything else is checked."""
+    if device_map in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else None
+    if isinstance(device_map, int):
+        device_map = f"cuda:{device_map}"
+    return str(check_device(device_map))
+
+
+def run_from_intel(args: IntelArgs, formats: tuple[str, ...] = ("auto_round",)) -> Run:
+    """The :class:`Run` that Intel's arguments ``args`` describe."""
+    algorithm, settings = _algorithm(args)
+    return Run(
+        scheme=parse_scheme(args.scheme, bits=args.bits, group_size=args.group_size, sym=args.sym),
+        algorithm=algorithm,
+        settings=settings,
+        layer_config=args.layer_config,
+        quant_lm_head=args.quant_lm_head,
+        calibration=CalibrationSpec(args.dataset, args.nsamples, args.seqlen, args.seed),
+        formats=formats,
+        device=device_of(args.device_map),
+        low_gpu_mem_usage=args.low_gpu_mem_usage,
+    )

@@ -1,0 +1,178 @@
+"""The one driver: execute a :class:`~autoround.run.Run` on a model.
+
+:func:`execute` plans the layers once (MoE experts unfused, every Linear given a scheme or a
+reason to stay 16-bit), asks the algorithm what calibration it needs, runs it and returns a
+:class:`~autoround.quantized_model.QuantizedModel`. :func:`quantize_and_save` adds what a
+command-line run needs around that: the output location and the formats checked before any
+work, the calibration set built, block-wise progress persisted (a killed run resumes), the
+checkpoint written atomically and ``autoround_report.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import torch
+from torch import nn
+
+from autoround import formats, layer_plan
+from autoround.algorithms import ALGORITHMS, AlgorithmJob, BlockDone, BlockRestore
+from autoround.calibration import DEFAULT_DATASET, build_calibration_set
+from autoround.formats.preflight import check_plan, require_quantized
+from autoround.modeling import unfuse_experts
+from autoround.output_guard import check_output_dir, run_inputs
+from autoround.quantized_model import QuantizedModel
+from autoround.resume import ResumeStore, fingerprint
+from autoround.run import Run
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+logger = logging.getLogger(__name__)
+REPORT_FILE = "autoround_report.json"
+
+
+def plan_layers(model: nn.Module, run: Run) -> layer_plan.LayerPlan:
+    """Every Linear-like layer's scheme (or why it stays 16-bit), fused MoE experts unfused first."""
+    unfused = unfuse_experts(model)
+    if unfused:
+        logger.info("split %d fused MoE expert modules into per-expert Linear layers", unfused)
+    block_names = list(run.block_names) if run.block_names is not None else None
+    plan = layer_plan.resolve(model, run.scheme, run.layer_config, run.quant_lm_head, block_names)
+    logger.info("layer plan: %s", layer_plan.describe(plan))
+    return plan
+
+
+def needs_calibration(run: Run, plan: layer_plan.LayerPlan) -> bool:
+    """Whether ``run``'s algorithm needs calibration ids for ``plan``."""
+    return ALGORITHMS[run.algorithm].needs_calibration(plan)
+
+
+def execute(
+    model: nn.Module,
+    run: Run,
+    *,
+    plan: layer_plan.LayerPlan | None = None,
+    calibration: torch.Tensor | None = None,
+    tokenizer: Any | None = None,
+    progress: bool = True,
+    on_block_done: BlockDone | None = None,
+    restore: BlockRestore | None = None,
+) -> QuantizedModel:
+    """Quantize ``model`` in place as ``run`` says; ``plan`` when already resolved for it."""
+    plan = plan if plan is not None else plan_layers(model, run)
+    require_quantized(plan)
+    algorithm = ALGORITHMS[run.algorithm]
+    if algorithm.needs_calibration(plan) and (calibration is None or calibration.dim() != 2):
+        raise ValueError(
+            f"{algorithm.title} needs calibration token ids of shape (nsamples, seqlen): pass calibration="
+        )
+    job = AlgorithmJob(
+        run.settings, calibration, run.device, progress, run.low_gpu_mem_usage, on_block_done, restore
+    )
+    result = algorithm.quantize(model, plan, job)
+    return QuantizedModel(model, run.scheme, plan, result.layers, result.recorded, tokenizer, result.reports)
+
+
+def calibration_ids(run: Run, tokenizer: Any) -> torch.Tensor:
+    """The calibration token ids (nsamples, seqlen) ``run`` tunes on.
+
+    Where the Hub is unreachable, ``AUTOROUND_DEFAULT_DATASET`` (a spec string, e.g.
+    ``wikitext2:concat``) replaces Intel's default dataset, so unchanged scripts run offline.
+    """
+    spec = run.calibration
+    dataset = spec.dataset
+    replacement = os.environ.get("AUTOROUND_DEFAULT_DATASET")
+    if isinstance(dataset, str) and dataset == DEFAULT_DATASET and replacement:
+        logger.info("calibrating on %s (AUTOROUND_DEFAULT_DATASET) instead of %s", replacement, dataset)
+        dataset = replacement
+    calib = build_calibration_set(dataset, tokenizer, spec.nsamples, spec.seqlen, spec.seed)
+    return calib.input_ids
+
+
+def preflight(model: nn.Module, run: Run) -> layer_plan.LayerPlan:
+    """Plan the layers and check, before any work, that every format of ``run`` (and the runtimes
+    serving it) can take the plan; returns the plan."""
+    plan = plan_layers(model, run)
+    for name in run.formats:
+        check_plan(model, plan, name)
+    return plan
+
+
+def quantize_and_save(
+    model: nn.Module, tokenizer: Any, run: Run, output_dir: str | Path, overwrite: bool = False
+) -> tuple[QuantizedModel, Path]:
+    """Quantize ``model`` as ``run`` says and save it in ``run.formats[0]``.
+
+    Refused before any work: an ``output_dir`` that is, contains or lies inside the model's
+    directory, the dataset or the working directory, and a plan a format cannot store. Block-wise
+    algorithms persist each finished block beside the output (a killed run started again with
+    the same inputs resumes after the last finished block).
+    """
+    check_output_dir(output_dir, run_inputs(model, run.calibration.dataset))
+    plan = preflight(model, run)
+    algorithm = ALGORITHMS[run.algorithm]
+    calibration = calibration_ids(run, tokenizer) if algorithm.needs_calibration(plan) else None
+    resume = None
+    if algorithm.granularity == "block" and calibration is not None:
+        digest = fingerprint(calibration, model, tokenizer, **fingerprinted_arguments(model, run))
+        resume = ResumeStore(output_dir, digest)  # locked until clear() or close()
+    try:
+        hooks = _resume_hooks(model, plan, resume) if resume is not None else {}
+        result = execute(model, run, plan=plan, calibration=calibration, tokenizer=tokenizer, **hooks)
+        if resume is not None:
+            result.reports = resume.reports()
+        path = save(result, run, output_dir, overwrite)
+        if resume is not None:
+            resume.clear()
+    finally:
+        if resume is not None:  # a failed run keeps its progress but frees the folder
+            resume.close()
+    return result, path
+
+
+def save(result: QuantizedModel, run: Run, output_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write ``result`` in ``run``'s first format, with ``autoround_report.json`` (the algorithm's
+    settings and per-block losses) beside it when the algorithm has settings."""
+    path = formats.save(result, output_dir, format=run.formats[0], overwrite=overwrite)
+    if run.settings is not None:
+        (path / REPORT_FILE).write_text(json.dumps(_report(run, result), indent=2) + "\n")
+    return path
+
+
+def _resume_hooks(model: nn.Module, plan: layer_plan.LayerPlan, resume: ResumeStore) -> dict[str, Any]:
+    blocks = plan.block_names[0]
+
+    def on_block_done(index: int, quants: dict[str, Any], report: Any) -> None:
+        resume.save_block(index, model.get_submodule(report.name), report.name, quants, report)
+
+    def restore(index: int, block: nn.Module) -> dict[str, Any] | None:
+        return resume.restore(index, block, f"{blocks}.{index}")
+
+    return {"on_block_done": on_block_done, "restore": restore}
+
+
+def _report(run: Run, result: QuantizedModel) -> dict[str, Any]:
+    """What ``autoround_report.json`` holds: the algorithm, its settings, per-block losses."""
+    return {
+        "algorithm": run.algorithm,
+        "settings": dataclasses.asdict(run.settings),
+        "blocks": [r.__dict__ for r in result.reports],
+    }
+
+
+def fingerprinted_arguments(model: nn.Module, run: Run) -> dict[str, Any]:
+    """The arguments that change a block-wise run's result (the resume fingerprint's)."""
+    return {
+        "scheme": run.scheme.to_dict(),
+        "layer_config": run.layer_config,
+        "tuning": run.settings,
+        "quant_lm_head": run.quant_lm_head,
+        "model": type(model).__name__,
+        "config": (cast("PretrainedConfig", model.config).to_dict() if hasattr(model, "config") else None),
+    }
