@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from autoround.dtypes.layer_quant import quantize_weight
 from autoround.formats.auto_round import ZERO_OFFSET, packing_format_for
 from autoround.formats.gptq_layout import pack_layer
+from autoround.layer_quant import quantize_weight
 from autoround.schemes import Scheme
 from autoround_vllm.linear_method import CORE_LAYER, PackedLinearLogic, ParameterKinds
 from autoround_vllm.sharding import ShardingError

@@ -14,8 +14,8 @@ from autoround.algorithms.imatrix import collect_imatrix
 from autoround.algorithms.opt_rtn import OptRtnSettings, importance_layers, opt_rtn_weight, quantize_opt_rtn
 from autoround.dtypes import to_groups
 from autoround.dtypes.int_search import group_importance, opt_rtn_sym_codes, search_sym_scale
-from autoround.dtypes.layer_quant import codes_of, dequantize_codes, quantize_weight
 from autoround.layer_plan import resolve
+from autoround.layer_quant import codes_of, dequantize_codes, quantize_weight
 from autoround.schemes import PRESETS, Scheme
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "intel" / "opt_rtn.safetensors"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from autoround.algorithms import quantize_rtn
-from autoround.dtypes.layer_quant import quantize_weight
 from autoround.layer_plan import resolve
+from autoround.layer_quant import quantize_weight
 from autoround.schemes import PRESETS
 
 

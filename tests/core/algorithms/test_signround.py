@@ -10,7 +10,7 @@ import torch
 from autoround import hardware, quantize, save
 from autoround.algorithms import signround
 from autoround.algorithms.signround import SignRoundSettings, TunedLinear
-from autoround.dtypes.layer_quant import codes_of, quantize_weight
+from autoround.layer_quant import codes_of, quantize_weight
 from autoround.loading import load_dense
 from autoround.schemes import PRESETS
 
@@ -57,7 +57,7 @@ def test_tuned_weights_are_on_the_quantization_grid(tiny_llama_bf16, calibration
     name = "model.layers.1.self_attn.o_proj"
     weight = qm.model.get_submodule(name).weight.detach()
     quant = qm.layers[name]
-    from autoround.dtypes.layer_quant import dequantize_codes
+    from autoround.layer_quant import dequantize_codes
 
     assert torch.equal(dequantize_codes(codes_of(weight, quant), quant, torch.bfloat16), weight)
     assert qm.model.get_submodule(name).weight.dtype == torch.bfloat16

@@ -12,8 +12,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from autoround.dtypes.layer_quant import quantize_weight
 from autoround.formats.gptq_layout import pack_layer
+from autoround.layer_quant import quantize_weight
 from autoround.nn import QuantLinear
 from autoround.schemes import Scheme
 

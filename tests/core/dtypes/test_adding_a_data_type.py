@@ -17,9 +17,9 @@ from autoround.algorithms import quantize_rtn
 from autoround.algorithms.opt_rtn import importance_layers, opt_rtn_weight
 from autoround.algorithms.signround import TunedLinear
 from autoround.dtypes import DTYPES, DataType, QParams, RtnOnly
-from autoround.dtypes.layer_quant import codes_of, dequantize_codes, quantize_weight
 from autoround.errors import SchemeError
 from autoround.layer_plan import resolve
+from autoround.layer_quant import codes_of, dequantize_codes, quantize_weight
 from autoround.schemes import Scheme
 
 

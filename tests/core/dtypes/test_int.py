@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autoround.dtypes import DTYPES, from_groups, to_groups
-from autoround.dtypes.layer_quant import codes_of, dequantize_codes, quantize_weight
+from autoround.layer_quant import codes_of, dequantize_codes, quantize_weight
 from autoround.schemes import Scheme
 
 INT = DTYPES["int"]

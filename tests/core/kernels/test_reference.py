@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoround.dtypes.layer_quant import dequantize_codes, group_width, quantize_weight
 from autoround.formats.gptq_layout import pack_layer, unpack_layer
 from autoround.kernels import reference
+from autoround.layer_quant import dequantize_codes, group_width, quantize_weight
 from autoround.schemes import Scheme
 
 

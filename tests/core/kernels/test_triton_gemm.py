@@ -17,11 +17,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernel module is first imported
 pytest.importorskip("triton", exc_type=ImportError)
 
-from autoround.dtypes.layer_quant import group_width, quantize_weight
 from autoround.formats.gptq_layout import pack_layer
 from autoround.kernels import reference
 from autoround.kernels.triton_configs import KernelConfig, heuristic_config
 from autoround.kernels.triton_gemm import dequantize, quant_matmul
+from autoround.layer_quant import group_width, quantize_weight
 from autoround.schemes import Scheme
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

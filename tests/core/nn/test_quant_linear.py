@@ -8,9 +8,9 @@ from torch import nn
 
 from autoround.backends import BACKENDS
 from autoround.backends.torch_backend import TorchBackend
-from autoround.dtypes.layer_quant import quantize_weight
 from autoround.formats.auto_round import parse_config
 from autoround.formats.gptq_layout import pack_layer
+from autoround.layer_quant import quantize_weight
 from autoround.nn import QuantLinear, replace_linears
 from autoround.schemes import Scheme
 

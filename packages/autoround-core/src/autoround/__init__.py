@@ -9,8 +9,8 @@ formats the ecosystem serves.
 from autoround._version import __version__
 from autoround.api import quantize, save
 from autoround.backends import BACKENDS
-from autoround.dtypes.layer_quant import LayerQuant, group_width, quantize_weight
 from autoround.intel_api import AutoRound
+from autoround.layer_quant import LayerQuant, group_width, quantize_weight
 from autoround.loading import load_quantized
 from autoround.nn.quant_linear import QuantLinear
 from autoround.quantized_model import QuantizedModel

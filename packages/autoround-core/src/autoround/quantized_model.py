@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from autoround.dtypes.layer_quant import LayerQuant
 from autoround.layer_plan import LayerPlan
+from autoround.layer_quant import LayerQuant
 from autoround.schemes import Scheme
 
 

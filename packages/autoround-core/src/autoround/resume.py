@@ -33,9 +33,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autoround.algorithms.signround_blocks import BlockReport
-from autoround.dtypes.layer_quant import LayerQuant
 from autoround.errors import ResumeError
 from autoround.io import is_no_space, write_error
+from autoround.layer_quant import LayerQuant
 from autoround.modeling.blocks import linear_weight
 from autoround.schemes import Scheme
 

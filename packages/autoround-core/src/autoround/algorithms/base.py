@@ -1,7 +1,7 @@
 """The interface every quantization algorithm implements, and what it is given and returns.
 
 An algorithm turns the planned layers of a model into quantize-dequantized weights plus each
-layer's :class:`~autoround.dtypes.LayerQuant`. It says what calibration it needs for a plan,
+layer's :class:`~autoround.layer_quant.LayerQuant`. It says what calibration it needs for a plan,
 and whether it works layer by layer (RTN, optimized RTN) or block by block (SignRound).
 """
 
@@ -14,8 +14,8 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
-from autoround.dtypes.layer_quant import LayerQuant
 from autoround.layer_plan import LayerPlan
+from autoround.layer_quant import LayerQuant
 
 #: Called after each finished block: (block index, its layers' parameters by full name, report).
 BlockDone = Callable[[int, dict[str, LayerQuant], Any], None]

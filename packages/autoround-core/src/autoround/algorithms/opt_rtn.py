@@ -38,9 +38,9 @@ from autoround.algorithms.imatrix import collect_imatrix
 from autoround.algorithms.rtn import RTN_RECORDED
 from autoround.dtypes import DTYPES, from_groups, to_groups
 from autoround.dtypes.int_refine import DEFAULT_REFINE_STEPS
-from autoround.dtypes.layer_quant import LayerQuant, quantize_weight
 from autoround.hardware import autocast_dtype
 from autoround.layer_plan import LayerPlan
+from autoround.layer_quant import LayerQuant, quantize_weight
 from autoround.modeling.blocks import linear_weight
 from autoround.schemes import Scheme
 

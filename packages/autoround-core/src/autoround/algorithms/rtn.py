@@ -11,8 +11,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from autoround.algorithms.base import AlgorithmJob, AlgorithmResult
-from autoround.dtypes.layer_quant import LayerQuant, quantize_weight
 from autoround.layer_plan import LayerPlan
+from autoround.layer_quant import LayerQuant, quantize_weight
 from autoround.modeling.blocks import linear_weight
 
 logger = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from autoround.algorithms import scale_init
 from autoround.algorithms.clip_init import initial_clipping
 from autoround.algorithms.signround_settings import SignRoundSettings
 from autoround.dtypes import DTYPES, from_groups, to_groups
-from autoround.dtypes.layer_quant import LayerQuant
+from autoround.layer_quant import LayerQuant
 from autoround.modeling.blocks import linear_weight
 from autoround.modeling.capture import block_output
 from autoround.schemes import Scheme

@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 from autoround.algorithms.base import AlgorithmJob, AlgorithmResult, BlockDone, BlockRestore
 from autoround.algorithms.imatrix import collect_input_squares
 from autoround.algorithms.signround import SignRoundSettings, TunedParams, qdq_with, tune_block
-from autoround.dtypes.layer_quant import LayerQuant
 from autoround.intel_defaults import INTEL
 from autoround.layer_plan import LayerPlan
+from autoround.layer_quant import LayerQuant
 from autoround.modeling.blocks import linear_weight
 from autoround.modeling.capture import block_output, capture_block_inputs, cast_kwargs
 

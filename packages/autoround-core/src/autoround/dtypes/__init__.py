@@ -4,7 +4,7 @@
 quantize-dequantize variant of the type (plain RTN, SignRound's tuning step, optimized RTN's
 searched scale); algorithms ask it what it supports. Adding a type (mxfp, nvfp, fp8, gguf) means
 adding a module and one registry entry here. One layer's quantized weight is
-:class:`autoround.dtypes.layer_quant.LayerQuant` (not imported here: it holds a ``Scheme``,
+:class:`autoround.layer_quant.LayerQuant` (not imported here: it holds a ``Scheme``,
 which imports this registry).
 """
 

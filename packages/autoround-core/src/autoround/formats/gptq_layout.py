@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from autoround.dtypes.layer_quant import LayerQuant, codes_of
 from autoround.errors import CheckpointError
+from autoround.layer_quant import LayerQuant, codes_of
 from autoround.packing import gptq_shapes, pack_int32, unpack_int32
 from autoround.schemes import Scheme
 

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from autoround.dtypes.layer_quant import dequantize_codes
 from autoround.formats.awq_layout import awq_to_gptq
 from autoround.formats.base import CheckpointSpec
 from autoround.formats.gptq_layout import unpack_layer
 from autoround.io import iter_safetensors_dir
+from autoround.layer_quant import dequantize_codes
 from autoround.loading.quantized import empty_model
 from autoround.loading.tensor_check import PACKED_LEAVES
 from autoround.modeling.blocks import linear_shape

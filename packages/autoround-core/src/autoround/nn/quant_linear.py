@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from autoround.backends import BACKENDS, select
-from autoround.dtypes.layer_quant import group_width
+from autoround.layer_quant import group_width
 from autoround.packing import gptq_shapes
 from autoround.schemes import Scheme
 
