@@ -165,3 +165,14 @@ def test_auto_round_stores_the_bits_the_packing_packs() -> None:
 
     assert FORMATS["auto_round"].capabilities.bits == SUPPORTED_BITS
     assert not FORMATS["auto_round"].stores(Scheme(bits=5))
+
+
+def test_saving_a_scheme_the_format_cannot_store_is_refused_before_anything_is_written(
+    tmp_path, tiny_llama
+) -> None:
+    from autoround import quantize, save
+
+    qm = quantize(tiny_llama, "W4A16", bits=5, group_size=32, progress=False)
+    with pytest.raises(FormatError, match=r"int 5-bit cannot be stored in format 'auto_round'"):
+        save(qm, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []

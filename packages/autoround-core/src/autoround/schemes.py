@@ -70,6 +70,11 @@ class Scheme:
                 f"group_size={self.group_size} is invalid; use a positive size, "
                 f"{PER_CHANNEL} (per output channel) or {PER_TENSOR} (per tensor)"
             )
+        if self.is_quantized:
+            # A type's own constraints beyond its bit widths (MX: blocks of 32, symmetric).
+            problem = DTYPES[self.data_type].scheme_problem(self.bits, self.group_size, self.sym)
+            if problem is not None:
+                raise SchemeError(problem)
         if self.act_bits < UNQUANTIZED_BITS:
             raise NotImplementedError(
                 f"act_bits={self.act_bits}: activation quantization is not built yet; "

@@ -13,9 +13,11 @@ from __future__ import annotations
 from autoround.dtypes.base import DataType, QParams, RtnOnly
 from autoround.dtypes.grouping import GroupLayout, from_groups, to_groups
 from autoround.dtypes.int import IntDataType
+from autoround.dtypes.mx_fp import MxFpDataType
 
 DTYPES: dict[str, DataType] = {
     "int": IntDataType(),
+    "mx_fp": MxFpDataType(),
 }
 
 __all__ = ["DTYPES", "DataType", "GroupLayout", "QParams", "RtnOnly", "from_groups", "to_groups"]

@@ -49,6 +49,12 @@ class DataType(Protocol):
         such layers; where not, both algorithms fall back to plain min/max RTN."""
         ...
 
+    def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
+        """Why a scheme of this type with these fields is invalid (naming the field), or None;
+        :class:`~autoround.schemes.Scheme` raises it. For constraints beyond ``allowed_bits``
+        (MX floats: blocks of 32, symmetric only)."""
+        ...
+
     # --- plain round-to-nearest (every type) ---
 
     def qparams(
@@ -174,6 +180,10 @@ class RtnOnly:
     def searches_scale(self, bits: int, sym: bool) -> bool:
         """No searched scales: optimized RTN falls back to plain RTN."""
         return False
+
+    def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
+        """No constraints beyond ``allowed_bits``."""
+        return None
 
     def group_range(self, grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unsupported (not tunable)."""

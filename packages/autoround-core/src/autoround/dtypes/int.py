@@ -71,6 +71,10 @@ class IntDataType:
         """Symmetric integers only, at every bit width."""
         return sym
 
+    def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
+        """Any group size, symmetric or not."""
+        return None
+
     def qparams(
         self,
         grouped: torch.Tensor,

@@ -182,14 +182,10 @@ def save(
     overwrite: bool = False,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
 ) -> Path:
-    """Write the checkpoint atomically: into a temp dir beside ``output_dir``, then renamed."""
+    """Write the checkpoint atomically: into a temp dir beside ``output_dir``, then renamed.
+
+    What the format stores was checked by :meth:`Format.save` (its ``capabilities``)."""
     target = Path(output_dir)
-    unpackable = sorted({q.scheme.bits for q in qm.layers.values()} - set(CAPABILITIES.bits))
-    if unpackable:
-        raise NotImplementedError(
-            f"the auto_round format packs bits {list(CAPABILITIES.bits)} only; "
-            f"this model has {unpackable}-bit layers"
-        )
     quant_config = to_config(qm)
     untie = tied_quantized(qm.model, qm.layers)
     if untie:

@@ -149,8 +149,13 @@ class Format:
         """Write ``qm`` to ``output_dir`` in this format.
 
         Raises:
-            FormatError: the format is read-only here.
+            FormatError: the format is read-only here, or cannot store some layer's scheme (checked
+                before anything is written, naming the first layers).
         """
         if self.writer is None:
             raise FormatError(f"format {self.name!r} can be read but not written: only its reader is built")
+        problems = self.problems(qm.plan)
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise FormatError("; ".join(problems[:3]) + more)
         return self.writer(qm, Path(output_dir), overwrite)
