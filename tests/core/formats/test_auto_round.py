@@ -128,6 +128,10 @@ def test_saving_into_a_non_empty_dir_is_refused_unless_overwrite(tmp_path, tiny_
         ({"packing_format": "auto_round:marlin"}, r"packing_format 'auto_round:marlin' is not supported"),
         ({"quant_method": "gptq"}, r"quant_method is 'gptq'"),
         ({"data_type": "nf4"}, r"unknown data_type 'nf4'"),
+        (
+            {"data_type": "mx_fp", "group_size": 32},
+            r"data_type='mx_fp' cannot be read from this format; allowed: \['int'\]",
+        ),
     ],
 )
 def test_bad_quantization_configs_name_the_key(change, message) -> None:

@@ -131,6 +131,11 @@ def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
         default = Scheme.from_dict({k: config[k] for k in SCHEME_KEYS})
     except (ValueError, NotImplementedError) as exc:
         raise CheckpointError(f"quantization_config: {exc}") from exc
+    if default.data_type not in CAPABILITIES.data_types:
+        raise CheckpointError(
+            f"quantization_config.data_type={default.data_type!r} cannot be read from this format; "
+            f"allowed: {list(CAPABILITIES.data_types)}"
+        )
     if default.bits not in CAPABILITIES.bits:
         raise CheckpointError(
             f"quantization_config.bits={default.bits} cannot be unpacked; allowed: {list(CAPABILITIES.bits)}"
