@@ -11,7 +11,7 @@ tokens of wikitext-2 valid.txt at random.Random(0) offsets), loads SmolLM2-135M 
 threads, and reports the quantize call's wall time and the process's peak RSS (ru_maxrss, taken
 right after the call). Every perplexity (first 20 x 2048-token windows of wiki.test.raw, fp32) is
 computed here by autoround.eval.perplexity on the saved result: our and Intel's auto_round
-checkpoints through autoround.formats.dense.load_dense, llm-compressor's fake-quantized weights
+checkpoints through autoround.loading.load_dense, llm-compressor's fake-quantized weights
 loaded into the fp32 model.
 
 Writes bench/out/cpu_small.md (also printed) and bench/out/cpu_small.json (raw, rewritten after

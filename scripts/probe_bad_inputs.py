@@ -207,7 +207,7 @@ CASES = [
     Case("cuda on a cpu-only torch", _out("--device", "cuda"), expect="device 'cuda'"),
     Case("tpu", _out("--device", "tpu"), expect="device 'tpu'"),
     Case("bits 16", _out("--bits", "16"), expect="nothing to quantize"),
-    Case("negative iters", lambda w: [*_out()(w), "--iters", "-1"], expect="iters must be an integer >= 0, got -1"),
+    Case("negative iters", lambda w: [*_out()(w), "--iters", "-1"], expect="iters must be an integer >= 0"),
     _intel("--nblocks", "2"),
     _intel("--to_quant_block_names", "model.layers"),
     _intel("--enable_norm_bias_tuning"),
