@@ -51,3 +51,13 @@ def tiny_qwen3_moe():
     model = build_model(Qwen3MoeConfig(**TINY_QWEN3_MOE))
     unfuse_experts(model)
     return model
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny shapes gain nothing from threads, and on a busy
+    machine each op waits for them. Folders of tiny-shape tests use it automatically."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

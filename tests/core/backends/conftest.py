@@ -35,12 +35,8 @@ def packed_layer(
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes gain nothing from threads, and a busy machine makes each op wait for them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_threaded(one_thread):
+    """Every test here runs with the shared ``one_thread`` fixture."""
 
 
 @pytest.fixture

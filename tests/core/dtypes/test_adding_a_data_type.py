@@ -16,7 +16,7 @@ import torch
 from autoround.algorithms import quantize_rtn
 from autoround.algorithms.opt_rtn import importance_layers, opt_rtn_weight
 from autoround.algorithms.signround import TunedLinear
-from autoround.dtypes import DTYPES, DataType, QParams, RtnOnly
+from autoround.dtypes import DTYPES, DataType, QParams, RtnOnly, compose_qdq
 from autoround.errors import SchemeError
 from autoround.layer_plan import resolve
 from autoround.layer_quant import codes_of, dequantize_codes, quantize_weight
@@ -41,8 +41,7 @@ class AbsMax(RtnOnly):
         return qp.scale * (codes - qp.zero)
 
     def qdq(self, grouped, bits, sym, v=0.0, min_scale=1.0, max_scale=1.0) -> tuple[torch.Tensor, QParams]:
-        qp = self.qparams(grouped, bits, sym, min_scale, max_scale)
-        return self.dequantize(self.quantize(grouped, qp, bits, v), qp).to(grouped.dtype), qp
+        return compose_qdq(self, grouped, bits, sym, v, min_scale, max_scale)
 
 
 TOY: DataType = AbsMax()  # mypy checks that the toy implements the whole protocol

@@ -18,7 +18,6 @@ from torch import nn
 
 from autoround import runner
 from autoround.algorithms import OptRtnSettings
-from autoround.formats import check_format
 from autoround.intel_defaults import INTEL, INTEL_ARG_NAMES, NO_EFFECT_ARGS, intel_args
 from autoround.layer_plan import LayerConfig
 from autoround.output_guard import check_output_dir, run_inputs
@@ -147,7 +146,7 @@ class AutoRound:
         keyword arguments (Intel's ``inplace`` is accepted with a warning: it has no effect).
         """
         _refuse_unknown("quantize_and_save", kwargs, frozenset({"inplace"}))
-        self.run = dataclasses.replace(self.run, formats=(check_format(format),))
+        self.run = dataclasses.replace(self.run, formats=(format,))
         if self.result is not None:
             check_output_dir(output_dir, run_inputs(self.model, self.run.calibration.dataset))
             return runner.save(self.result, self.run, output_dir, overwrite)
@@ -158,7 +157,7 @@ class AutoRound:
 
     def preflight(self, format: str = "auto_round") -> None:
         """Check, before any work, that ``format`` and the runtimes serving it can take the plan."""
-        runner.preflight(self.model, dataclasses.replace(self.run, formats=(check_format(format),)))
+        runner.preflight(self.model, dataclasses.replace(self.run, formats=(format,)))
 
 
 def _refuse_unknown(

@@ -10,7 +10,7 @@ which imports this registry).
 
 from __future__ import annotations
 
-from autoround.dtypes.base import DataType, QParams, RtnOnly
+from autoround.dtypes.base import DataType, QParams, RtnOnly, compose_qdq
 from autoround.dtypes.grouping import GroupLayout, from_groups, to_groups
 from autoround.dtypes.int import IntDataType
 from autoround.dtypes.mx_fp import MxFpDataType
@@ -20,4 +20,13 @@ DTYPES: dict[str, DataType] = {
     "mx_fp": MxFpDataType(),
 }
 
-__all__ = ["DTYPES", "DataType", "GroupLayout", "QParams", "RtnOnly", "from_groups", "to_groups"]
+__all__ = [
+    "DTYPES",
+    "DataType",
+    "GroupLayout",
+    "QParams",
+    "RtnOnly",
+    "compose_qdq",
+    "from_groups",
+    "to_groups",
+]

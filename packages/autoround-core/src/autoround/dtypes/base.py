@@ -160,6 +160,21 @@ class DataType(Protocol):
         ...
 
 
+def compose_qdq(
+    dtype: DataType,
+    grouped: torch.Tensor,
+    bits: int,
+    sym: bool,
+    v: torch.Tensor | float = 0.0,
+    min_scale: torch.Tensor | float = 1.0,
+    max_scale: torch.Tensor | float = 1.0,
+) -> tuple[torch.Tensor, QParams]:
+    """:meth:`DataType.qdq` from the type's own parts: ``qparams``, ``quantize``, ``dequantize``,
+    the result in ``grouped``'s dtype. Types whose qdq is just that call this."""
+    qp = dtype.qparams(grouped, bits, sym, min_scale, max_scale)
+    return dtype.dequantize(dtype.quantize(grouped, qp, bits, v), qp).to(grouped.dtype), qp
+
+
 def _unsupported(dtype: object, what: str) -> NoReturn:
     raise NotImplementedError(f"data type {getattr(dtype, 'name', dtype)!r} does not support {what}")
 

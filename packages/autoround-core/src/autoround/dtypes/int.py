@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from autoround.dtypes.base import QParams
+from autoround.dtypes.base import QParams, compose_qdq
 from autoround.dtypes.int_formulas import (
     SCALE_DTYPE,
     SCALE_THRESHOLD,
@@ -131,9 +131,7 @@ class IntDataType:
         max_scale: torch.Tensor | float = 1.0,
     ) -> tuple[torch.Tensor, QParams]:
         """Quantize-dequantize in one call; the result has ``grouped``'s dtype."""
-        qp = self.qparams(grouped, bits, sym, min_scale, max_scale)
-        codes = self.quantize(grouped, qp, bits, v)
-        return self.dequantize(codes, qp).to(grouped.dtype), qp
+        return compose_qdq(self, grouped, bits, sym, v, min_scale, max_scale)
 
     def opt_rtn_qdq(
         self,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from autoround.dtypes.base import QParams, RtnOnly
+from autoround.dtypes.base import QParams, RtnOnly, compose_qdq
 
 #: Weights per shared scale in the OCP MX specification (and in every Intel MX preset).
 MX_BLOCK = 32
@@ -150,5 +150,4 @@ class MxFpDataType(RtnOnly):
         max_scale: torch.Tensor | float = 1.0,
     ) -> tuple[torch.Tensor, QParams]:
         """Quantize-dequantize in float32, returned in ``grouped``'s dtype (as Intel does)."""
-        qp = self.qparams(grouped, bits, sym, min_scale, max_scale)
-        return self.dequantize(self.quantize(grouped, qp, bits, v), qp).to(grouped.dtype), qp
+        return compose_qdq(self, grouped, bits, sym, v, min_scale, max_scale)
