@@ -33,7 +33,13 @@ from llmcompressor.modifiers.quantization.quantization import QuantizationMixin
 from pydantic import PrivateAttr, model_validator
 from torch import nn
 
-from autoround.algorithms import BlockReport, SignRoundSettings, quantize_block
+from autoround.algorithms import (
+    BlockActivations,
+    BlockReport,
+    SignRoundSettings,
+    cache_dtype,
+    quantize_block,
+)
 from autoround.intel_defaults import INTEL, intel_args
 from autoround.modeling import find_block_names
 from autoround.run import signround_settings
@@ -112,8 +118,7 @@ class SignRoundModifier(Modifier, QuantizationMixin):
     _layers: dict[str, dict[str, Scheme]] = PrivateAttr(default_factory=dict)
     _recorded: dict[str, RecordedInputs] = PrivateAttr(default_factory=dict)
     _attention: str | None = PrivateAttr(default=None)
-    _fp_in: torch.Tensor | None = PrivateAttr(default=None)
-    _q_in: torch.Tensor | None = PrivateAttr(default=None)
+    _activations: BlockActivations | None = PrivateAttr(default=None)
     _pending: set[str] = PrivateAttr(default_factory=set)
     _reports: list[BlockReport] = PrivateAttr(default_factory=list)
 
@@ -196,9 +201,13 @@ class SignRoundModifier(Modifier, QuantizationMixin):
             recorded = self._recorded.get(name)
             if id(block) not in in_subgraph or recorded is None or not recorded.hidden:
                 continue
-            captured = recorded.stacked()
-            fp_in = self._fp_in if self._fp_in is not None else captured
-            q_in = self._q_in if self._q_in is not None else captured
+            device = torch.device(self.device) if self.device else next(block.parameters()).device
+            if self._activations is None:
+                captured = recorded.stacked()
+                dtype = cache_dtype(captured.dtype, device)
+                self._activations = BlockActivations.start(
+                    captured, self.settings.enable_quanted_input, dtype, captured.device
+                )
             # the pipeline calibrates under no_grad and eager attention; tuning needs gradients, and
             # runs the block as autoround's quantize does
             with torch.enable_grad(), patch_attr(state.model.config, "_attn_implementation", self._attention):
@@ -206,18 +215,16 @@ class SignRoundModifier(Modifier, QuantizationMixin):
                     block,
                     name,
                     self._layers[name],
-                    fp_in,
-                    q_in,
+                    self._activations,
                     recorded.kwargs,
                     self.settings,
                     index,
-                    self.device or next(block.parameters()).device,
+                    device,
                 )
             for rel, quant in step.quants.items():
                 write_qparams(block.get_submodule(rel), quant)
                 self._pending.discard(f"{name}.{rel}")
             self._reports.append(step.report)
-            self._fp_in, self._q_in = step.fp_out, step.q_out
             del self._recorded[name]
 
     def on_calibration_end(self, state: State, event: Event | None, **kwargs: Any) -> None:
@@ -225,7 +232,7 @@ class SignRoundModifier(Modifier, QuantizationMixin):
         QuantizationMixin.end_calibration(self, state.model)
         self.remove_hooks()
         self._recorded.clear()
-        self._fp_in = self._q_in = None
+        self._activations = None
         if self._pending:
             raise RuntimeError(
                 f"SignRoundModifier: {len(self._pending)} target layer(s) were never tuned, e.g. "

@@ -13,6 +13,7 @@ from autoround.algorithms.base import (
     BlockDone,
     BlockRestore,
 )
+from autoround.algorithms.block_activations import BlockActivations, cache_dtype
 from autoround.algorithms.clip_init import CLIP_INITS
 from autoround.algorithms.opt_rtn import OptRtn, OptRtnSettings
 from autoround.algorithms.rtn import Rtn, quantize_rtn
@@ -28,11 +29,13 @@ __all__ = [
     "Algorithm",
     "AlgorithmJob",
     "AlgorithmResult",
+    "BlockActivations",
     "BlockDone",
     "BlockReport",
     "BlockRestore",
     "OptRtnSettings",
     "SignRoundSettings",
+    "cache_dtype",
     "quantize_block",
     "quantize_rtn",
     "tune_block",

@@ -250,8 +250,8 @@ def _optimize(
         total = torch.zeros((), device=device)
         for start in range(0, len(indices), settings.batch_size):
             chunk = torch.tensor(indices[start : start + settings.batch_size], device=inputs.device)
-            batch = inputs.index_select(0, chunk).to(device, non_blocking=True)
-            target = targets.index_select(0, chunk).to(device, non_blocking=True)
+            batch = inputs.index_select(0, chunk).to(device, torch.float32, non_blocking=True)
+            target = targets.index_select(0, chunk).to(device, torch.float32, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 output = block_output(block, batch, kwargs)
             loss = loss_fn(output, target)

@@ -24,16 +24,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from autoround.algorithms.base import AlgorithmJob, AlgorithmResult, BlockDone, BlockRestore
+from autoround.algorithms.block_activations import WORK_DTYPE, BlockActivations, cache_dtype, outputs
 from autoround.algorithms.imatrix import collect_input_squares
 from autoround.algorithms.signround import SignRoundSettings, TunedParams, qdq_with, tune_block
 from autoround.intel_defaults import INTEL
 from autoround.layer_plan import LayerPlan
 from autoround.layer_quant import LayerQuant
 from autoround.modeling.blocks import linear_weight
-from autoround.modeling.capture import block_output, capture_block_inputs, cast_kwargs
+from autoround.modeling.capture import capture_block_inputs, cast_kwargs
 
 logger = logging.getLogger(__name__)
-WORK_DTYPE = torch.float32
 
 
 @dataclass(frozen=True)
@@ -48,18 +48,6 @@ class BlockReport:
     best_iter: int
     seconds: float
     fell_back_to_rtn: bool = False
-
-
-@torch.no_grad()
-def _run(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any], batch: int) -> torch.Tensor:
-    """The block's outputs, computed batch by batch where the block lives, kept where ``hidden`` is."""
-    device = next(block.parameters()).device
-    return torch.cat(
-        [
-            block_output(block, hidden[i : i + batch].to(device), kwargs).to(hidden.device)
-            for i in range(0, len(hidden), batch)
-        ]
-    )
 
 
 def _set_weights(
@@ -95,18 +83,21 @@ def quantize_signround(
 
     ``restore`` (a resumed run) supplies blocks finished earlier: they are replayed to rebuild
     the next block's inputs, not tuned again. ``on_block_done`` is called after each tuned block.
-    ``low_gpu_mem_usage`` keeps the cached block inputs and outputs on the CPU, moving one batch
-    at a time to ``device``.
+    ``low_gpu_mem_usage`` keeps the cached block activations on the CPU, moving one batch at a
+    time to ``device``.
     """
     if len(plan.block_names) != 1:
         raise NotImplementedError(f"tuning several block lists is not built yet: {plan.block_names}")
     device = torch.device(device or "cpu")
     # The block list: a ModuleList (find_block_names) or the container a block_names entry names.
     blocks = cast(nn.ModuleList, model.get_submodule(plan.block_names[0]))
-    captured = capture_block_inputs(model, blocks[0], input_ids, next(model.parameters()).device, progress)
+    store = torch.device("cpu") if low_gpu_mem_usage else device
+    dtype = cache_dtype(next(model.parameters()).dtype, device)
+    model_device = next(model.parameters()).device
+    captured = capture_block_inputs(model, blocks[0], input_ids, model_device, progress, dtype, store)
     kwargs = cast_kwargs(captured.kwargs, WORK_DTYPE, device)
-    fp_in = captured.hidden.to(torch.device("cpu") if low_gpu_mem_usage else device, WORK_DTYPE)
-    q_in = fp_in
+    acts = BlockActivations.start(captured.hidden, settings.enable_quanted_input, dtype, store)
+    del captured
     results: dict[str, LayerQuant] = {}
     reports: list[BlockReport] = []
     bar = tqdm(range(len(blocks)), desc="SignRound", unit="block", disable=not progress)
@@ -119,67 +110,58 @@ def quantize_signround(
             restored = restore(index, model_block)
             if restored is not None:  # the original weights are the fp reference
                 results.update(restored)
-                fp_in, q_in = _replay(original, model_block, fp_in, q_in, kwargs, settings)
+                _replay(original, model_block, acts, kwargs, settings.batch_size)
                 continue
             del original
-        step = quantize_block(model_block, name, layers, fp_in, q_in, kwargs, settings, index, device)
-        quants, report = step.quants, step.report
-        reports.append(report)
-        results.update({f"{name}.{k}": v for k, v in quants.items()})
-        bar.set_postfix(rtn=f"{report.rtn_loss:.2e}", tuned=f"{report.tuned_loss:.2e}")
+        step = quantize_block(model_block, name, layers, acts, kwargs, settings, index, device)
+        reports.append(step.report)
+        quants = {f"{name}.{k}": v for k, v in step.quants.items()}
+        results.update(quants)
+        bar.set_postfix(rtn=f"{step.report.rtn_loss:.2e}", tuned=f"{step.report.tuned_loss:.2e}")
         if on_block_done is not None:
-            on_block_done(index, {f"{name}.{k}": v for k, v in quants.items()}, report)
-        fp_in, q_in = step.fp_out, step.q_out if settings.enable_quanted_input else step.fp_out
+            on_block_done(index, quants, step.report)
     return results, reports
 
 
 @dataclass(frozen=True)
 class BlockStep:
-    """One tuned block: its layers' parameters (names relative to the block), its report, the
-    full-precision block's outputs (the next block's targets are computed from them) and the
-    quantized block's outputs on the quantized inputs."""
+    """One tuned block: its layers' parameters (names relative to the block) and its report."""
 
     quants: dict[str, LayerQuant]
     report: BlockReport
-    fp_out: torch.Tensor
-    q_out: torch.Tensor
 
 
 def quantize_block(
     model_block: nn.Module,
     name: str,
     layers: dict[str, Any],
-    fp_in: torch.Tensor,
-    q_in: torch.Tensor,
+    activations: BlockActivations,
     kwargs: dict[str, Any],
     settings: SignRoundSettings,
     index: int = 0,
     device: torch.device | str | None = None,
 ) -> BlockStep:
-    """Tune one decoder block with SignRound and quantize-dequantize its layers in place.
+    """Tune one decoder block with SignRound, quantize-dequantize its layers in place, and
+    advance ``activations`` past it (the next block's inputs and the full-precision path).
 
     This is one step of :func:`quantize_signround`, for hosts that walk the blocks themselves
     (llm-compressor's sequential pipeline). ``layers`` maps names relative to the block to their
-    :class:`~autoround.schemes.Scheme`; ``fp_in`` (nsamples, seq, hidden) is what the
-    full-precision block receives from full-precision predecessors, ``q_in`` what it receives from
-    quantized ones (the same tensor for the first block); ``kwargs`` are the block's other
-    arguments (attention mask, rotary embeddings), shared by all samples. Tuning runs in fp32 (bf16
-    matrix products where ``settings.amp`` allows) on a copy of the block on ``device`` (default:
-    the CPU); ``index`` seeds the batch order as the block's position does in a full run. The
-    model's block keeps its dtype.
+    :class:`~autoround.schemes.Scheme`; ``activations`` starts from the first block's inputs
+    (:meth:`BlockActivations.start`); ``kwargs`` are the block's other arguments (attention mask,
+    rotary embeddings), shared by all samples. Tuning runs in fp32 (bf16 matrix products where
+    ``settings.amp`` allows) on a copy of the block on ``device`` (default: the CPU); ``index``
+    seeds the batch order as the block's position does in a full run. The model's block keeps
+    its dtype.
     """
     device = torch.device(device or "cpu")
     kwargs = cast_kwargs(kwargs, WORK_DTYPE, device)
-    fp_in, q_in = fp_in.to(dtype=WORK_DTYPE), q_in.to(dtype=WORK_DTYPE)
     work = copy.deepcopy(model_block).to(device, WORK_DTYPE)
     start = time.perf_counter()
     with collect_input_squares(work, layers if settings.enable_alg_ext else {}) as imatrix:
-        fp_out = _run(work, fp_in, kwargs, settings.batch_size)
-    quants, report, q_out = _tune_one(
-        work, model_block, name, layers, fp_in, q_in, fp_out, kwargs, settings, index, imatrix
-    )
+        activations.advance_fp(work, kwargs, settings.batch_size)
+    quants, report = _tune_one(work, model_block, name, layers, activations, kwargs, settings, index, imatrix)
     report = BlockReport(**{**report.__dict__, "seconds": time.perf_counter() - start})
-    return BlockStep(quants, report, fp_out, q_out)
+    return BlockStep(quants, report)
 
 
 def _tune_one(
@@ -187,25 +169,26 @@ def _tune_one(
     model_block: nn.Module,
     name: str,
     layers: dict[str, Any],
-    fp_in: torch.Tensor,
-    q_in: torch.Tensor,
-    fp_out: torch.Tensor,
+    acts: BlockActivations,
     kwargs: dict[str, Any],
     settings: SignRoundSettings,
     index: int,
     imatrix: dict[str, torch.Tensor],
-) -> tuple[dict[str, LayerQuant], BlockReport, torch.Tensor]:
+) -> tuple[dict[str, LayerQuant], BlockReport]:
     if not layers:
-        return {}, BlockReport(name, 0, 0.0, 0.0, 0, 0.0), _run(work, q_in, kwargs, settings.batch_size)
-    inputs = q_in if settings.enable_quanted_input else fp_in
-    result = tune_block(work, inputs, fp_out, kwargs, layers, settings, seed_offset=index, imatrix=imatrix)
+        acts.advance_tuned(work, kwargs, settings.batch_size)
+        return {}, BlockReport(name, 0, 0.0, 0.0, 0, 0.0)
+    result = tune_block(
+        work, acts.tuned, acts.fp, kwargs, layers, settings, seed_offset=index, imatrix=imatrix
+    )
     params = result.params
     originals = {n: linear_weight(work.get_submodule(n)).detach().clone() for n in layers}
     # the report's losses are taken on the first batch: a pass over every sample would cost as
     # much as the block's reference forward again, for a diagnostic
-    probe = slice(0, settings.batch_size)
+    device = next(work.parameters()).device
+    probe, target = acts.tuned[: settings.batch_size], acts.fp[: settings.batch_size].to(device, WORK_DTYPE)
     _set_weights(work, None, layers, {n: p.rtn() for n, p in params.items()})
-    rtn_loss = F.mse_loss(_run(work, inputs[probe], kwargs, settings.batch_size), fp_out[probe]).item()
+    rtn_loss = F.mse_loss(outputs(work, probe, kwargs, settings.batch_size), target).item()
     for n, weight in originals.items():
         linear_weight(work.get_submodule(n)).data.copy_(weight)
     fell_back = not math.isfinite(result.best_loss)
@@ -213,9 +196,8 @@ def _tune_one(
         logger.warning("%s: loss became %s during tuning; keeping its RTN result", name, result.best_loss)
         params = {n: p.rtn() for n, p in params.items()}
     quants = _set_weights(work, model_block, layers, params)
-    q_out = _run(work, q_in, kwargs, settings.batch_size)
-    tuned_out = q_out[probe] if inputs is q_in else _run(work, inputs[probe], kwargs, settings.batch_size)
-    tuned_loss = F.mse_loss(tuned_out, fp_out[probe]).item()
+    tuned_loss = F.mse_loss(outputs(work, probe, kwargs, settings.batch_size), target).item()
+    acts.advance_tuned(work, kwargs, settings.batch_size)
     logger.info(
         "%s: %d layers, loss RTN %.3e -> tuned %.3e (best iter %d)",
         name,
@@ -224,28 +206,17 @@ def _tune_one(
         tuned_loss,
         result.best_iter,
     )
-    return (
-        quants,
-        BlockReport(name, len(layers), rtn_loss, tuned_loss, result.best_iter, 0.0, fell_back),
-        q_out,
-    )
+    return quants, BlockReport(name, len(layers), rtn_loss, tuned_loss, result.best_iter, 0.0, fell_back)
 
 
 def _replay(
-    work: nn.Module,
-    model_block: nn.Module,
-    fp_in: torch.Tensor,
-    q_in: torch.Tensor,
-    kwargs: dict[str, Any],
-    settings: SignRoundSettings,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outputs of a finished block: ``work`` holds its original weights, ``model_block`` the
+    work: nn.Module, model_block: nn.Module, acts: BlockActivations, kwargs: dict[str, Any], batch_size: int
+) -> None:
+    """Advance past a finished block: ``work`` holds its original weights, ``model_block`` the
     quantized ones, exactly as an uninterrupted run would have left them."""
-    fp_out = _run(work, fp_in, kwargs, settings.batch_size)
-    if not settings.enable_quanted_input:
-        return fp_out, fp_out
-    quantized = copy.deepcopy(model_block).to(fp_in.device, WORK_DTYPE)
-    return fp_out, _run(quantized, q_in, kwargs, settings.batch_size)
+    acts.advance_fp(work, kwargs, batch_size)
+    quantized = copy.deepcopy(model_block).to(next(work.parameters()).device, WORK_DTYPE)
+    acts.advance_tuned(quantized, kwargs, batch_size)
 
 
 #: Settings a checkpoint leaves out at Intel's default (as Intel's does); ``amp`` is always written.

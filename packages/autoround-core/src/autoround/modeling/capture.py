@@ -46,15 +46,23 @@ def capture_block_inputs(
     input_ids: torch.Tensor,
     device: torch.device,
     progress: bool = True,
+    dtype: torch.dtype | None = None,
+    store: torch.device | None = None,
 ) -> BlockInputs:
-    """Run ``model`` on each row of ``input_ids`` until ``first_block`` and record its inputs."""
-    hidden: list[torch.Tensor] = []
+    """Run ``model`` (on ``device``) on each row of ``input_ids`` until ``first_block`` and record
+    its inputs, written straight into one tensor of ``dtype`` on ``store`` (default: as the
+    model gives them)."""
+    hidden: list[torch.Tensor] = []  # one tensor for all samples, allocated on the first
     shared: dict[str, Any] = {}
     positional: list[int] = []  # indices of extra positional arguments (refused below)
+    row_index = 0
 
     def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         states = args[0] if args else kwargs.pop("hidden_states")
-        hidden.append(states.detach())
+        if not hidden:
+            shape = (len(input_ids), *states.shape[1:])
+            hidden.append(torch.empty(shape, dtype=dtype or states.dtype, device=store or states.device))
+        hidden[0][row_index].copy_(states[0])
         if not shared and not positional:
             shared.update(_strip_cache(kwargs))
             positional.extend(range(1, len(args)))
@@ -65,6 +73,7 @@ def capture_block_inputs(
         for row in tqdm(input_ids, desc="capturing block inputs", unit="sample", disable=not progress):
             with contextlib.suppress(_Stop):
                 model(input_ids=row.unsqueeze(0).to(device), use_cache=False)
+            row_index += 1
     finally:
         handle.remove()
     if positional:
@@ -72,7 +81,7 @@ def capture_block_inputs(
             f"{type(first_block).__name__} receives extra positional arguments; only keyword arguments "
             f"besides the hidden states are supported"
         )
-    return BlockInputs(torch.cat(hidden, dim=0), shared)
+    return BlockInputs(hidden[0], shared)
 
 
 def block_output(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
