@@ -23,7 +23,6 @@ The loop keeps everything on the device: the best loss and best parameters are t
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,11 +32,11 @@ from torch import nn
 
 from autoround.algorithms import scale_init
 from autoround.algorithms.clip_init import initial_clipping
+from autoround.algorithms.signround_loop import BlockLoop, loss_for
 from autoround.algorithms.signround_settings import SignRoundSettings
 from autoround.dtypes import DTYPES, from_groups, to_groups
 from autoround.layer_quant import LayerQuant
 from autoround.modeling.blocks import linear_weight
-from autoround.modeling.capture import block_output
 from autoround.schemes import Scheme
 
 #: Range the clipping factors are kept in (Intel's ``minmax_scale_bound``).
@@ -142,17 +141,6 @@ class BlockResult:
     best_iter: int
 
 
-def _batches(nsamples: int, size: int, rng: random.Random) -> Any:
-    """Shuffled index batches, reshuffling when fewer than ``size`` remain (Intel's sampler)."""
-    order: list[int] = []
-    while True:
-        if len(order) < size:
-            order = list(range(nsamples))
-            rng.shuffle(order)
-        batch, order = order[:size], order[size:]
-        yield batch
-
-
 def _wrap(
     block: nn.Module,
     layers: dict[str, Scheme],
@@ -232,89 +220,27 @@ def _optimize(
     seed_offset: int,
 ) -> BlockResult:
     groups = _param_groups(wrapped, settings)
-    params = [p for p, _ in groups]
-    best = [p.detach().clone() for p in params]
+    low_bit = any(t.scheme.bits < 4 for t in wrapped.values())
     # The block computes where its weights live; the cached activations may live elsewhere
     # (on the CPU with low_gpu_mem_usage), and only each batch is moved.
-    device = params[0].device
-    best_loss = torch.tensor(float("inf"), device=device)
-    best_iter = torch.tensor(0, device=device)
-    losses = torch.empty(settings.iters, device=device)
-    nsamples = inputs.shape[0]
-    per_step = min(nsamples, settings.batch_size * settings.gradient_accumulate_steps)
-    sampler = _batches(nsamples, per_step, random.Random(settings.seed + seed_offset))
-    loss_fn = _loss_fn(wrapped, settings)
-    amp_dtype = settings.autocast_dtype(device)
-    for step in range(settings.iters):
-        indices = next(sampler)
-        total = torch.zeros((), device=device)
-        for start in range(0, len(indices), settings.batch_size):
-            chunk = torch.tensor(indices[start : start + settings.batch_size], device=inputs.device)
-            batch = inputs.index_select(0, chunk).to(device, torch.float32, non_blocking=True)
-            target = targets.index_select(0, chunk).to(device, torch.float32, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                output = block_output(block, batch, kwargs)
-            loss = loss_fn(output, target)
-            (loss / settings.gradient_accumulate_steps).backward()
-            total = total + loss.detach()
-        total = total / settings.gradient_accumulate_steps
-        losses[step] = total
-        _keep_if_better(total, step, best_loss, best_iter, best, params)
-        _sign_step(groups, 1.0 - step / settings.iters)
-        for tuned in wrapped.values():
-            tuned.clamp_()
-    if not settings.keep_best:
-        best = [p.detach().clone() for p in params]
+    loop = BlockLoop(
+        block,
+        groups,
+        [t.clamp_ for t in wrapped.values()],
+        inputs,
+        targets,
+        kwargs,
+        settings,
+        loss_for(low_bit, settings),
+        groups[0][0].device,
+    )
+    loop.run(settings.seed + seed_offset)
+    params = [p for p, _ in groups]
+    best = loop.best if settings.keep_best else [p.detach().clone() for p in params]
     result = _collect(wrapped, dict(zip(map(id, params), best, strict=True)))
-    final_iter = int(best_iter) if settings.keep_best else settings.iters - 1
-    final_loss = float(best_loss) if settings.keep_best else float(losses[-1])
-    return BlockResult(result, float(losses[0]), final_loss, final_iter)
-
-
-def _plain_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(pred.float(), target.float())
-
-
-def _loss_fn(wrapped: dict[str, TunedLinear], settings: SignRoundSettings) -> Any:
-    """MSE, or with ``enable_alg_ext`` below 4 bits, MSE without the largest errors (Intel's)."""
-    low_bit = any(t.scheme.bits < 4 for t in wrapped.values())
-    return scale_init.outlier_suppressed_mse if settings.enable_alg_ext and low_bit else _plain_mse
-
-
-@torch.no_grad()
-def _keep_if_better(
-    loss: torch.Tensor,
-    step: int,
-    best_loss: torch.Tensor,
-    best_iter: torch.Tensor,
-    best: list[torch.Tensor],
-    params: list[nn.Parameter],
-) -> None:
-    """Remember the parameters of the lowest loss so far, in place.
-
-    On an accelerator a Python branch would wait for the device every iteration, so the copy is
-    a ``torch.where``; on the CPU nothing is queued, and branching copies only on improvement.
-    """
-    if loss.device.type == "cpu":
-        if loss < best_loss:
-            best_loss.copy_(loss)
-            best_iter.fill_(step)
-            for kept, current in zip(best, params, strict=True):
-                kept.copy_(current)
-        return
-    better = loss < best_loss
-    best_loss.copy_(torch.where(better, loss, best_loss))
-    best_iter.copy_(torch.where(better, step, best_iter))
-    for kept, current in zip(best, params, strict=True):
-        kept.copy_(torch.where(better, current, kept))
-
-
-@torch.no_grad()
-def _sign_step(groups: list[tuple[nn.Parameter, float]], factor: float) -> None:
-    for param, lr in groups:
-        if param.grad is not None:
-            param.add_(param.grad.sign(), alpha=-lr * factor)
-            param.grad = None
+    final_iter = int(loop.best_iter) if settings.keep_best else settings.iters - 1
+    final_loss = float(loop.best_loss) if settings.keep_best else float(loop.last_loss)
+    return BlockResult(result, float(loop.first_loss), final_loss, final_iter)
 
 
 def _collect(wrapped: dict[str, TunedLinear], best: dict[int, torch.Tensor]) -> dict[str, TunedParams]:

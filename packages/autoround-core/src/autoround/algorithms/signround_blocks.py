@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from autoround.algorithms.base import AlgorithmJob, AlgorithmResult, BlockDone, BlockRestore
 from autoround.algorithms.block_activations import WORK_DTYPE, BlockActivations, cache_dtype, outputs
+from autoround.algorithms.block_placement import blocks_on_host
 from autoround.algorithms.imatrix import collect_input_squares
 from autoround.algorithms.signround import SignRoundSettings, TunedParams, qdq_with, tune_block
 from autoround.intel_defaults import INTEL
@@ -91,36 +92,55 @@ def quantize_signround(
     device = torch.device(device or "cpu")
     # The block list: a ModuleList (find_block_names) or the container a block_names entry names.
     blocks = cast(nn.ModuleList, model.get_submodule(plan.block_names[0]))
-    store = torch.device("cpu") if low_gpu_mem_usage else device
-    dtype = cache_dtype(next(model.parameters()).dtype, device)
-    model_device = next(model.parameters()).device
-    captured = capture_block_inputs(model, blocks[0], input_ids, model_device, progress, dtype, store)
-    kwargs = cast_kwargs(captured.kwargs, WORK_DTYPE, device)
-    acts = BlockActivations.start(captured.hidden, settings.enable_quanted_input, dtype, store)
-    del captured
-    results: dict[str, LayerQuant] = {}
-    reports: list[BlockReport] = []
-    bar = tqdm(range(len(blocks)), desc="SignRound", unit="block", disable=not progress)
-    for index in bar:
-        name = f"{plan.block_names[0]}.{index}"
-        model_block = blocks[index]
-        layers = {k[len(name) + 1 :]: s for k, s in plan.in_block(name).items()}
-        if restore is not None:
-            original = copy.deepcopy(model_block).to(device, WORK_DTYPE)  # before restore() writes
-            restored = restore(index, model_block)
-            if restored is not None:  # the original weights are the fp reference
-                results.update(restored)
-                _replay(original, model_block, acts, kwargs, settings.batch_size)
-                continue
-            del original
-        step = quantize_block(model_block, name, layers, acts, kwargs, settings, index, device)
-        reports.append(step.report)
-        quants = {f"{name}.{k}": v for k, v in step.quants.items()}
-        results.update(quants)
-        bar.set_postfix(rtn=f"{step.report.rtn_loss:.2e}", tuned=f"{step.report.tuned_loss:.2e}")
-        if on_block_done is not None:
-            on_block_done(index, quants, step.report)
-    return results, reports
+    walk = _BlockWalk(plan, settings, device, progress, on_block_done, restore)
+    with blocks_on_host(blocks, device):
+        store = torch.device("cpu") if low_gpu_mem_usage else device
+        dtype = cache_dtype(next(model.parameters()).dtype, device)
+        model_device = next(model.parameters()).device
+        captured = capture_block_inputs(model, blocks[0], input_ids, model_device, progress, dtype, store)
+        kwargs = cast_kwargs(captured.kwargs, WORK_DTYPE, device)
+        acts = BlockActivations.start(captured.hidden, settings.enable_quanted_input, dtype, store)
+        del captured
+        return walk.run(blocks, acts, kwargs)
+
+
+@dataclass(frozen=True)
+class _BlockWalk:
+    """The walk over the blocks of one run (see :func:`quantize_signround`)."""
+
+    plan: LayerPlan
+    settings: SignRoundSettings
+    device: torch.device
+    progress: bool
+    on_block_done: BlockDone | None
+    restore: BlockRestore | None
+
+    def run(
+        self, blocks: nn.ModuleList, acts: BlockActivations, kwargs: dict[str, Any]
+    ) -> tuple[dict[str, LayerQuant], list[BlockReport]]:
+        results: dict[str, LayerQuant] = {}
+        reports: list[BlockReport] = []
+        bar = tqdm(range(len(blocks)), desc="SignRound", unit="block", disable=not self.progress)
+        for index in bar:
+            name = f"{self.plan.block_names[0]}.{index}"
+            model_block = blocks[index]
+            if self.restore is not None:
+                original = copy.deepcopy(model_block).to(self.device, WORK_DTYPE)  # before restore() writes
+                restored = self.restore(index, model_block)
+                if restored is not None:  # the original weights are the fp reference
+                    results.update(restored)
+                    _replay(original, model_block, acts, kwargs, self.settings.batch_size)
+                    continue
+                del original
+            layers = {k[len(name) + 1 :]: s for k, s in self.plan.in_block(name).items()}
+            step = quantize_block(model_block, name, layers, acts, kwargs, self.settings, index, self.device)
+            reports.append(step.report)
+            quants = {f"{name}.{k}": v for k, v in step.quants.items()}
+            results.update(quants)
+            bar.set_postfix(rtn=f"{step.report.rtn_loss:.2e}", tuned=f"{step.report.tuned_loss:.2e}")
+            if self.on_block_done is not None:
+                self.on_block_done(index, quants, step.report)
+        return results, reports
 
 
 @dataclass(frozen=True)
