@@ -52,23 +52,3 @@ def test_vllm_serve_answers_completion(tmp_path):
     text = answer["choices"][0]["text"]
     assert len(text.strip()) > 0 and answer["usage"]["completion_tokens"] == 8
     print(f"vllm serve answered: {text!r}")
-
-
-def test_sglang_registration():
-    """SGLang's own registry takes our method; runs only where SGLang imports (see docs/vllm.md)."""
-    quantization = pytest.importorskip("sglang.srt.layers.quantization", reason="SGLang does not import here")
-    from autoround_vllm.sglang_plugin import register
-
-    cls = register()
-    assert next(iter(quantization.QUANTIZATION_METHODS)) == "autoround"
-    assert quantization.get_quantization_config("autoround") is cls
-    w4 = {
-        "quant_method": "auto-round",
-        "packing_format": "auto_round:auto_gptq",
-        "bits": 2,
-        "group_size": 64,
-        "sym": True,
-        "data_type": "int",
-        "block_name_to_quantize": "model.layers",
-    }
-    assert cls.override_quantization_method(w4, None) == "autoround"
