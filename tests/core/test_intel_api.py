@@ -40,3 +40,9 @@ def test_quantize_and_save_accepts_intels_inplace_with_a_warning(tmp_path, tiny_
         path = rounder.quantize_and_save(tmp_path / "out", inplace=True)
     assert (path / "config.json").is_file()
     assert any("['inplace'] have no effect" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("device_map", ["0,1", "cuda:0,cuda:1", {"model.layers.0": 0, "model.layers.1": 1}])
+def test_a_device_map_of_several_devices_is_refused_before_any_work(tiny_llama, device_map) -> None:
+    with pytest.raises(NotImplementedError, match="several devices"):
+        AutoRound(tiny_llama, iters=0, device_map=device_map)

@@ -69,7 +69,7 @@ class AutoRound:
         batch_size: int = INTEL.batch_size,
         gradient_accumulate_steps: int = INTEL.gradient_accumulate_steps,
         low_gpu_mem_usage: bool = INTEL.low_gpu_mem_usage,
-        device_map: str | int | None = INTEL.device_map,
+        device_map: str | int | dict[str, Any] | None = INTEL.device_map,
         enable_torch_compile: bool = False,
         seed: int = INTEL.seed,
         *,

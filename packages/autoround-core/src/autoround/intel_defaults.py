@@ -47,7 +47,7 @@ class IntelArgs:
     low_gpu_mem_usage: bool = False
     quant_lm_head: bool = False
     dataset: Any = DEFAULT_DATASET
-    device_map: str | int | None = None
+    device_map: str | int | dict[str, Any] | None = None
     #: Ours differs (Intel: False): see :mod:`autoround.algorithms.scale_init`.
     enable_alg_ext: bool = True
     #: Ours: where SignRound's clipping factors start ("minmax" is Intel's start).

@@ -97,9 +97,15 @@ def _algorithm(args: IntelArgs) -> tuple[str, Any]:
     return "opt_rtn", OptRtnSettings() if args.amp else OptRtnSettings(imatrix_dtype="float32")
 
 
-def device_of(device_map: str | int | None) -> str | None:
+def device_of(device_map: str | int | dict[str, Any] | None) -> str | None:
     """Intel's ``device_map`` as the device a run computes on: None/"auto" is CUDA where there is
-    one (else where the weights live), an int a CUDA index; anything else is checked."""
+    one (else where the weights live), an int a CUDA index; anything else is checked. A map of
+    several devices ("0,1", a per-layer dict) is refused: tuning across devices is not built."""
+    if isinstance(device_map, dict) or (isinstance(device_map, str) and "," in device_map):
+        raise NotImplementedError(
+            f"device_map={device_map!r} names several devices; tuning across several GPUs is not "
+            f"built yet: pass one device (e.g. 'cuda:0')"
+        )
     if device_map in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else None
     if isinstance(device_map, int):
