@@ -35,6 +35,8 @@ from autoround.model_sources import materialize_smollm2
 HERE = Path(__file__).parent
 VALID_TEXT = HERE.parent / "packages/autoround-core/src/autoround/data/wikitext2_valid.txt"
 LLAMA_SHAPES = {
+    "smollm2_random": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                           num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
     "llama1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                     num_key_value_heads=8, vocab_size=49152),
     "llama8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
@@ -44,6 +46,7 @@ DEFAULT = dict(iters=200, nsamples=128, seqlen=2048, batch_size=8)
 ROWS = {
     "smollm2_w4": ("smollm2", dict(scheme="W4A16", **DEFAULT)),
     "smollm2_w2": ("smollm2", dict(scheme="W2A16G64", **DEFAULT)),
+    "smollm2_random_w4": ("smollm2_random", dict(scheme="W4A16", **DEFAULT)),
     "llama1b_w4": ("llama1b", dict(scheme="W4A16", **DEFAULT)),
     "llama8b_w4": ("llama8b", dict(scheme="W4A16", **DEFAULT)),
 }
@@ -65,6 +68,7 @@ def run_tool(tool: str, row: str, model_dir: Path, ids_path: Path, scratch: Path
     out = scratch / f"{row}-{tool}"
     job = {
         "tool": tool,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
         "model_dir": str(model_dir),
         "ids_path": str(ids_path),
         "recipe": ROWS[row][1],
@@ -83,8 +87,9 @@ def run_tool(tool: str, row: str, model_dir: Path, ids_path: Path, scratch: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gguf", required=True, help="SmolLM2-135M-Instruct.Q4_1.gguf")
-    parser.add_argument("--eval-text", required=True, help="wiki.test.raw")
+    parser.add_argument("--gguf", help="SmolLM2-135M-Instruct.Q4_1.gguf (the smollm2 rows need it)")
+    parser.add_argument("--tokenizer", help="a SmolLM2 tokenizer directory, when there is no --gguf")
+    parser.add_argument("--eval-text", help="wiki.test.raw (the smollm2 rows need it)")
     parser.add_argument(
         "--rows", default="smollm2_w4,llama1b_w4", help=f"comma-separated, from {sorted(ROWS)}"
     )
@@ -100,8 +105,14 @@ def main() -> None:
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        smollm2 = materialize_smollm2(scratch / "cache", gguf_path=args.gguf)
         from transformers import AutoTokenizer
+
+        if args.gguf:
+            smollm2 = materialize_smollm2(scratch / "cache", gguf_path=args.gguf)
+        elif args.tokenizer and not any(ROWS[r][0] == "smollm2" for r in rows):
+            smollm2 = Path(args.tokenizer)
+        else:
+            parser.error("the smollm2 rows need --gguf and --eval-text; the others --gguf or --tokenizer")
 
         tokenizer = AutoTokenizer.from_pretrained(smollm2)
         ids = windows_from_text(tokenizer, VALID_TEXT.read_text(), 128, 2048, seed=0).input_ids

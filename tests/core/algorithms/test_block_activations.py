@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoround.algorithms.block_activations import BlockActivations, cache_dtype
+from autoround.algorithms.block_activations import BlockActivations, cache_dtype, reference_autocast
 from autoround.modeling.capture import block_output, capture_block_inputs
 
 
@@ -88,3 +88,32 @@ def test_capture_writes_into_one_tensor_of_the_asked_dtype(make_llama) -> None:
 )
 def test_cache_dtype(model_dtype: torch.dtype, device: str, expected: torch.dtype) -> None:
     assert cache_dtype(model_dtype, device) == expected
+
+
+@pytest.mark.parametrize(
+    ("amp_dtype", "device", "expected"),
+    [
+        (torch.bfloat16, "cpu", None),  # CPU targets stay float32
+        (None, "cpu", None),
+        (torch.bfloat16, "cuda", torch.bfloat16),  # no float32 math-kernel attention on CUDA
+        (None, "cuda", None),  # amp off: float32 everywhere
+    ],
+)
+def test_reference_forwards_autocast_like_tuning_on_accelerators_only(amp_dtype, device, expected) -> None:
+    assert reference_autocast(amp_dtype, device) == expected
+
+
+def test_reference_forwards_under_autocast_are_bf16_matrix_products(first_block_inputs) -> None:
+    model, captured = first_block_inputs
+    block = model.model.layers[0]
+    plain = captured.hidden.clone()
+    autocast = captured.hidden.clone()
+    BlockActivations.start(plain, True, torch.float32, torch.device("cpu")).advance_fp(
+        block, captured.kwargs, 2
+    )
+    acts = BlockActivations.start(autocast, True, torch.float32, torch.device("cpu"), torch.bfloat16)
+    acts.advance_fp(block, captured.kwargs, 2)
+    reference = _reference_outputs(block, captured.hidden, captured.kwargs)
+    assert acts.fp.dtype == torch.float32
+    torch.testing.assert_close(acts.fp, reference, rtol=0.05, atol=0.05)  # bf16 products: close
+    assert not torch.equal(acts.fp, reference)  # but not float32's

@@ -36,7 +36,7 @@ def test_batches_larger_than_the_calibration_set_take_every_sample() -> None:
         ("cuda", "cpu", 200, "1", False),  # low_gpu_mem_usage: batches come from the host
         ("cuda", "cuda", GRAPH_WARMUP, "1", False),  # nothing left to replay
         ("cuda", "cuda", 200, "0", False),
-        ("cuda", "cuda", 200, None, False),  # opt-in until measured on a GPU
+        ("cuda", "cuda", 200, None, True),
         ("cuda", "cuda", 200, "1", True),
     ],
 )

@@ -39,6 +39,7 @@ from autoround.algorithms import (
     SignRoundSettings,
     cache_dtype,
     quantize_block,
+    reference_autocast,
 )
 from autoround.intel_defaults import INTEL, intel_args
 from autoround.modeling import find_block_names
@@ -205,8 +206,9 @@ class SignRoundModifier(Modifier, QuantizationMixin):
             if self._activations is None:
                 captured = recorded.stacked()
                 dtype = cache_dtype(captured.dtype, device)
+                autocast = reference_autocast(self.settings.autocast_dtype(device), device)
                 self._activations = BlockActivations.start(
-                    captured, self.settings.enable_quanted_input, dtype, captured.device
+                    captured, self.settings.enable_quanted_input, dtype, captured.device, autocast
                 )
             # the pipeline calibrates under no_grad and eager attention; tuning needs gradients, and
             # runs the block as autoround's quantize does

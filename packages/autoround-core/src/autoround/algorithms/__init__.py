@@ -13,7 +13,7 @@ from autoround.algorithms.base import (
     BlockDone,
     BlockRestore,
 )
-from autoround.algorithms.block_activations import BlockActivations, cache_dtype
+from autoround.algorithms.block_activations import BlockActivations, cache_dtype, reference_autocast
 from autoround.algorithms.clip_init import CLIP_INITS
 from autoround.algorithms.opt_rtn import OptRtn, OptRtnSettings
 from autoround.algorithms.rtn import Rtn, quantize_rtn
@@ -38,5 +38,6 @@ __all__ = [
     "cache_dtype",
     "quantize_block",
     "quantize_rtn",
+    "reference_autocast",
     "tune_block",
 ]

@@ -26,12 +26,20 @@ def _device_of(block: nn.Module) -> torch.device | None:
     return first.device if first is not None else None
 
 
+def _indexed(device: torch.device) -> torch.device:
+    """``cuda`` as the ``cuda:N`` it means (the current device), so devices compare equal."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 @contextlib.contextmanager
 def blocks_on_host(blocks: nn.ModuleList, device: torch.device) -> Iterator[None]:
     """While open, the ``blocks`` that live on the accelerator ``device`` wait on the CPU."""
     if device.type == "cpu":
         yield
         return
+    device = _indexed(device)
     parked = [
         b for b in blocks if _device_of(b) == device and not any(hasattr(m, "_hf_hook") for m in b.modules())
     ]

@@ -24,7 +24,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from autoround.algorithms.base import AlgorithmJob, AlgorithmResult, BlockDone, BlockRestore
-from autoround.algorithms.block_activations import WORK_DTYPE, BlockActivations, cache_dtype, outputs
+from autoround.algorithms.block_activations import (
+    WORK_DTYPE,
+    BlockActivations,
+    cache_dtype,
+    outputs,
+    reference_autocast,
+)
 from autoround.algorithms.block_placement import blocks_on_host
 from autoround.algorithms.imatrix import collect_input_squares
 from autoround.algorithms.signround import SignRoundSettings, TunedParams, qdq_with, tune_block
@@ -99,7 +105,8 @@ def quantize_signround(
         model_device = next(model.parameters()).device
         captured = capture_block_inputs(model, blocks[0], input_ids, model_device, progress, dtype, store)
         kwargs = cast_kwargs(captured.kwargs, WORK_DTYPE, device)
-        acts = BlockActivations.start(captured.hidden, settings.enable_quanted_input, dtype, store)
+        autocast = reference_autocast(settings.autocast_dtype(device), device)
+        acts = BlockActivations.start(captured.hidden, settings.enable_quanted_input, dtype, store, autocast)
         del captured
         return walk.run(blocks, acts, kwargs)
 
@@ -208,7 +215,7 @@ def _tune_one(
     device = next(work.parameters()).device
     probe, target = acts.tuned[: settings.batch_size], acts.fp[: settings.batch_size].to(device, WORK_DTYPE)
     _set_weights(work, None, layers, {n: p.rtn() for n, p in params.items()})
-    rtn_loss = F.mse_loss(outputs(work, probe, kwargs, settings.batch_size), target).item()
+    rtn_loss = F.mse_loss(outputs(work, probe, kwargs, settings.batch_size, acts.autocast), target).item()
     for n, weight in originals.items():
         linear_weight(work.get_submodule(n)).data.copy_(weight)
     fell_back = not math.isfinite(result.best_loss)
@@ -216,7 +223,7 @@ def _tune_one(
         logger.warning("%s: loss became %s during tuning; keeping its RTN result", name, result.best_loss)
         params = {n: p.rtn() for n, p in params.items()}
     quants = _set_weights(work, model_block, layers, params)
-    tuned_loss = F.mse_loss(outputs(work, probe, kwargs, settings.batch_size), target).item()
+    tuned_loss = F.mse_loss(outputs(work, probe, kwargs, settings.batch_size, acts.autocast), target).item()
     acts.advance_tuned(work, kwargs, settings.batch_size)
     logger.info(
         "%s: %d layers, loss RTN %.3e -> tuned %.3e (best iter %d)",

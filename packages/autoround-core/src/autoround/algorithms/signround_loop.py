@@ -5,12 +5,13 @@ iteration number) is laid out beforehand as tensors, so an iteration is the same
 device operations every time and never waits for the host. On CUDA that sequence can be
 recorded once as a CUDA graph and replayed (:func:`use_cuda_graphs`): a small block's iteration
 is otherwise bound by the host launching several hundred small kernels, not by the GPU. The graph
-replays the very kernels the eager iteration launches, so results do not change. Opt-in
-(``AUTOROUND_CUDA_GRAPHS=1``) until its run on a GPU is recorded in docs/benchmarks.md.
+replays the very kernels the eager iteration launches, so results do not change (tested bit for
+bit on an H100; ``AUTOROUND_CUDA_GRAPHS=0`` turns it off).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -35,14 +36,14 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def use_cuda_graphs(device: torch.device, inputs: torch.Tensor, settings: SignRoundSettings) -> bool:
-    """Whether the iterations are replayed from a CUDA graph: asked for with
-    ``AUTOROUND_CUDA_GRAPHS=1``, on CUDA, with the cached activations on the tuning device (not
-    ``low_gpu_mem_usage``), and more iterations than the warm-up."""
+    """Whether the iterations are replayed from a CUDA graph: on CUDA, with the cached
+    activations on the tuning device (not ``low_gpu_mem_usage``), more iterations than the
+    warm-up, and ``AUTOROUND_CUDA_GRAPHS`` not ``0`` (an escape hatch)."""
     return (
         device.type == "cuda"
         and inputs.device == device
         and settings.iters > GRAPH_WARMUP
-        and os.environ.get("AUTOROUND_CUDA_GRAPHS", "0") == "1"
+        and os.environ.get("AUTOROUND_CUDA_GRAPHS", "1") != "0"
     )
 
 
@@ -153,7 +154,7 @@ class BlockLoop:
 def _replayed(loop: BlockLoop, indices: torch.Tensor, alphas: torch.Tensor, numbers: torch.Tensor) -> None:
     """The iterations of ``loop``: the first few eager on a side stream, the rest replayed from
     a CUDA graph recorded after them (eager again if recording fails)."""
-    side = torch.cuda.Stream(loop.device)
+    side = _side_stream(loop.device)
     side.wait_stream(torch.cuda.current_stream(loop.device))
     with torch.cuda.stream(side):
         for step in range(GRAPH_WARMUP):
@@ -164,7 +165,7 @@ def _replayed(loop: BlockLoop, indices: torch.Tensor, alphas: torch.Tensor, numb
     static = (indices[0].clone(), numbers[0].clone(), alphas[0].clone())
     try:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=_graph_pool(loop.device)):
             loop.iteration(*static)
     except RuntimeError as exc:  # a layer that cannot be recorded (host syncs, say)
         logger.warning("recording the tuning iteration as a CUDA graph failed (%s); running eagerly", exc)
@@ -175,6 +176,21 @@ def _replayed(loop: BlockLoop, indices: torch.Tensor, alphas: torch.Tensor, numb
         for buffer, table in zip(static, (indices, numbers, alphas), strict=True):
             buffer.copy_(table[step], non_blocking=True)
         graph.replay()
+
+
+@functools.cache
+def _graph_pool(device: torch.device) -> Any:
+    """One memory pool for the graphs of every block: each block's graph is done with before the
+    next one is recorded, so they can share it, and memory stays what one block needs."""
+    with torch.cuda.device(device):
+        return torch.cuda.graph_pool_handle()
+
+
+@functools.cache
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    """One warm-up stream per device for the whole run: each new stream would get a cuBLAS
+    workspace of its own that is never given back."""
+    return torch.cuda.Stream(device)
 
 
 @torch.no_grad()
