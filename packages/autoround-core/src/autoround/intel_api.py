@@ -18,6 +18,7 @@ from torch import nn
 
 from autoround import runner
 from autoround.algorithms import OptRtnSettings
+from autoround.formats.preflight import check_schemes
 from autoround.intel_defaults import INTEL, INTEL_ARG_NAMES, NO_EFFECT_ARGS, intel_args
 from autoround.layer_plan import LayerConfig
 from autoround.output_guard import check_output_dir, run_inputs
@@ -141,12 +142,17 @@ class AutoRound:
     ) -> Path:
         """Quantize (resumably, when tuning) and save; returns the checkpoint directory.
 
-        Refused before any work: an unknown ``format``, an ``output_dir`` that is, contains or
-        lies inside the model's directory, the dataset or the working directory, and unknown
-        keyword arguments (Intel's ``inplace`` is accepted with a warning: it has no effect).
+        ``format`` names one format or several (``"auto_round,auto_gptq"``: one tuning run, each
+        format in its own subdirectory of ``output_dir``, named as Intel names them).
+
+        Refused before any work: an unknown ``format`` or a scheme it cannot store (naming the
+        formats that can), an ``output_dir`` that is, contains or lies inside the model's
+        directory, the dataset or the working directory, and unknown keyword arguments (Intel's
+        ``inplace`` is accepted with a warning: it has no effect).
         """
         _refuse_unknown("quantize_and_save", kwargs, frozenset({"inplace"}))
         self.run = dataclasses.replace(self.run, formats=(format,))
+        check_schemes(self.run.scheme, self.run.layer_config, self.run.formats)
         if self.result is not None:
             check_output_dir(output_dir, run_inputs(self.model, self.run.calibration.dataset))
             return runner.save(self.result, self.run, output_dir, overwrite)
@@ -156,8 +162,11 @@ class AutoRound:
         return path
 
     def preflight(self, format: str = "auto_round") -> None:
-        """Check, before any work, that ``format`` and the runtimes serving it can take the plan."""
-        runner.preflight(self.model, dataclasses.replace(self.run, formats=(format,)))
+        """Check, before any work, that ``format`` (one or several, comma-separated) and the
+        runtimes serving it can take the plan."""
+        run = dataclasses.replace(self.run, formats=(format,))
+        check_schemes(run.scheme, run.layer_config, run.formats)
+        runner.preflight(self.model, run)
 
 
 def _refuse_unknown(

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from autoround.algorithms import ALGORITHMS, OptRtnSettings, SignRoundSettings
-from autoround.formats import check_format
+from autoround.formats import check_formats
 from autoround.hardware import check_device
 from autoround.intel_defaults import INTEL, IntelArgs, check_iters
 from autoround.layer_plan import LayerConfig
@@ -40,8 +40,8 @@ class Run:
 
     ``algorithm`` names an entry of :data:`autoround.algorithms.ALGORITHMS`; ``settings`` is that
     algorithm's frozen settings object (None for one that takes none). ``formats`` are the
-    checkpoint formats to write; ``device`` is where the work happens (None: where the weights
-    live).
+    checkpoint formats to write (``"auto_round,auto_gptq"`` is split into two); ``device`` is where
+    the work happens (None: where the weights live).
     """
 
     scheme: Scheme
@@ -65,7 +65,7 @@ class Run:
             raise TypeError(
                 f"algorithm {self.algorithm!r} takes {expected.__name__}, got {type(self.settings).__name__}"
             )
-        object.__setattr__(self, "formats", tuple(check_format(f) for f in self.formats))
+        object.__setattr__(self, "formats", check_formats(self.formats))
 
 
 def signround_settings(args: IntelArgs) -> SignRoundSettings:
@@ -113,7 +113,7 @@ def device_of(device_map: str | int | dict[str, Any] | None) -> str | None:
     return str(check_device(device_map))
 
 
-def run_from_intel(args: IntelArgs, formats: tuple[str, ...] = ("auto_round",)) -> Run:
+def run_from_intel(args: IntelArgs, formats: str | tuple[str, ...] = ("auto_round",)) -> Run:
     """The :class:`Run` that Intel's arguments ``args`` describe."""
     algorithm, settings = _algorithm(args)
     return Run(
@@ -123,7 +123,7 @@ def run_from_intel(args: IntelArgs, formats: tuple[str, ...] = ("auto_round",)) 
         layer_config=args.layer_config,
         quant_lm_head=args.quant_lm_head,
         calibration=CalibrationSpec(args.dataset, args.nsamples, args.seqlen, args.seed),
-        formats=formats,
+        formats=(formats,) if isinstance(formats, str) else formats,
         device=device_of(args.device_map),
         low_gpu_mem_usage=args.low_gpu_mem_usage,
     )

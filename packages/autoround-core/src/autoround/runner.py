@@ -44,6 +44,8 @@ def plan_layers(model: nn.Module, run: Run) -> layer_plan.LayerPlan:
         logger.info("split %d fused MoE expert modules into per-expert Linear layers", unfused)
     block_names = list(run.block_names) if run.block_names is not None else None
     plan = layer_plan.resolve(model, run.scheme, run.layer_config, run.quant_lm_head, block_names)
+    for name in run.formats:  # a format's own per-layer choices (GGUF recipes)
+        plan = formats.FORMATS[name].adapt(model, plan)
     logger.info("layer plan: %s", layer_plan.describe(plan))
     return plan
 
@@ -99,15 +101,15 @@ def preflight(model: nn.Module, run: Run) -> layer_plan.LayerPlan:
     """Plan the layers and check, before any work, that every format of ``run`` (and the runtimes
     serving it) can take the plan; returns the plan."""
     plan = plan_layers(model, run)
-    for name in run.formats:
-        check_plan(model, plan, name)
+    check_plan(model, plan, run.formats)
     return plan
 
 
 def quantize_and_save(
     model: nn.Module, tokenizer: Any, run: Run, output_dir: str | Path, overwrite: bool = False
 ) -> tuple[QuantizedModel, Path]:
-    """Quantize ``model`` as ``run`` says and save it in ``run.formats[0]``.
+    """Quantize ``model`` as ``run`` says and save it in each of ``run.formats`` (one tuning run;
+    several formats each in a subdirectory of ``output_dir``: :func:`autoround.formats.checkpoint_dirs`).
 
     Refused before any work: an ``output_dir`` that is, contains or lies inside the model's
     directory, the dataset or the working directory, and a plan a format cannot store. Block-wise
@@ -137,12 +139,12 @@ def quantize_and_save(
 
 
 def save(result: QuantizedModel, run: Run, output_dir: str | Path, overwrite: bool = False) -> Path:
-    """Write ``result`` in ``run``'s first format, with ``autoround_report.json`` (the algorithm's
-    settings and per-block losses) beside it when the algorithm has settings."""
-    path = formats.save(result, output_dir, format=run.formats[0], overwrite=overwrite)
-    if run.settings is not None:
-        (path / REPORT_FILE).write_text(json.dumps(_report(run, result), indent=2) + "\n")
-    return path
+    """Write ``result`` in each of ``run``'s formats, all at once (one atomic rename), with
+    ``autoround_report.json`` (the algorithm's settings and per-block losses) in each checkpoint
+    when the algorithm has settings."""
+    report = json.dumps(_report(run, result), indent=2) + "\n" if run.settings is not None else None
+    extra = {REPORT_FILE: report} if report is not None else None
+    return formats.save(result, output_dir, format=run.formats, overwrite=overwrite, extra_files=extra)
 
 
 def _resume_hooks(model: nn.Module, plan: layer_plan.LayerPlan, resume: ResumeStore) -> dict[str, Any]:

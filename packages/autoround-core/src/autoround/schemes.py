@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoround.dtypes import DTYPES
+from autoround.dtypes.gguf_blocks import BLOCK_TYPES as GGUF_BLOCK_TYPES
 from autoround.errors import SchemeError
 
 #: Bits that mean "keep this layer in 16-bit floating point" (no quantization).
@@ -130,9 +131,26 @@ def _int_presets() -> dict[str, Scheme]:
     return presets
 
 
+#: llama-quantize's mixed recipes, by block type: ``GGUF:Q4_K_M`` is a Q4_K scheme (the recipe's
+#: per-tensor choices are the ``gguf:q4_k_m`` format's plan).
+GGUF_RECIPE_SUFFIXES = {"q2_k": ("S",), "q3_k": ("S", "M", "L"), "q4_k": ("S", "M"), "q5_k": ("S", "M")}
+
+
+def _gguf_presets() -> dict[str, Scheme]:
+    """``GGUF:Q4_0`` ... ``GGUF:Q6_K`` (block types) and ``GGUF:Q4_K_M`` etc. (Intel's names)."""
+    presets: dict[str, Scheme] = {}
+    for entry in GGUF_BLOCK_TYPES.values():
+        scheme = Scheme(bits=entry.bits, group_size=entry.group, sym=entry.sym, data_type=entry.data_type)
+        presets[f"GGUF:{entry.name.upper()}"] = scheme
+        for suffix in GGUF_RECIPE_SUFFIXES.get(entry.name, ()):
+            presets[f"GGUF:{entry.name.upper()}_{suffix}"] = scheme
+    return presets
+
+
 #: Preset name (upper case) -> scheme. Values as in Intel auto-round.
 PRESETS: dict[str, Scheme] = {
     **_int_presets(),
+    **_gguf_presets(),
     "BF16": Scheme(bits=UNQUANTIZED_BITS, data_type="fp"),
     "W16A16": Scheme(bits=UNQUANTIZED_BITS, data_type="fp"),
 }

@@ -1,14 +1,10 @@
 """Handing a tuned layer to compressed-tensors: ``weight_scale``, ``weight_zero_point``, ``weight``.
 
-compressed-tensors quantizes as ``q = clamp(round(w / scale + zp), qmin, qmax)`` with signed codes
-(``[-8, 7]`` for 4 bits) and dequantizes as ``(q - zp) * scale``. autoround's integers (Intel's
-conventions) use unsigned codes ``c`` with zero point ``z``, and for symmetric weights a *signed*
-scale (the largest-magnitude value maps to code ``-2**(bits-1)``, so all levels are used). Both
-describe the same grid when
-
-* ``weight_scale = scale`` (negative where autoround's is: compressed-tensors only multiplies and
-  divides by it, and a flipped sign would need code ``+2**(bits-1)``, which does not exist);
-* ``weight_zero_point = z - 2**(bits-1)`` (0 for symmetric weights, whose ``z`` is the midpoint).
+The translation of autoround's grid (unsigned codes, zero point ``z``, a signed scale for
+symmetric weights) into compressed-tensors' (signed codes, ``weight_zero_point = z - 2**(bits-1)``,
+the scale with its sign) is core's :func:`autoround.formats.ct_qparams`, the one that core's
+``llm_compressor`` format writes with; this module only stores it in the parameters
+compressed-tensors attached to the layer.
 
 The scale is stored in the dtype compressed-tensors gave ``weight_scale`` (the weight's dtype);
 rounding it (fp16 -> bf16) moves the grid a little, so the weight is finally set to
@@ -26,6 +22,7 @@ from compressed_tensors.quantization.lifecycle.forward import fake_quantize
 from torch import nn
 
 from autoround import LayerQuant
+from autoround.formats import ct_qparams
 
 if TYPE_CHECKING:
     from compressed_tensors.quantization import QuantizationScheme
@@ -38,13 +35,13 @@ def write_qparams(module: nn.Module, quant: LayerQuant) -> None:
     """
     # compressed-tensors attached these to the module; nn.Module can't say what they are.
     args = cast("QuantizationScheme", module.quantization_scheme).weights
+    scale, signed = ct_qparams(quant)
     scale_param = cast(torch.Tensor, module.weight_scale)
-    scale = quant.scale.to(scale_param.device, scale_param.dtype).reshape(scale_param.shape)
-    update_offload_parameter(module, "weight_scale", scale)
+    update_offload_parameter(
+        module, "weight_scale", scale.to(scale_param.device, scale_param.dtype).reshape(scale_param.shape)
+    )
     zero_point = getattr(module, "weight_zero_point", None)
     if zero_point is not None:
-        midpoint = 2 ** (quant.scheme.bits - 1)
-        signed = torch.zeros_like(quant.zero) if quant.scheme.sym else quant.zero - midpoint
         update_offload_parameter(
             module,
             "weight_zero_point",

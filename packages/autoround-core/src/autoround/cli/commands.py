@@ -1,8 +1,10 @@
 """The ``autoround`` command line: builds the same objects the Python API builds.
 
 ``autoround --model M ...`` quantizes (recipe ``default`` unless flags say otherwise);
-``autoround eval --model M`` reports perplexity. The recipe commands ``autoround-rtn``,
-``autoround-opt-rtn``, ``autoround-light`` and ``autoround-best`` preselect a recipe.
+``autoround eval --model M`` reports perplexity, or lm-eval's metrics with ``--tasks``;
+``autoround list format|scheme`` shows which format writes which scheme. The recipe
+commands ``autoround-rtn``, ``autoround-opt-rtn``, ``autoround-light`` and ``autoround-best``
+preselect a recipe.
 """
 
 from __future__ import annotations
@@ -22,8 +24,17 @@ import torch
 
 from autoround import runner
 from autoround.algorithms import CLIP_INITS, OptRtnSettings
-from autoround.cli.checks import check_quantize_args
-from autoround.cli.evaluate import TORCH_DTYPES, load_model, perplexity, run_eval
+from autoround.cli.checks import check_quantize_args, evaluated_checkpoint
+from autoround.cli.evaluate import (
+    TORCH_DTYPES,
+    add_task_eval_args,
+    load_model,
+    perplexity,
+    plan_quantize_evals,
+    run_eval,
+    run_task_evals,
+)
+from autoround.cli.listing import run_list
 from autoround.errors import AutoRoundError
 from autoround.intel_defaults import INTEL, NO_EFFECT_ARGS, RECIPES, IntelArgs, intel_args, recipe
 from autoround.loading import load_dense
@@ -92,9 +103,10 @@ def _add_eval_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval_dtype",
         "--eval-dtype",
-        default="float32",
+        default=None,
         choices=sorted(TORCH_DTYPES),
-        help="dtype to evaluate in (default float32: bf16 matmul is ~9x slower on AVX2 CPUs)",
+        help="dtype to evaluate in (default: float32 for perplexity, as bf16 matmul is ~9x slower on "
+        "AVX2 CPUs; the checkpoint's own for --tasks)",
     )
 
 
@@ -163,7 +175,7 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
     parser = _Parser(
         prog="autoround" if default_recipe == "default" else f"autoround-{default_recipe}",
         description=f"Quantize a causal LM's weights (recipe '{default_recipe}': "
-        f"Intel's defaults{_changes(RECIPES[default_recipe])}). `autoround eval --help` for perplexity.",
+        f"Intel's defaults{_changes(RECIPES[default_recipe])}). `autoround eval --help` to evaluate a model.",
     )
     _add_model_args(parser)
     parser.add_argument(
@@ -187,7 +199,12 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
         help="JSON object or path to a JSON file: {layer name or pattern: scheme or fields}",
     )
     _bool_flag(parser, "quant_lm_head", "also quantize lm_head with the default scheme")
-    parser.add_argument("--format", default="auto_round", help="checkpoint format (default auto_round)")
+    parser.add_argument(
+        "--format",
+        default="auto_round",
+        help="checkpoint format (default auto_round), or several comma-separated, each then in its own "
+        "subdirectory; `autoround list format` lists them, what each stores and who loads it",
+    )
     parser.add_argument(
         "--output_dir",
         "--output-dir",
@@ -202,16 +219,21 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
     )
     _bool_flag(parser, "eval_ppl", "report perplexity before and after quantization")
     _add_eval_args(parser)
+    add_task_eval_args(parser, quantize=True)
     _add_output_args(parser)
     parser.set_defaults(recipe=default_recipe)
     return parser
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
-    """``autoround eval``: perplexity of a dense model or an autoround checkpoint."""
-    parser = _Parser(prog="autoround eval", description="Perplexity of a model or checkpoint.")
+    """``autoround eval``: perplexity or lm-eval tasks of a dense model or an autoround checkpoint."""
+    parser = _Parser(
+        prog="autoround eval",
+        description="Perplexity of a model or checkpoint, or its lm-eval metrics on --tasks.",
+    )
     _add_model_args(parser)
     _add_eval_args(parser)
+    add_task_eval_args(parser, quantize=False)
     _add_output_args(parser)
     return parser
 
@@ -294,6 +316,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     run = run_from_intel(intel_arguments(args), formats=(args.format,))
     output_dir = args.output_dir or _default_output_dir(args.model, args.scheme)
     check_quantize_args(args, run, output_dir)
+    evaluated = evaluated_checkpoint(run, output_dir)  # of several formats, the first autoround reads
+    task_runs = plan_quantize_evals(args, evaluated)  # lm-eval and its tasks checked before any work
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     model, tokenizer = load_model(args)
@@ -302,12 +326,14 @@ def run_quantize(args: argparse.Namespace) -> int:
     result, path = runner.quantize_and_save(model, tokenizer, run, output_dir, bool(args.overwrite))
     print(
         f"quantized {len(result.layers)} layers to {args.scheme.upper()} with {run.algorithm} and saved "
-        f"the {args.format} checkpoint to {path} in {time.perf_counter() - start:.1f} s"
+        f"the {', '.join(run.formats)} checkpoint{'s' if len(run.formats) > 1 else ''} to {path} in "
+        f"{time.perf_counter() - start:.1f} s"
     )
+    del model, result
     if before is not None:  # --eval_ppl
-        del model, result
-        after = perplexity(load_dense(path), tokenizer, args, "quantized checkpoint")
+        after = perplexity(load_dense(evaluated), tokenizer, args, "quantized checkpoint")
         print(f"perplexity: 16-bit {before:.3f} -> quantized {after:.3f} ({after / before:.3f}x)")
+    run_task_evals(task_runs)  # --eval --tasks
     return 0
 
 
@@ -322,6 +348,8 @@ _INPUT_ERRORS = (AutoRoundError, ValueError, OSError, NotImplementedError, TypeE
 
 def _dispatch(argv: Sequence[str], default_recipe: str) -> int:
     argv = list(argv)
+    if default_recipe == "default" and argv[:1] == ["list"]:
+        return run_list(argv[1:])
     is_eval = default_recipe == "default" and argv[:1] == ["eval"]
     parser = build_eval_parser() if is_eval else build_parser(default_recipe)
     args = parser.parse_args(argv[1:] if is_eval else argv)

@@ -11,6 +11,7 @@ which imports this registry).
 from __future__ import annotations
 
 from autoround.dtypes.base import DataType, QParams, RtnOnly, compose_qdq
+from autoround.dtypes.gguf import GgufDataType
 from autoround.dtypes.grouping import GroupLayout, from_groups, to_groups
 from autoround.dtypes.int import IntDataType
 from autoround.dtypes.mx_fp import MxFpDataType
@@ -18,6 +19,8 @@ from autoround.dtypes.mx_fp import MxFpDataType
 DTYPES: dict[str, DataType] = {
     "int": IntDataType(),
     "mx_fp": MxFpDataType(),
+    "gguf": GgufDataType("gguf"),
+    "gguf_k": GgufDataType("gguf_k"),
 }
 
 __all__ = [

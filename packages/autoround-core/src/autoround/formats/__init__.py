@@ -1,12 +1,13 @@
-"""Checkpoint formats, by name (:data:`FORMATS`): what each stores, writes and reads.
+"""Checkpoint formats, by name (:data:`FORMATS`): what each stores, writes and reads, and who loads it.
 
-External format strings ("auto-round", "auto_round:auto_gptq", "gptq", "awq") appear only in
-these modules. Adding a format: one module defining its :class:`Format` entry, one line in
-:mod:`autoround.formats.registry`, its tests.
+External format strings ("auto-round", "auto_round:auto_gptq", "gptq", "awq", "compressed-tensors")
+appear only in these modules. Adding a format: one module defining its :class:`Format` entry, one
+line in :mod:`autoround.formats.registry`, its tests.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from autoround.formats.auto_round import parse_config
@@ -20,12 +21,16 @@ from autoround.formats.base import (
     Capabilities,
     CheckpointSpec,
     Format,
+    raise_refusals,
 )
+from autoround.formats.compressed_tensors import ct_qparams
+from autoround.formats.gguf import export_gguf, gguf_file
 from autoround.formats.gptq import IGNORED_TENSORS as GPTQ_IGNORED_TENSORS
 from autoround.formats.gptq_layout import pack_layer, unpack_layer
 from autoround.formats.registry import (
     FORMATS,
     check_format,
+    check_formats,
     checkpoint_spec,
     quantization_config_of,
     reader_for,
@@ -33,18 +38,48 @@ from autoround.formats.registry import (
     to_auto_round_config,
     writable_formats,
 )
+from autoround.io import atomic_dir
 from autoround.output_guard import check_output_dir, model_source
 from autoround.quantized_model import QuantizedModel
 
 
+def checkpoint_dirs(output_dir: str | Path, formats: str | Sequence[str]) -> dict[str, Path]:
+    """Where each format's checkpoint lies: ``output_dir`` itself for one format; for several,
+    a subdirectory each, named as Intel names them (``auto-round``, ``auto-gptq``, ``gguf-q4-k-m``)."""
+    names = check_formats(formats)
+    if len(names) == 1:
+        return {names[0]: Path(output_dir)}
+    return {name: Path(output_dir) / FORMATS[name].subdir for name in names}
+
+
 def save(
-    qm: QuantizedModel, output_dir: str | Path, format: str = "auto_round", overwrite: bool = False
+    qm: QuantizedModel,
+    output_dir: str | Path,
+    format: str | Sequence[str] = "auto_round",
+    overwrite: bool = False,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Save ``qm`` in the named format (see :func:`check_format`), refusing an output that would
-    overwrite or lie inside the directory the model was loaded from."""
-    key = check_format(format)
+    """Save ``qm`` in one format or several (``"auto_round,auto_gptq"``; see :func:`check_formats`),
+    each into its own subdirectory when several (:func:`checkpoint_dirs`), all-or-nothing: every
+    format's refusals are checked before anything is written, and one temp directory becomes
+    ``output_dir`` by a rename. ``extra_files`` (name -> text) are written into each checkpoint.
+    An output that would overwrite or lie inside the directory the model was loaded from is refused.
+    """
+    dirs = checkpoint_dirs(output_dir, format)
     check_output_dir(output_dir, {"model": model_source(qm.model)})
-    return FORMATS[key].save(qm, output_dir, overwrite=overwrite)
+    several = len(dirs) > 1
+    raise_refusals(
+        [f"{name}: {why}" if several else why for name in dirs for why in FORMATS[name].refusals(qm)]
+    )
+    target = Path(output_dir)
+    with atomic_dir(target, overwrite=overwrite) as tmp:
+        for name, directory in dirs.items():
+            inside = tmp / directory.relative_to(target)
+            inside.mkdir(exist_ok=True)
+            FORMATS[name].write(qm, inside)
+            for file, text in (extra_files or {}).items():
+                (inside / file).write_text(text)
+    return target
 
 
 __all__ = [
@@ -58,9 +93,14 @@ __all__ = [
     "CheckpointSpec",
     "Format",
     "check_format",
+    "check_formats",
+    "checkpoint_dirs",
     "checkpoint_spec",
     "convert_awq_layer",
+    "ct_qparams",
     "expect_awq",
+    "export_gguf",
+    "gguf_file",
     "pack_layer",
     "parse_config",
     "quantization_config_of",

@@ -1,9 +1,12 @@
-"""The ``auto_round`` checkpoint format, as Intel auto-round writes it.
+"""The ``auto_round`` checkpoint format, as Intel auto-round writes it, in its three packings.
 
-Symmetric schemes use packing ``auto_round:auto_gptq`` (GPTQ layout, zero points stored minus
-one); asymmetric ones ``auto_round`` (same layout, zero points stored as they are). The
-top-level scheme sits in ``config.json``'s ``quantization_config`` (also written to
-``quantization_config.json``); block layers that differ from it, and every quantized layer
+``auto_round`` takes Intel's choice per default scheme: symmetric schemes use packing
+``auto_round:auto_gptq`` (GPTQ layout, zero points stored minus one); asymmetric ones
+``auto_round`` (same layout, zero points stored as they are). Intel's names
+``auto_round:auto_gptq`` and ``auto_round:auto_awq`` force a packing: GPTQ's zero-minus-one
+layout for every scheme, or AutoAWQ's gemm layout (4-bit; float32 tensors saved as float16, as
+Intel does). The top-level scheme sits in ``config.json``'s ``quantization_config`` (also written
+to ``quantization_config.json``); block layers that differ from it, and every quantized layer
 outside the blocks (``lm_head``, with all its fields), are listed in ``extra_config`` by exact
 name. Unquantized tensors keep their names and dtypes; tied embeddings stay tied, unless the
 tied ``lm_head`` is quantized: then the embedding is stored dense, ``lm_head`` packed, and
@@ -12,20 +15,18 @@ tied ``lm_head`` is quantized: then the embedding is stored dense, ``lm_head`` p
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from autoround._version import __version__
 from autoround.errors import CheckpointError
+from autoround.formats import awq_layout
 from autoround.formats.base import (
+    AWQ_PACKING,
     GPTQ_PACKING,
     PLAIN_PACKING,
     QUANT_METHOD,
@@ -34,25 +35,23 @@ from autoround.formats.base import (
     Capabilities,
     CheckpointSpec,
     Format,
+    SaveFn,
     quant_method_of,
 )
-from autoround.formats.gptq_layout import pack_layer
-from autoround.io import atomic_dir, save_safetensors_sharded
-from autoround.modeling.blocks import linear_weight
+from autoround.formats.checkpoint import LayerTensors, write_checkpoint
+from autoround.formats.gptq_layout import pack_layer, zero_problems
 from autoround.packing import SUPPORTED_BITS
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import UNQUANTIZED_BITS, Scheme
 
-if TYPE_CHECKING:
-    from transformers import PretrainedConfig
-
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("quant_method", "packing_format", *SCHEME_KEYS)
-DEFAULT_SHARD_BYTES = 5 * 2**30
 #: What this format stores: integers of the bit widths the GPTQ int32 packing is built for
 #: (Intel also packs 5-7 bits; not yet we).
 CAPABILITIES = Capabilities(data_types=("int",), bits=SUPPORTED_BITS)
+#: Who loads what it writes (``autoround list``; docs/formats.md says what was run here).
+RUNTIMES = ("autoround", "transformers + autoround-hf", "vLLM + autoround-vllm")
 
 
 def packing_format_for(scheme: Scheme) -> str:
@@ -70,8 +69,8 @@ def _extra_entry(scheme: Scheme | None, default: Scheme, in_blocks: bool) -> dic
     return {k: v for k, v in fields.items() if base.get(k) != v}
 
 
-def to_config(qm: QuantizedModel) -> dict[str, Any]:
-    """The ``quantization_config`` dict for a quantized model."""
+def to_config(qm: QuantizedModel, packing: str | None = None) -> dict[str, Any]:
+    """The ``quantization_config`` dict for a quantized model (``packing``: Intel's choice when None)."""
     default = qm.scheme
     config: dict[str, Any] = {k: default.to_dict()[k] for k in SCHEME_KEYS}
     config.update(qm.settings)
@@ -79,7 +78,7 @@ def to_config(qm: QuantizedModel) -> dict[str, Any]:
         autoround_version=__version__,
         block_name_to_quantize=",".join(qm.plan.block_names),
         quant_method=QUANT_METHOD,
-        packing_format=packing_format_for(default),
+        packing_format=packing or packing_format_for(default),
     )
     extra: dict[str, dict[str, Any]] = {}
     for name, scheme in qm.plan.overrides(default).items():
@@ -153,130 +152,26 @@ def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
     )
 
 
-def _packed_tensors(qm: QuantizedModel) -> Iterator[tuple[str, torch.Tensor]]:
-    packing = packing_format_for(qm.scheme)
-    for name, quant in tqdm(qm.layers.items(), desc="packing", unit="layer"):
-        module = qm.model.get_submodule(name)
-        weight = linear_weight(module).detach().cpu()
-        for key, tensor in pack_layer(weight, quant, ZERO_OFFSET[packing]).items():
-            yield f"{name}.{key}", tensor
-        bias = getattr(module, "bias", None)
-        if bias is not None:
-            yield f"{name}.bias", bias.detach().cpu().to(torch.float16)
+def _pack_for(packing: str) -> LayerTensors:
+    """One layer's tensors in a packing: GPTQ's layout (zeros stored minus one, or as they are),
+    or AutoAWQ's gemm layout."""
+    if packing == AWQ_PACKING:
+        return lambda name, weight, quant: awq_layout.pack_layer(weight, quant)
+    offset = ZERO_OFFSET[packing]
+    return lambda name, weight, quant: pack_layer(weight, quant, offset)
 
 
-def _dense_tensors(qm: QuantizedModel) -> dict[str, torch.Tensor]:
-    """Unquantized tensors, with later aliases of one storage (tied weights) dropped."""
-    skip = {f"{name}.{p}" for name in qm.layers for p in ("weight", "bias")}
-    seen: set[tuple[int, int | torch.SymInt]] = set()
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in qm.model.state_dict().items():
-        if key in skip:
-            continue
-        ident = _ident(tensor)
-        if ident in seen:
-            continue
-        seen.add(ident)
-        out[key] = tensor.detach().cpu().contiguous()
-    return out
+def writer_for(packing: str | None = None, export_dtype: torch.dtype | None = None) -> SaveFn:
+    """The writer of an auto_round checkpoint whose layers use ``packing`` (None: Intel's choice
+    per scheme, :func:`packing_format_for`)."""
 
+    def write(qm: QuantizedModel, directory: Path) -> None:
+        chosen = packing or packing_format_for(qm.scheme)
+        config = to_config(qm, chosen)
+        write_checkpoint(qm, directory, config, _pack_for(chosen), export_dtype=export_dtype)
+        logger.info("wrote %d quantized layers with packing %s to %s", len(qm.layers), chosen, directory)
 
-def save(
-    qm: QuantizedModel,
-    output_dir: str | Path,
-    overwrite: bool = False,
-    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
-) -> Path:
-    """Write the checkpoint atomically: into a temp dir beside ``output_dir``, then renamed.
-
-    What the format stores was checked by :meth:`Format.save` (its ``capabilities``)."""
-    target = Path(output_dir)
-    quant_config = to_config(qm)
-    untie = tied_quantized(qm.model, qm.layers)
-    if untie:
-        logger.info("%s is tied to the embedding and quantized: saved untied", untie)
-    with atomic_dir(target, overwrite=overwrite) as tmp:
-        tensors = _dense_tensors(qm)
-        tensors.update(_packed_tensors(qm))
-        save_safetensors_sharded(tensors, tmp, max_shard_bytes=max_shard_bytes)
-        _write_configs(qm, tmp, quant_config, bool(untie))
-    logger.info("saved %d quantized layers in format auto_round to %s", len(qm.layers), target)
-    return target
-
-
-def tie_configs(config: Any) -> list[Any]:
-    """The configs that carry ``tie_word_embeddings``: the model's and its text config's.
-
-    transformers 5 ties by the outer config, but composite models (``text_config``) saved by
-    older versions keep the flag inside, and loading copies a True from there to the outer one.
-    """
-    found = [config]
-    get_text = getattr(config, "get_text_config", None)
-    if callable(get_text) and get_text(decoder=True) is not config:
-        found.append(get_text(decoder=True))
-    return [c for c in found if hasattr(c, "tie_word_embeddings")]
-
-
-@contextmanager
-def untied(config: Any) -> Iterator[None]:
-    """``tie_word_embeddings`` False on ``config`` (and its text config) inside; restored after."""
-    configs = tie_configs(config)
-    previous = [c.tie_word_embeddings for c in configs]
-    for c in configs:
-        c.tie_word_embeddings = False
-    try:
-        yield
-    finally:
-        for c, value in zip(configs, previous, strict=True):
-            c.tie_word_embeddings = value
-
-
-def tied_layers(model: torch.nn.Module) -> set[str]:
-    """Modules on either side of transformers' tied-weights mapping (``lm_head``, the embedding)."""
-    mapping = getattr(model, "all_tied_weights_keys", None) or {}
-    return {key.rpartition(".")[0] for pair in mapping.items() for key in pair}
-
-
-def tied_quantized(model: torch.nn.Module, quantized: Iterable[str]) -> list[str]:
-    """Quantized layers tied to another tensor, by transformers' mapping or by shared storage."""
-    counts = Counter(_ident(t) for t in model.state_dict().values() if not t.is_meta)
-    tied = tied_layers(model)
-    return [
-        name
-        for name in quantized
-        if name in tied or counts[_ident(linear_weight(model.get_submodule(name)))] > 1
-    ]
-
-
-def _ident(tensor: torch.Tensor) -> tuple[int, int | torch.SymInt]:
-    return tensor.untyped_storage().data_ptr(), tensor.storage_offset()
-
-
-def _write_configs(
-    qm: QuantizedModel, directory: Path, quant_config: dict[str, Any], untie: bool = False
-) -> None:
-    config = cast("PretrainedConfig", qm.model.config)  # a transformers model's; nn.Module can't say
-    previous = getattr(config, "quantization_config", None)
-    architectures = config.architectures
-    config.quantization_config = quant_config
-    # As save_pretrained does: a model built with from_config has none, and vLLM then guesses
-    # the model class (a Qwen3 without it is served as an embedding model).
-    config.architectures = architectures or [type(qm.model).__name__]
-    try:
-        with untied(config) if untie else nullcontext():
-            config.save_pretrained(directory)
-    finally:
-        config.architectures = architectures
-        if previous is None:
-            del config.quantization_config
-        else:
-            config.quantization_config = previous
-    (directory / "quantization_config.json").write_text(json.dumps(quant_config, indent=2) + "\n")
-    generation = getattr(qm.model, "generation_config", None)
-    if generation is not None:
-        generation.save_pretrained(directory)
-    if qm.tokenizer is not None:
-        qm.tokenizer.save_pretrained(directory)
+    return write
 
 
 def can_read(config: Mapping[str, Any]) -> bool:
@@ -294,4 +189,19 @@ def read_spec(config: Mapping[str, Any], block_names: Sequence[str] = ()) -> Che
     return parse_config(config).with_default_blocks(block_names)
 
 
-FORMAT = Format("auto_round", QUANT_METHOD, CAPABILITIES, can_read, to_auto_round, read_spec, writer=save)
+FORMAT = Format(
+    "auto_round", QUANT_METHOD, CAPABILITIES, can_read, to_auto_round, read_spec,
+    writer=writer_for(), runtimes=RUNTIMES,
+)  # fmt: skip
+#: Intel's ``auto_round:auto_gptq``: GPTQ's zero-minus-one packing whatever the scheme (asymmetric
+#: layers too, so a zero point of 0 is refused: GPTQ's convention cannot hold it).
+GPTQ_PACKED = Format(
+    GPTQ_PACKING, QUANT_METHOD, CAPABILITIES, writer=writer_for(GPTQ_PACKING), runtimes=RUNTIMES,
+    read_via="auto_round", check_quantized=zero_problems,
+)  # fmt: skip
+#: Intel's ``auto_round:auto_awq``: AutoAWQ's gemm packing inside an auto-round config (read by
+#: the AWQ reader, which knows that packing name).
+AWQ_PACKED = Format(
+    AWQ_PACKING, QUANT_METHOD, awq_layout.CAPABILITIES, writer=writer_for(AWQ_PACKING, torch.float16),
+    runtimes=("autoround", "transformers + autoround-hf", "vLLM inc (stock)"), read_via="auto_awq",
+)  # fmt: skip

@@ -11,11 +11,14 @@ as they are (no offset); ``scales`` fp16 (groups, out). Only 4 bits exist in thi
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
 
 from autoround.errors import CheckpointError
+from autoround.formats.base import Capabilities
+from autoround.layer_quant import LayerQuant, codes_of
 from autoround.packing import pack_int32, unpack_int32
 from autoround.schemes import Scheme
 
@@ -29,6 +32,11 @@ AWQ_REVERSE_ORDER = tuple(AWQ_ORDER.index(c) for c in range(8))
 AWQ_BITS = 4
 #: Zero points are stored without an offset, so the converted layer uses this one.
 ZERO_OFFSET = 0
+#: What the layout stores: 4-bit integers, symmetric or not, whole groups only (AutoAWQ's gemm
+#: layer, and Intel's exporter, have no partial last group and no per-tensor scale).
+CAPABILITIES = Capabilities(data_types=("int",), bits=(AWQ_BITS,), per_tensor=False, whole_groups=True)
+#: AWQ's own config (``quant_method: awq``) states one scheme for every layer.
+SINGLE_SCHEME = dataclasses.replace(CAPABILITIES, mixed=False)
 
 
 def _check_bits(bits: int) -> None:
@@ -52,6 +60,18 @@ def unpack_awq(packed: torch.Tensor, bits: int = AWQ_BITS) -> torch.Tensor:
     rows, cols = plain.shape
     reverse = torch.tensor(AWQ_REVERSE_ORDER, device=packed.device)
     return plain.reshape(rows, cols // 8, 8)[..., reverse].reshape(rows, cols).to(torch.int32)
+
+
+def pack_layer(weight: torch.Tensor, quant: LayerQuant) -> dict[str, torch.Tensor]:
+    """One layer's AWQ tensors from its quantize-dequantized (out, in) weight: codes and zero
+    points (as they are, symmetric ones included) packed along the output dimension."""
+    _check_bits(quant.scheme.bits)
+    codes = codes_of(weight, quant).to(torch.int32)
+    return {
+        "qweight": pack_awq(codes.t().contiguous()),
+        "qzeros": pack_awq(quant.zero.t().contiguous()),
+        "scales": quant.scale.t().contiguous().to(torch.float16),
+    }
 
 
 def expected_shapes(scheme: Scheme, in_features: int, out_features: int) -> dict[str, tuple[int, int]]:

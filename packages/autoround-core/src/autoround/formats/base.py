@@ -1,25 +1,30 @@
 """What a checkpoint format is (:class:`Format`), and what every loader reads (:class:`CheckpointSpec`).
 
 A format entry states once what it stores (:class:`Capabilities`), how it writes a quantized
-model (``save``; reading-only formats have none), which ``quantization_config`` dicts it reads
-(``can_read``) and how it turns one into a :class:`CheckpointSpec`: the per-layer schemes and
-the tensor layout on disk, in auto-round's vocabulary, which is what the loaders, the vLLM
-method and the backends understand.
+model (``writer``; reading-only formats have none), which runtimes load it, which
+``quantization_config`` dicts it reads (``can_read``; writing-only entries read none) and how it
+turns one into a :class:`CheckpointSpec`: the per-layer schemes and the tensor layout on disk, in
+auto-round's vocabulary, which is what the loaders, the vLLM method and the backends understand.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from autoround.errors import FormatError
-from autoround.schemes import UNQUANTIZED_BITS, Scheme
+from autoround.io import atomic_dir
+from autoround.modeling.blocks import linear_shape
+from autoround.schemes import PER_TENSOR, UNQUANTIZED_BITS, Scheme
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from autoround.layer_plan import LayerPlan
     from autoround.quantized_model import QuantizedModel
 
@@ -27,6 +32,8 @@ if TYPE_CHECKING:
 QUANT_METHOD = "auto-round"
 GPTQ_PACKING = "auto_round:auto_gptq"
 PLAIN_PACKING = "auto_round"
+#: Intel's name for AutoAWQ's gemm layout inside an auto-round config.
+AWQ_PACKING = "auto_round:auto_awq"
 #: What is subtracted from a zero point before it is stored, per packing format.
 ZERO_OFFSET = {GPTQ_PACKING: 1, PLAIN_PACKING: 0}
 SCHEME_KEYS = ("bits", "group_size", "sym", "data_type")
@@ -88,18 +95,67 @@ class CheckpointSpec:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """The schemes a format stores: its data types and bit widths (weight-only)."""
+    """The schemes a format stores (weight-only): data types, bit widths, symmetry, group sizes.
+
+    ``per_tensor``: whether ``group_size=0`` (one scale per tensor) can be stored; ``whole_groups``:
+    whether every quantized layer's input width must be a whole number of groups (AWQ's gemm
+    layout has no partial last group); ``mixed``: whether layers may have different schemes
+    (AWQ's config states one).
+    """
 
     data_types: tuple[str, ...]
     bits: tuple[int, ...]
+    sym: tuple[bool, ...] = (True, False)
+    per_tensor: bool = True
+    whole_groups: bool = False
+    mixed: bool = True
+
+    def why_not(self, scheme: Scheme) -> str | None:
+        """What of ``scheme`` cannot be stored (None: it can)."""
+        if scheme.data_type not in self.data_types or scheme.bits not in self.bits:
+            return f"{scheme.data_type} {scheme.bits}-bit"
+        if scheme.sym not in self.sym:
+            return "symmetric" if scheme.sym else "asymmetric"
+        if scheme.group_size == PER_TENSOR and not self.per_tensor:
+            return "per-tensor (group_size 0)"
+        return None
 
     def stores(self, scheme: Scheme) -> bool:
         """Whether a layer quantized with ``scheme`` can be stored."""
-        return scheme.data_type in self.data_types and scheme.bits in self.bits
+        return self.why_not(scheme) is None
+
+    def partial_group(self, scheme: Scheme, in_features: int) -> bool:
+        """Whether a layer of ``in_features`` inputs would need a partial last group it cannot store."""
+        group = scheme.group_size
+        return self.whole_groups and 0 < group < in_features and in_features % group != 0
+
+    def describe(self) -> str:
+        """What is stored, in words (error messages, ``autoround list``)."""
+        parts = [f"{list(self.data_types)} with bits {list(self.bits)}"]
+        if len(self.sym) == 1:
+            parts.append("symmetric only" if self.sym[0] else "asymmetric only")
+        if not self.per_tensor:
+            parts.append("no per-tensor group")
+        if self.whole_groups:
+            parts.append("input widths a whole number of groups")
+        if not self.mixed:
+            parts.append("one scheme for every layer")
+        return ", ".join(parts)
 
 
-SaveFn = Callable[["QuantizedModel", Path, bool], Path]
+SaveFn = Callable[["QuantizedModel", Path], None]
 ReadSpecFn = Callable[[Mapping[str, Any], Sequence[str]], CheckpointSpec]
+CheckFn = Callable[["QuantizedModel"], list[str]]
+PlanFn = Callable[["nn.Module", "LayerPlan"], "LayerPlan"]
+
+
+def reads_nothing(config: Mapping[str, Any]) -> bool:
+    """``can_read`` of an entry that only writes (another entry reads its checkpoints)."""
+    return False
+
+
+def _not_a_reader(config: Mapping[str, Any], *_: Any) -> Any:
+    raise FormatError("this format entry only writes; its checkpoints are read through another entry")
 
 
 @dataclass(frozen=True)
@@ -107,55 +163,119 @@ class Format:
     """One entry of :data:`autoround.formats.FORMATS`.
 
     Args:
-        name: the registry key (``"auto_round"``).
+        name: the registry key (``"auto_round"``, ``"auto_gptq"``, ``"gguf:q4_k_m"``).
         quant_method: the ``quant_method`` its configs carry (``"auto-round"``).
         capabilities: what it stores.
-        can_read: whether a ``quantization_config`` dict is this format's.
+        can_read: whether a ``quantization_config`` dict is this format's (entries that only
+            write leave the default, which reads nothing).
         to_auto_round: the config as auto-round keys (what transformers' ``AutoRoundConfig``
             holds); idempotent, refusing a variant not read (naming what is allowed).
         read_spec: ``(config, block_names) -> CheckpointSpec``; ``block_names`` (the model's decoder
             blocks) fill in a config that names none. Errors name the key at fault.
-        writer: ``(qm, output_dir, overwrite) -> Path``, or None where only reading is built.
+        writer: ``(qm, directory)``: write the checkpoint into ``directory`` (existing, empty);
+            None where only reading is built. :meth:`save` adds the checks and the atomic rename.
+        runtimes: the runtimes that load what it writes, for ``autoround list`` and docs.
+        read_via: the entry whose reader reads this format's checkpoints, for an entry that only
+            writes (``"auto_round"`` for ``auto_round:auto_gptq``); None when autoround cannot.
+        check_quantized: refusals that depend on the quantized values, not only on the schemes
+            (a zero point the layout cannot hold), checked before anything is written.
+        plan: ``(model, plan) -> plan``: the format's own per-layer choices, made before any work
+            (GGUF: llama.cpp's block type per tensor and its fallback); None leaves the plan as is.
     """
 
     name: str
     quant_method: str
     capabilities: Capabilities
-    can_read: Callable[[Mapping[str, Any]], bool]
-    to_auto_round: Callable[[Mapping[str, Any]], dict[str, Any]]
-    read_spec: ReadSpecFn
+    can_read: Callable[[Mapping[str, Any]], bool] = reads_nothing
+    to_auto_round: Callable[[Mapping[str, Any]], dict[str, Any]] = _not_a_reader
+    read_spec: ReadSpecFn = _not_a_reader
     writer: SaveFn | None = None
+    runtimes: tuple[str, ...] = ()
+    read_via: str | None = None
+    check_quantized: CheckFn | None = None
+    plan: PlanFn | None = None
+
+    def adapt(self, model: nn.Module, plan: LayerPlan) -> LayerPlan:
+        """``plan`` with this format's own per-layer choices (see ``plan``)."""
+        return plan if self.plan is None else self.plan(model, plan)
 
     @property
     def writable(self) -> bool:
         """Whether a quantized model can be saved in this format."""
         return self.writer is not None
 
+    @property
+    def readable(self) -> bool:
+        """Whether autoround's loaders read this format's checkpoints (itself or through another entry)."""
+        return self.can_read is not reads_nothing or self.read_via is not None
+
+    @property
+    def subdir(self) -> str:
+        """The folder this format gets when several are written at once (Intel's spelling)."""
+        return self.name.replace(":", "-").replace("_", "-")
+
     def stores(self, scheme: Scheme) -> bool:
         """Whether a layer quantized with ``scheme`` can be stored in this format."""
         return self.capabilities.stores(scheme)
 
-    def problems(self, plan: LayerPlan) -> list[str]:
-        """One message per quantized layer of ``plan`` whose scheme this format cannot store."""
+    def problems(self, plan: LayerPlan, model: nn.Module | None = None) -> list[str]:
+        """One message per quantized layer of ``plan`` this format cannot store; with ``model``,
+        layer widths are checked too (a partial last group where the format has none)."""
         caps = self.capabilities
-        return [
-            f"{name}: {scheme.data_type} {scheme.bits}-bit cannot be stored in format {self.name!r} "
-            f"(it stores {list(caps.data_types)} with bits {list(caps.bits)})"
-            for name, scheme in plan.quantized().items()
-            if not self.stores(scheme)
-        ]
+        quantized = plan.quantized()
+        common = Counter(quantized.values()).most_common(1)[0][0] if quantized else None
+        found = []
+        for name, scheme in quantized.items():
+            why = caps.why_not(scheme)
+            if why is None and not caps.mixed and scheme != common:
+                why = f"a scheme other than the rest's ({_short(scheme)}, not {_short(common)})"
+            if why is None and model is not None:
+                in_features = linear_shape(model.get_submodule(name))[1]
+                if caps.partial_group(scheme, in_features):
+                    why = f"group_size {scheme.group_size} on {in_features} inputs (a partial last group)"
+            if why is not None:
+                found.append(
+                    f"{name}: {why} cannot be stored in format {self.name!r} (it stores {caps.describe()})"
+                )
+        return found
 
-    def save(self, qm: QuantizedModel, output_dir: str | Path, overwrite: bool = False) -> Path:
-        """Write ``qm`` to ``output_dir`` in this format.
+    def refusals(self, qm: QuantizedModel) -> list[str]:
+        """Why ``qm`` cannot be written in this format (empty: it can)."""
+        if self.writer is None:
+            return [f"format {self.name!r} can be read but not written: only its reader is built"]
+        found = self.problems(qm.plan, qm.model)
+        if not found and self.check_quantized is not None:
+            found = self.check_quantized(qm)
+        return found
 
-        Raises:
-            FormatError: the format is read-only here, or cannot store some layer's scheme (checked
-                before anything is written, naming the first layers).
-        """
+    def write(self, qm: QuantizedModel, directory: Path) -> None:
+        """Write ``qm`` into ``directory`` (existing and empty); no checks (see :meth:`save`)."""
         if self.writer is None:
             raise FormatError(f"format {self.name!r} can be read but not written: only its reader is built")
-        problems = self.problems(qm.plan)
-        if problems:
-            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-            raise FormatError("; ".join(problems[:3]) + more)
-        return self.writer(qm, Path(output_dir), overwrite)
+        self.writer(qm, directory)
+
+    def save(self, qm: QuantizedModel, output_dir: str | Path, overwrite: bool = False) -> Path:
+        """Write ``qm`` to ``output_dir`` in this format, atomically (a temp dir, then renamed).
+
+        Raises:
+            FormatError: the format is read-only here, or cannot store some layer (checked before
+                anything is written, naming the first layers).
+        """
+        raise_refusals(self.refusals(qm))
+        target = Path(output_dir)
+        with atomic_dir(target, overwrite=overwrite) as tmp:
+            self.write(qm, tmp)
+        return target
+
+
+def _short(scheme: Scheme | None) -> str:
+    if scheme is None:
+        return "16-bit"
+    return f"{scheme.data_type} W{scheme.bits} group {scheme.group_size}{'' if scheme.sym else ' asym'}"
+
+
+def raise_refusals(problems: list[str]) -> None:
+    """FormatError naming the first three problems (and how many more), if there are any."""
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise FormatError("; ".join(problems[:3]) + more)

@@ -8,12 +8,17 @@ stored minus ``zero_offset`` (1 in the GPTQ convention, 0 in auto-round's asymme
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from autoround.errors import CheckpointError
 from autoround.layer_quant import LayerQuant, codes_of
 from autoround.packing import gptq_shapes, pack_int32, unpack_int32
-from autoround.schemes import Scheme
+from autoround.schemes import PER_CHANNEL, Scheme
+
+if TYPE_CHECKING:
+    from autoround.quantized_model import QuantizedModel
 
 
 def pack_layer(weight: torch.Tensor, quant: LayerQuant, zero_offset: int) -> dict[str, torch.Tensor]:
@@ -31,6 +36,26 @@ def pack_layer(weight: torch.Tensor, quant: LayerQuant, zero_offset: int) -> dic
         "qzeros": pack_int32(stored_zero.t().contiguous(), bits, dim=1),
         "scales": quant.scale.t().contiguous().to(torch.float16),
     }
+
+
+def act_order_indices(scheme: Scheme, in_features: int) -> torch.Tensor:
+    """GPTQ's ``g_idx`` without act-order: the group of each input, int32 (in,)."""
+    group = in_features if scheme.group_size in (PER_CHANNEL, 0) else scheme.group_size
+    return (torch.arange(in_features, dtype=torch.int32) // group).to(torch.int32)
+
+
+def zero_problems(qm: QuantizedModel) -> list[str]:
+    """Layers with a zero point of 0, which GPTQ's zero-minus-one convention cannot store."""
+    found = []
+    for name, quant in qm.layers.items():
+        zeros = int((quant.zero < 1).sum())
+        if zeros:
+            found.append(
+                f"{name}: {zeros} group(s) have zero point 0, which GPTQ's 'zero minus one' convention "
+                f"cannot store (Intel clamps it, silently shifting those groups); save this asymmetric "
+                f"model as auto_round, auto_round:auto_awq or auto_awq (zero points stored as they are)"
+            )
+    return found
 
 
 def expected_shapes(scheme: Scheme, in_features: int, out_features: int) -> dict[str, tuple[int, int]]:

@@ -1,8 +1,11 @@
-"""Pre-flight: refuse, before any tuning starts, a layer plan the chosen format or the runtimes
-that serve it cannot load, naming the layers and the fix.
+"""Pre-flight: refuse, before any tuning starts, a layer plan the chosen formats or the runtimes
+that serve them cannot load, naming the layers, the formats that can store it and the fix.
 
-* A format stores certain bit widths and data types only: its entry in
-  :data:`~autoround.formats.registry.FORMATS` says which (``Format.problems``).
+* A format stores certain bit widths, data types, symmetries and group sizes only: its entry in
+  :data:`~autoround.formats.registry.FORMATS` says which (``Format.problems``). The schemes a run
+  names (its default and ``layer_config``'s) are checked before the model is loaded
+  (:func:`check_schemes`); the plan, with the layers' widths, after it is loaded and before any
+  tuning (:func:`check_plan`).
 * vLLM fuses some layers into one weight: q/k/v into ``qkv_proj``, gate/up into
   ``gate_up_proj`` (``w1``/``w3`` in Mixtral's names), and all experts of a MoE layer into one
   tensor. The parts of a fused weight must share one scheme (or all stay unquantized).
@@ -15,14 +18,15 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 
 from torch import nn
 
 from autoround.errors import SchemeError
-from autoround.formats.registry import FORMATS, check_format
-from autoround.layer_plan import LayerPlan
+from autoround.formats.registry import FORMATS, check_formats, writable_formats
+from autoround.layer_plan import LayerConfig, LayerPlan
 from autoround.modeling.blocks import linear_shape
-from autoround.schemes import Scheme
+from autoround.schemes import Scheme, parse_scheme
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +71,53 @@ def fusion_conflicts(plan: LayerPlan) -> list[str]:
     return problems
 
 
-def format_conflicts(plan: LayerPlan, format_name: str) -> list[str]:
-    """One message per scheme the format cannot store (an unknown format raises FormatError)."""
-    return FORMATS[check_format(format_name)].problems(plan)
+def format_conflicts(
+    plan: LayerPlan, formats: str | Sequence[str], model: nn.Module | None = None
+) -> list[str]:
+    """One message per layer a format cannot store (an unknown format raises FormatError)."""
+    return [why for name in check_formats(formats) for why in FORMATS[name].problems(plan, model)]
+
+
+def able_formats(plan: LayerPlan, model: nn.Module | None = None) -> list[str]:
+    """The writable formats that can store every layer of ``plan``."""
+    return [name for name in writable_formats() if not FORMATS[name].problems(plan, model)]
+
+
+def _named_schemes(scheme: Scheme, layer_config: LayerConfig | None) -> dict[str, Scheme]:
+    """The run's default scheme and every quantizing scheme ``layer_config`` names, by where named."""
+    named = {"scheme": scheme}
+    for key, value in (layer_config or {}).items():
+        try:
+            chosen = scheme.replace(**dict(value)) if isinstance(value, Mapping) else parse_scheme(value)
+        except (SchemeError, TypeError):
+            continue  # the layer plan reports it, naming the key
+        if chosen.is_quantized:
+            named[f"layer_config[{key!r}]"] = chosen
+    return named
+
+
+def check_schemes(
+    scheme: Scheme, layer_config: LayerConfig | None, formats: str | Sequence[str]
+) -> tuple[str, ...]:
+    """Refuse, before the model is loaded, a scheme some format cannot store; returns the format keys.
+
+    Raises:
+        FormatError: an unknown or read-only format (listing the allowed ones).
+        SchemeError: a scheme a format cannot store, naming the formats that can store them all.
+    """
+    names = check_formats(formats)
+    named = {where: s for where, s in _named_schemes(scheme, layer_config).items() if s.is_quantized}
+    problems = [
+        f"{where} ({why}) cannot be stored in format {name!r} "
+        f"(it stores {FORMATS[name].capabilities.describe()})"
+        for name in names
+        for where, chosen in named.items()
+        if (why := FORMATS[name].capabilities.why_not(chosen)) is not None
+    ]
+    if problems:
+        able = [n for n in writable_formats() if all(FORMATS[n].stores(s) for s in named.values())]
+        raise SchemeError("; ".join(problems) + f"; formats that can store it: {able}")
+    return names
 
 
 def warn_partial_groups(model: nn.Module, plan: LayerPlan) -> None:
@@ -99,16 +147,20 @@ def require_quantized(plan: LayerPlan) -> None:
         )
 
 
-def check_plan(model: nn.Module, plan: LayerPlan, format_name: str) -> None:
+def check_plan(model: nn.Module, plan: LayerPlan, formats: str | Sequence[str]) -> None:
     """Raise SchemeError listing every problem (with the fix) before any work is done."""
     require_quantized(plan)
-    problems = format_conflicts(plan, format_name) + fusion_conflicts(plan)
+    stored = format_conflicts(plan, formats, model)
+    # vLLM fuses q/k/v and gate/up; runtimes that do not (llama.cpp) take differing parts
+    vllm = any(r.startswith("vLLM") for name in check_formats(formats) for r in FORMATS[name].runtimes)
+    problems = stored + (fusion_conflicts(plan) if vllm else [])
     if problems:
         shown = "\n  - ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        able = f" (formats that store this plan: {able_formats(plan, model)})" if stored else ""
         raise SchemeError(
             f"the layer configuration cannot be saved and served as planned:\n  - {shown}{more}\n"
             f"Fix: give the parts of each fused weight the same scheme in layer_config (e.g. one pattern "
-            f"matching q_proj|k_proj|v_proj), and use schemes the format stores."
+            f"matching q_proj|k_proj|v_proj), and use schemes the format stores{able}."
         )
     warn_partial_groups(model, plan)

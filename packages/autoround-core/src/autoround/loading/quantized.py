@@ -25,9 +25,9 @@ from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from autoround.formats.auto_round import tie_configs, tied_layers
 from autoround.formats.awq_layout import convert_layer, expect_awq
 from autoround.formats.base import CheckpointSpec
+from autoround.formats.checkpoint import tie_configs, tied_layers
 from autoround.formats.registry import checkpoint_spec
 from autoround.io import iter_safetensors_dir, weight_file_paths
 from autoround.loading.tensor_check import check_checkpoint_tensors, read_headers

@@ -1,0 +1,126 @@
+"""``autoround list format`` / ``autoround list scheme``: what can be written, and who loads it.
+
+Generated from the registries alone: every writable entry of :data:`autoround.formats.FORMATS`
+(its capabilities and ``runtimes``) against every quantizing preset of
+:data:`autoround.schemes.PRESETS`; a format or preset registered later shows up by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from autoround.formats import FORMATS, writable_formats
+from autoround.schemes import PRESETS, Scheme
+
+TOPICS = ("format", "scheme")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One cell of the matrix: whether ``format`` writes ``scheme``, and who loads the result."""
+
+    format: str
+    scheme: str
+    written: bool
+    runtimes: tuple[str, ...]
+
+
+def quantizing_presets() -> dict[str, Scheme]:
+    """The presets that quantize (``BF16`` / ``W16A16`` write nothing quantized)."""
+    return {name: scheme for name, scheme in PRESETS.items() if scheme.is_quantized}
+
+
+def matrix() -> list[Pair]:
+    """Every writable format x every quantizing preset."""
+    return [
+        Pair(name, preset, written, FORMATS[name].runtimes if written else ())
+        for name in writable_formats()
+        for preset, scheme in quantizing_presets().items()
+        for written in (FORMATS[name].stores(scheme),)
+    ]
+
+
+def _describe(scheme: Scheme) -> str:
+    group = {-1: "per channel", 0: "per tensor"}.get(scheme.group_size, f"group {scheme.group_size}")
+    return f"{scheme.data_type} {scheme.bits}-bit, {group}, {'sym' if scheme.sym else 'asym'}"
+
+
+def format_lines() -> list[str]:
+    """One paragraph per writable format: what it stores, which presets, who loads it."""
+    lines = []
+    presets = quantizing_presets()
+    for name in writable_formats():
+        entry = FORMATS[name]
+        written = [p for p, s in presets.items() if entry.stores(s)]
+        read = "yes" if entry.readable else "no"
+        lines += [
+            f"{name}  (quant_method {entry.quant_method!r}; read back by autoround: {read})",
+            f"  stores:   {entry.capabilities.describe()}",
+            f"  presets:  {', '.join(written) or '(none)'}",
+            f"  runtimes: {', '.join(entry.runtimes) or '(none recorded)'}",
+            "",
+        ]
+    return lines
+
+
+def scheme_lines() -> list[str]:
+    """One paragraph per quantizing preset: the formats that write it, and who loads each."""
+    lines = []
+    for preset, scheme in quantizing_presets().items():
+        writers = [name for name in writable_formats() if FORMATS[name].stores(scheme)]
+        lines.append(f"{preset}  ({_describe(scheme)})")
+        if not writers:
+            lines.append("  written by no format yet")
+        for name in writers:
+            lines.append(f"  {name}: {', '.join(FORMATS[name].runtimes) or '(no runtime recorded)'}")
+        lines.append("")
+    return lines
+
+
+def grid_lines() -> list[str]:
+    """The matrix at a glance: a row per preset, a column per format (x: written)."""
+    names = writable_formats()
+    width = max(len(p) for p in quantizing_presets()) + 2
+    header = " " * width + "  ".join(f"[{i}]" for i in range(len(names)))
+    rows = [
+        preset.ljust(width)
+        + "  ".join(("x" if FORMATS[n].stores(s) else ".").center(len(f"[{i}]")) for i, n in enumerate(names))
+        for preset, s in quantizing_presets().items()
+    ]
+    legend = [f"[{i}] {name}" for i, name in enumerate(names)]
+    return [header, *rows, "", *legend]
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error on one line (the full usage is in ``--help``), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_list_parser() -> argparse.ArgumentParser:
+    """``autoround list``'s parser."""
+    parser = _Parser(
+        prog="autoround list",
+        description="The formats x schemes matrix: which format writes which preset, and which "
+        "runtimes load it (generated from the format and scheme registries).",
+    )
+    parser.add_argument("topic", choices=TOPICS, help="format: one entry per format; scheme: one per preset")
+    parser.add_argument("--json", action="store_true", help="the whole matrix as JSON, one object per pair")
+    return parser
+
+
+def run_list(argv: Sequence[str]) -> int:
+    """``autoround list format|scheme [--json]``; exit code 2 (one line) on a bad topic."""
+    args = build_list_parser().parse_args(list(argv))
+    if args.json:
+        print(json.dumps([pair.__dict__ for pair in matrix()], indent=1))
+        return 0
+    lines = format_lines() if args.topic == "format" else scheme_lines()
+    sys.stdout.write("\n".join([*lines, *grid_lines()]) + "\n")
+    return 0

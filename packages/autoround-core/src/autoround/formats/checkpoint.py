@@ -1,0 +1,198 @@
+"""Writing a checkpoint directory, whatever the format: the parts every writer shares.
+
+A format supplies its ``quantization_config`` and the tensors of one quantized layer
+(:data:`LayerTensors`); :func:`write_checkpoint` adds the model's unquantized tensors (tied
+weights written once), shards them with :func:`autoround.io.save_safetensors_sharded`, and writes
+``config.json`` (with the ``quantization_config``), ``quantization_config.json``, the generation
+config and the tokenizer. A tied ``lm_head`` that is quantized is stored untied (its embedding
+dense, ``tie_word_embeddings: false``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import torch
+from tqdm.auto import tqdm
+
+from autoround.io import DEFAULT_MAX_SHARD_BYTES, save_safetensors_sharded
+from autoround.layer_quant import LayerQuant
+from autoround.modeling.blocks import linear_weight
+from autoround.quantized_model import QuantizedModel
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+logger = logging.getLogger(__name__)
+
+#: ``(layer name, quantize-dequantized (out, in) weight on the CPU, its parameters)`` -> the
+#: layer's tensors by suffix (``qweight``, ...). The bias is added by :func:`write_checkpoint`.
+LayerTensors = Callable[[str, torch.Tensor, LayerQuant], dict[str, torch.Tensor]]
+
+
+def write_checkpoint(
+    qm: QuantizedModel,
+    directory: Path,
+    quant_config: dict[str, Any],
+    layer_tensors: LayerTensors,
+    *,
+    export_dtype: torch.dtype | None = None,
+    bias_dtype: torch.dtype | None = torch.float16,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> None:
+    """Write ``qm`` into the existing, empty ``directory``.
+
+    ``export_dtype`` (Intel's GPTQ and AWQ exports: float16): float32 tensors outside the
+    quantized layers are cast to it and ``config.json`` states it as the model's dtype; bf16
+    tensors keep their dtype, as Intel's exporter leaves them. Biases of quantized layers are
+    float16 (the packed layers' dtype).
+    """
+    untie = tied_quantized(qm.model, qm.layers)
+    if untie:
+        logger.info("%s is tied to the embedding and quantized: saved untied", untie)
+    tensors = dense_tensors(qm, export_dtype)
+    tensors.update(_packed_tensors(qm, layer_tensors, bias_dtype))
+    save_safetensors_sharded(tensors, directory, max_shard_bytes=max_shard_bytes)
+    write_configs(qm, directory, quant_config, bool(untie))
+    if export_dtype is not None and export_dtype != _model_dtype(qm.model):
+        _state_dtype(directory / "config.json", export_dtype)
+
+
+def _packed_tensors(
+    qm: QuantizedModel, layer_tensors: LayerTensors, bias_dtype: torch.dtype | None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    for name, quant in tqdm(qm.layers.items(), desc="packing", unit="layer"):
+        module = qm.model.get_submodule(name)
+        weight = linear_weight(module).detach().cpu()
+        for key, tensor in layer_tensors(name, weight, quant).items():
+            yield f"{name}.{key}", tensor
+        bias = getattr(module, "bias", None)
+        if bias is not None:
+            bias = bias.detach().cpu()
+            yield f"{name}.bias", bias if bias_dtype is None else bias.to(bias_dtype)
+
+
+def dense_tensors(qm: QuantizedModel, export_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Unquantized tensors, with later aliases of one storage (tied weights) dropped; float32
+    ones cast to ``export_dtype`` when given (except modules the model keeps in float32)."""
+    skip = {f"{name}.{p}" for name in qm.layers for p in ("weight", "bias")}
+    keep_fp32 = _kept_in_fp32(qm.model)
+    seen: set[tuple[int, int | torch.SymInt]] = set()
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in qm.model.state_dict().items():
+        if key in skip:
+            continue
+        ident = _ident(tensor)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        tensor = tensor.detach().cpu().contiguous()
+        narrow = export_dtype is not None and tensor.dtype == torch.float32
+        if narrow and not any(module in key for module in keep_fp32):
+            tensor = tensor.to(export_dtype)
+        out[key] = tensor
+    return out
+
+
+def _kept_in_fp32(model: torch.nn.Module) -> set[str]:
+    names: set[str] = set()
+    for attribute in ("_keep_in_fp32_modules", "_keep_in_fp32_modules_strict"):
+        value = getattr(model, attribute, None) or []
+        names.update([value] if isinstance(value, str) else value)
+    return names
+
+
+def _model_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def _state_dtype(config_path: Path, dtype: torch.dtype) -> None:
+    """``config.json`` states ``dtype`` (and the older ``torch_dtype``), as Intel's exporter does."""
+    data = json.loads(config_path.read_text())
+    name = str(dtype).removeprefix("torch.")
+    data["torch_dtype"] = name
+    if "dtype" in data:
+        data["dtype"] = name
+    config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def tie_configs(config: Any) -> list[Any]:
+    """The configs that carry ``tie_word_embeddings``: the model's and its text config's.
+
+    transformers 5 ties by the outer config, but composite models (``text_config``) saved by
+    older versions keep the flag inside, and loading copies a True from there to the outer one.
+    """
+    found = [config]
+    get_text = getattr(config, "get_text_config", None)
+    if callable(get_text) and get_text(decoder=True) is not config:
+        found.append(get_text(decoder=True))
+    return [c for c in found if hasattr(c, "tie_word_embeddings")]
+
+
+@contextmanager
+def untied(config: Any) -> Iterator[None]:
+    """``tie_word_embeddings`` False on ``config`` (and its text config) inside; restored after."""
+    configs = tie_configs(config)
+    previous = [c.tie_word_embeddings for c in configs]
+    for c in configs:
+        c.tie_word_embeddings = False
+    try:
+        yield
+    finally:
+        for c, value in zip(configs, previous, strict=True):
+            c.tie_word_embeddings = value
+
+
+def tied_layers(model: torch.nn.Module) -> set[str]:
+    """Modules on either side of transformers' tied-weights mapping (``lm_head``, the embedding)."""
+    mapping = getattr(model, "all_tied_weights_keys", None) or {}
+    return {key.rpartition(".")[0] for pair in mapping.items() for key in pair}
+
+
+def tied_quantized(model: torch.nn.Module, quantized: Iterable[str]) -> list[str]:
+    """Quantized layers tied to another tensor, by transformers' mapping or by shared storage."""
+    counts = Counter(_ident(t) for t in model.state_dict().values() if not t.is_meta)
+    tied = tied_layers(model)
+    return [
+        name
+        for name in quantized
+        if name in tied or counts[_ident(linear_weight(model.get_submodule(name)))] > 1
+    ]
+
+
+def _ident(tensor: torch.Tensor) -> tuple[int, int | torch.SymInt]:
+    return tensor.untyped_storage().data_ptr(), tensor.storage_offset()
+
+
+def write_configs(
+    qm: QuantizedModel, directory: Path, quant_config: dict[str, Any], untie: bool = False
+) -> None:
+    """``config.json`` with ``quant_config``, ``quantization_config.json``, generation config, tokenizer."""
+    config = cast("PretrainedConfig", qm.model.config)  # a transformers model's; nn.Module can't say
+    previous = getattr(config, "quantization_config", None)
+    architectures = config.architectures
+    config.quantization_config = quant_config
+    # As save_pretrained does: a model built with from_config has none, and vLLM then guesses
+    # the model class (a Qwen3 without it is served as an embedding model).
+    config.architectures = architectures or [type(qm.model).__name__]
+    try:
+        with untied(config) if untie else nullcontext():
+            config.save_pretrained(directory)
+    finally:
+        config.architectures = architectures
+        if previous is None:
+            del config.quantization_config
+        else:
+            config.quantization_config = previous
+    (directory / "quantization_config.json").write_text(json.dumps(quant_config, indent=2) + "\n")
+    generation = getattr(qm.model, "generation_config", None)
+    if generation is not None:
+        generation.save_pretrained(directory)
+    if qm.tokenizer is not None:
+        qm.tokenizer.save_pretrained(directory)

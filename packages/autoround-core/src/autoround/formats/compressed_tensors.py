@@ -1,0 +1,121 @@
+"""compressed-tensors ``pack-quantized`` checkpoints (``quant_method: compressed-tensors``): Intel's
+``llm_compressor`` export, for integer weight-only schemes.
+
+compressed-tensors quantizes ``q = clamp(round(w / scale) + zp, -2**(b-1), 2**(b-1) - 1)`` with
+signed codes and dequantizes ``(q - zp) * scale``; autoround's integers (Intel's conventions) are
+unsigned codes ``c`` with zero point ``z`` and, for symmetric weights, a signed scale (the value of
+largest magnitude maps to code ``-2**(b-1)``). Both describe one grid with ``weight_scale =
+scale`` (sign kept) and ``weight_zero_point = z - 2**(b-1)`` (:func:`ct_qparams`, which
+autoround-llmc's modifier uses too). On disk, per quantized layer:
+
+- ``weight_packed`` int32 (out, in * b / 32): the signed codes plus ``2**(b-1)`` (= ``c``), packed
+  along the input in a little-endian bit stream (compressed-tensors' ``pack_to_int32``; the same
+  stream as GPTQ's, so :func:`autoround.packing.pack_int32` writes it; 3-bit values straddle words
+  as compressed-tensors >= 0.19 packs them);
+- ``weight_scale`` (out, groups) in the scale's own dtype (float16, as Intel writes it: exact);
+- ``weight_shape`` int64 ``[out, in]``;
+- asymmetric only: ``weight_zero_point`` int32 (out * b / 32, groups), ``z`` packed along the output.
+
+The config has one ``config_groups`` entry per scheme (targets ``["Linear"]`` when there is one,
+the layer names otherwise, as Intel rewrites them) and ``ignore`` lists the Linear layers left in
+16 bits. autoround does not read these checkpoints; transformers (with compressed-tensors) and
+vLLM do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoround.formats.base import Capabilities, Format
+from autoround.formats.checkpoint import write_checkpoint
+from autoround.layer_quant import LayerQuant, codes_of
+from autoround.packing import SUPPORTED_BITS, pack_int32
+from autoround.quantized_model import QuantizedModel
+from autoround.schemes import PER_CHANNEL, Scheme
+
+METHOD = "compressed-tensors"
+PACKED = "pack-quantized"
+#: Integers of the bit widths the int32 stream packing is built for; no per-tensor scale (its
+#: tensors differ in shape; Intel's export does not write one either).
+CAPABILITIES = Capabilities(data_types=("int",), bits=SUPPORTED_BITS, per_tensor=False)
+RUNTIMES = ("transformers + compressed-tensors", "vLLM compressed-tensors (stock; on the CPU 4-bit only)")
+
+
+def ct_qparams(quant: LayerQuant) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(weight_scale, weight_zero_point)`` in compressed-tensors' convention, (out, groups) each:
+    the scale as it is (sign included), the zero point signed (int8; 0 for symmetric weights)."""
+    midpoint = 2 ** (quant.scheme.bits - 1)
+    zero = torch.zeros_like(quant.zero) if quant.scheme.sym else quant.zero - midpoint
+    return quant.scale, zero.to(torch.int8)
+
+
+def weight_args(scheme: Scheme) -> dict[str, Any]:
+    """compressed-tensors' ``QuantizationArgs`` of a weight scheme, as its ``to_dict`` writes them."""
+    channel = scheme.group_size == PER_CHANNEL
+    return {
+        "actorder": None,
+        "block_structure": None,
+        "dynamic": False,
+        "group_size": None if channel else scheme.group_size,
+        "num_bits": scheme.bits,
+        "observer": None,
+        "observer_kwargs": {},
+        "scale_dtype": None,
+        "strategy": "channel" if channel else "group",
+        "symmetric": scheme.sym,
+        "type": "int",
+        "zp_dtype": None if scheme.sym else str(torch.int8),
+    }
+
+
+def to_config(qm: QuantizedModel) -> dict[str, Any]:
+    """The ``quantization_config``: one group per scheme, in order of first use."""
+    members: dict[Scheme, list[str]] = {}
+    for name, scheme in qm.plan.quantized().items():
+        members.setdefault(scheme, []).append(name)
+    several = len(members) > 1
+    groups = {
+        f"group_{i}": {
+            "format": PACKED,
+            "input_activations": None,
+            "output_activations": None,
+            "targets": sorted(names) if several else ["Linear"],
+            "weights": weight_args(scheme),
+        }
+        for i, (scheme, names) in enumerate(members.items())
+    }
+    return {
+        "config_groups": groups,
+        "format": PACKED,
+        "global_compression_ratio": None,
+        "ignore": [name for name, decision in qm.plan.layers.items() if decision.scheme is None],
+        "kv_cache_scheme": None,
+        "quant_method": METHOD,
+        "quantization_status": "compressed",
+    }
+
+
+def pack_layer(weight: torch.Tensor, quant: LayerQuant) -> dict[str, torch.Tensor]:
+    """One layer's tensors from its quantize-dequantized (out, in) weight."""
+    bits = quant.scheme.bits
+    scale, _ = ct_qparams(quant)
+    tensors = {
+        "weight_packed": pack_int32(codes_of(weight, quant), bits, dim=1),
+        "weight_scale": scale.contiguous(),
+        "weight_shape": torch.tensor(list(weight.shape), dtype=torch.int64),
+    }
+    if not quant.scheme.sym:
+        tensors["weight_zero_point"] = pack_int32(quant.zero.t().contiguous(), bits, dim=1).t().contiguous()
+    return tensors
+
+
+def write(qm: QuantizedModel, directory: Path) -> None:
+    """Intel's ``llm_compressor`` checkpoint of ``qm`` into ``directory``."""
+    tensors = lambda name, weight, quant: pack_layer(weight, quant)  # noqa: E731
+    write_checkpoint(qm, directory, to_config(qm), tensors, bias_dtype=None)
+
+
+FORMAT = Format("llm_compressor", METHOD, CAPABILITIES, writer=write, runtimes=RUNTIMES)
