@@ -1,7 +1,7 @@
 """Where the GPU memory of a SignRound run goes (issue 25): the peak, and what was alive then.
 
 Runs ``autoround.quantize`` (W4A16, the default recipe) on random weights of a SmolLM2-shape
-model with PyTorch's allocator history recorded (``torch.cuda.memory._record_memory_history``),
+(or Llama-1B-shape) model with PyTorch's allocator history recorded (``torch.cuda.memory._record_memory_history``),
 replays the allocation trace to find the peak, and prints the allocations alive at that moment
 grouped by the first frame of autoround or transformers code that made them. ``--graphs 0``
 runs the iterations eagerly instead of replaying CUDA graphs.
@@ -21,8 +21,12 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 import autoround
 from autoround.algorithms import SignRoundSettings
 
-SMOLLM2 = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-               num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)  # fmt: skip
+SHAPES = {
+    "smollm2": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
+    "llama1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                    num_key_value_heads=8, vocab_size=49152),
+}  # fmt: skip
 GIB = 2**30
 OURS = ("autoround", "transformers")
 
@@ -61,10 +65,11 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--graphs", default="1", choices=("0", "1"))
+    parser.add_argument("--shape", default="smollm2", choices=sorted(SHAPES))
     args = parser.parse_args()
     os.environ["AUTOROUND_CUDA_GRAPHS"] = args.graphs
     torch.manual_seed(0)
-    config = LlamaConfig(**{**SMOLLM2, "num_hidden_layers": args.layers})
+    config = LlamaConfig(**{**SHAPES[args.shape], "num_hidden_layers": args.layers})
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).cuda().eval()
     ids = torch.randint(0, 49152, (args.nsamples, 2048))
     torch.cuda.synchronize()

@@ -34,6 +34,7 @@ from autoround.algorithms.block_activations import (
 from autoround.algorithms.block_placement import blocks_on_host
 from autoround.algorithms.imatrix import collect_input_squares
 from autoround.algorithms.signround import SignRoundSettings, TunedParams, qdq_with, tune_block
+from autoround.algorithms.signround_loop import release_cuda_graphs
 from autoround.intel_defaults import INTEL
 from autoround.layer_plan import LayerPlan
 from autoround.layer_quant import LayerQuant
@@ -108,7 +109,10 @@ def quantize_signround(
         autocast = reference_autocast(settings.autocast_dtype(device), device)
         acts = BlockActivations.start(captured.hidden, settings.enable_quanted_input, dtype, store, autocast)
         del captured
-        return walk.run(blocks, acts, kwargs)
+        try:
+            return walk.run(blocks, acts, kwargs)
+        finally:
+            release_cuda_graphs()
 
 
 @dataclass(frozen=True)

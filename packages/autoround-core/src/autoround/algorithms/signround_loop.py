@@ -164,9 +164,7 @@ def _replayed(loop: BlockLoop, indices: torch.Tensor, alphas: torch.Tensor, numb
     torch.cuda.current_stream(loop.device).wait_stream(side)
     static = (indices[0].clone(), numbers[0].clone(), alphas[0].clone())
     try:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=_graph_pool(loop.device)):
-            loop.iteration(*static)
+        graph = _record(loop, static)
     except RuntimeError as exc:  # a layer that cannot be recorded (host syncs, say)
         logger.warning("recording the tuning iteration as a CUDA graph failed (%s); running eagerly", exc)
         for step in range(GRAPH_WARMUP, len(indices)):
@@ -178,12 +176,30 @@ def _replayed(loop: BlockLoop, indices: torch.Tensor, alphas: torch.Tensor, numb
         graph.replay()
 
 
-@functools.cache
-def _graph_pool(device: torch.device) -> Any:
-    """One memory pool for the graphs of every block: each block's graph is done with before the
-    next one is recorded, so they can share it, and memory stays what one block needs."""
-    with torch.cuda.device(device):
-        return torch.cuda.graph_pool_handle()
+#: Per device, the memory pool the graphs of every block share (each block's graph is done with
+#: before the next one is recorded, so memory stays what one block needs) and the last graph
+#: recorded into it. PyTorch frees a pool with its last graph and then refuses to record into
+#: that pool again, so the last graph is kept until the next one is recorded.
+_RECORDED: dict[torch.device, tuple[Any, torch.cuda.CUDAGraph]] = {}
+
+
+def _record(loop: BlockLoop, static: tuple[torch.Tensor, ...]) -> torch.cuda.CUDAGraph:
+    """One iteration of ``loop`` recorded as a CUDA graph into the device's shared pool."""
+    if loop.device in _RECORDED:
+        pool = _RECORDED[loop.device][0]
+    else:
+        with torch.cuda.device(loop.device):
+            pool = torch.cuda.graph_pool_handle()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        loop.iteration(*static)
+    _RECORDED[loop.device] = (pool, graph)
+    return graph
+
+
+def release_cuda_graphs() -> None:
+    """Let the last recorded graphs and their memory pools go (a run's blocks are all tuned)."""
+    _RECORDED.clear()
 
 
 @functools.cache
