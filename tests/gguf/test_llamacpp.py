@@ -161,3 +161,24 @@ def _eval_ids(tmp_path: Path, tokenizer) -> str:
     ids = tokenizer(text.read_text(encoding="utf-8")).input_ids[: 2 * 512]
     np.save(tmp_path / "ids.npy", np.asarray(ids))
     return str(tmp_path / "ids.npy")
+
+
+def test_llama_cpp_runs_the_gguf_written_beside_integer_formats(tmp_path) -> None:
+    """``auto_round,auto_gptq,gguf:q4_k_m`` from one run: llama.cpp loads the GGUF (each layer
+    re-quantized from the W4A16 weights to the recipe's types) and computes what transformers'
+    reading of the same file computes, and what the W4A16 model itself computes, within the
+    re-quantization."""
+    model = gguf_model()
+    model.config._name_or_path = "tiny-llama"
+    run = Run(scheme=parse_scheme("W4A16"), formats=("auto_round", "auto_gptq", "gguf:q4_k_m"))
+    qm = runner.execute(model, run, tokenizer=bpe_tokenizer(), progress=False)
+    out = formats.save(qm, tmp_path / "out", format=run.formats)
+    path = gguf_file(out / "gguf-q4-k-m")
+    ids = list(range(2, 34))
+    harness("logits", str(path), ",".join(map(str, ids)), str(tmp_path / "logits.npy"))
+    theirs = np.load(tmp_path / "logits.npy")
+    reference = _transformers_logits(path, ids)
+    assert np.corrcoef(theirs.reshape(-1), reference.reshape(-1))[0, 1] > 0.99
+    with torch.no_grad():
+        w4a16 = model(torch.tensor([ids])).logits[0].numpy()
+    assert np.corrcoef(theirs.reshape(-1), w4a16.reshape(-1))[0, 1] > 0.95

@@ -8,7 +8,6 @@ started again with the same arguments resumes after the last finished block.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from autoround.intel_defaults import INTEL, INTEL_ARG_NAMES, NO_EFFECT_ARGS, int
 from autoround.layer_plan import LayerConfig
 from autoround.output_guard import check_output_dir, run_inputs
 from autoround.quantized_model import QuantizedModel
-from autoround.run import Run, run_from_intel
+from autoround.run import Run, for_formats, run_from_intel
 from autoround.schemes import SchemeLike
 
 logger = logging.getLogger(__name__)
@@ -35,7 +34,8 @@ class AutoRound:
 
     ``model`` is a loaded transformers model or a path / hub id / demo alias (``"smollm2"``).
     Argument names and defaults are Intel auto-round's (:data:`autoround.intel_defaults.INTEL`):
-    ``scheme="W4A16"``, ``iters=200``, ``nsamples=128``, ``seqlen=2048``, ``batch_size=8``,
+    ``scheme="W4A16"`` (here None, which is W4A16, or with a GGUF format alone that recipe's scheme:
+    :mod:`autoround.formats.combine`), ``iters=200``, ``nsamples=128``, ``seqlen=2048``, ``batch_size=8``,
     ``lr=1/iters``, ``dataset="NeelNanda/pile-10k"`` (unreachable offline: pass a local
     .txt/.json/.jsonl path, a list of texts or token-id tensors).
 
@@ -61,7 +61,7 @@ class AutoRound:
         self,
         model: nn.Module | str,
         tokenizer: Any | None = None,
-        scheme: SchemeLike = INTEL.scheme,
+        scheme: SchemeLike | None = None,
         layer_config: LayerConfig | None = None,
         dataset: Any = INTEL.dataset,
         iters: int = INTEL.iters,
@@ -101,6 +101,7 @@ class AutoRound:
             model, loaded_tokenizer = load_model_and_tokenizer(model, dtype=None)
             tokenizer = tokenizer or loaded_tokenizer
         self.model, self.tokenizer = model, tokenizer
+        self._args = args
         self.run: Run = run_from_intel(args)
         self.result: QuantizedModel | None = None
 
@@ -143,7 +144,9 @@ class AutoRound:
         """Quantize (resumably, when tuning) and save; returns the checkpoint directory.
 
         ``format`` names one format or several (``"auto_round,auto_gptq"``: one tuning run, each
-        format in its own subdirectory of ``output_dir``, named as Intel names them).
+        format in its own subdirectory of ``output_dir``, named as Intel names them). A GGUF recipe
+        alone quantizes with its own scheme when none was given; beside integer formats its file
+        is written from their weights (:mod:`autoround.formats.combine` states the rule).
 
         Refused before any work: an unknown ``format`` or a scheme it cannot store (naming the
         formats that can), an ``output_dir`` that is, contains or lies inside the model's
@@ -151,7 +154,7 @@ class AutoRound:
         ``inplace`` is accepted with a warning: it has no effect).
         """
         _refuse_unknown("quantize_and_save", kwargs, frozenset({"inplace"}))
-        self.run = dataclasses.replace(self.run, formats=(format,))
+        self.run = for_formats(self.run, self._args, format)
         check_schemes(self.run.scheme, self.run.layer_config, self.run.formats)
         if self.result is not None:
             check_output_dir(output_dir, run_inputs(self.model, self.run.calibration.dataset))
@@ -164,7 +167,7 @@ class AutoRound:
     def preflight(self, format: str = "auto_round") -> None:
         """Check, before any work, that ``format`` (one or several, comma-separated) and the
         runtimes serving it can take the plan."""
-        run = dataclasses.replace(self.run, formats=(format,))
+        run = for_formats(self.run, self._args, format)
         check_schemes(run.scheme, run.layer_config, run.formats)
         runner.preflight(self.model, run)
 

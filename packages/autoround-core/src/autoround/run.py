@@ -9,17 +9,19 @@ run holds) once; :mod:`autoround.runner` executes it. Which algorithm runs is de
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from autoround.algorithms import ALGORITHMS, OptRtnSettings, SignRoundSettings
-from autoround.formats import check_formats
+from autoround.formats import check_formats, run_scheme
 from autoround.hardware import check_device
 from autoround.intel_defaults import INTEL, IntelArgs, check_iters
 from autoround.layer_plan import LayerConfig
-from autoround.schemes import Scheme, parse_scheme
+from autoround.schemes import Scheme
 
 
 @dataclass(frozen=True)
@@ -113,11 +115,22 @@ def device_of(device_map: str | int | dict[str, Any] | None) -> str | None:
     return str(check_device(device_map))
 
 
+def _scheme(args: IntelArgs, formats: str | Sequence[str]) -> Scheme:
+    """The scheme of Intel's arguments for a run writing ``formats`` (``args.scheme`` None: not
+    given, so a GGUF recipe alone picks its own; :func:`autoround.formats.run_scheme`)."""
+    return run_scheme(args.scheme, formats, bits=args.bits, group_size=args.group_size, sym=args.sym)
+
+
+def for_formats(run: Run, args: IntelArgs, formats: str | Sequence[str]) -> Run:
+    """``run`` writing ``formats`` instead, its scheme chosen again from ``args`` for them."""
+    return dataclasses.replace(run, formats=check_formats(formats), scheme=_scheme(args, formats))
+
+
 def run_from_intel(args: IntelArgs, formats: str | tuple[str, ...] = ("auto_round",)) -> Run:
     """The :class:`Run` that Intel's arguments ``args`` describe."""
     algorithm, settings = _algorithm(args)
     return Run(
-        scheme=parse_scheme(args.scheme, bits=args.bits, group_size=args.group_size, sym=args.sym),
+        scheme=_scheme(args, formats),
         algorithm=algorithm,
         settings=settings,
         layer_config=args.layer_config,

@@ -44,8 +44,7 @@ def plan_layers(model: nn.Module, run: Run) -> layer_plan.LayerPlan:
         logger.info("split %d fused MoE expert modules into per-expert Linear layers", unfused)
     block_names = list(run.block_names) if run.block_names is not None else None
     plan = layer_plan.resolve(model, run.scheme, run.layer_config, run.quant_lm_head, block_names)
-    for name in run.formats:  # a format's own per-layer choices (GGUF recipes)
-        plan = formats.FORMATS[name].adapt(model, plan)
+    plan = formats.adapt_plan(model, plan, run.formats)  # the formats' own choices (GGUF recipes)
     logger.info("layer plan: %s", layer_plan.describe(plan))
     return plan
 

@@ -36,6 +36,7 @@ from autoround.cli.evaluate import (
 )
 from autoround.cli.listing import run_list
 from autoround.errors import AutoRoundError
+from autoround.formats import default_scheme_name
 from autoround.intel_defaults import INTEL, NO_EFFECT_ARGS, RECIPES, IntelArgs, intel_args, recipe
 from autoround.loading import load_dense
 from autoround.run import run_from_intel
@@ -179,7 +180,10 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
     )
     _add_model_args(parser)
     parser.add_argument(
-        "--scheme", default=INTEL.scheme, help="preset name, e.g. W4A16, W2A16G64, W8A16 (any case)"
+        "--scheme",
+        default=None,
+        help=f"preset name, e.g. W4A16, W2A16G64, GGUF:Q4_K_M (any case; default {INTEL.scheme}, or with "
+        "a gguf format alone its recipe's scheme)",
     )
     parser.add_argument("--bits", type=int, default=None, help="override the scheme's weight bits (2-8)")
     parser.add_argument(
@@ -314,7 +318,8 @@ def _default_output_dir(model: str, scheme: str) -> Path:
 def run_quantize(args: argparse.Namespace) -> int:
     """Load, optionally evaluate, quantize, save, optionally evaluate the saved checkpoint."""
     run = run_from_intel(intel_arguments(args), formats=(args.format,))
-    output_dir = args.output_dir or _default_output_dir(args.model, args.scheme)
+    scheme = args.scheme or default_scheme_name(run.formats)
+    output_dir = args.output_dir or _default_output_dir(args.model, scheme)
     check_quantize_args(args, run, output_dir)
     evaluated = evaluated_checkpoint(run, output_dir)  # of several formats, the first autoround reads
     task_runs = plan_quantize_evals(args, evaluated)  # lm-eval and its tasks checked before any work
@@ -325,7 +330,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result, path = runner.quantize_and_save(model, tokenizer, run, output_dir, bool(args.overwrite))
     print(
-        f"quantized {len(result.layers)} layers to {args.scheme.upper()} with {run.algorithm} and saved "
+        f"quantized {len(result.layers)} layers to {scheme.upper()} with {run.algorithm} and saved "
         f"the {', '.join(run.formats)} checkpoint{'s' if len(run.formats) > 1 else ''} to {path} in "
         f"{time.perf_counter() - start:.1f} s"
     )

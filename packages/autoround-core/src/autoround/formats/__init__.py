@@ -23,6 +23,7 @@ from autoround.formats.base import (
     Format,
     raise_refusals,
 )
+from autoround.formats.combine import adapt_plan, default_scheme_name, entries, run_scheme
 from autoround.formats.compressed_tensors import ct_qparams
 from autoround.formats.gguf import export_gguf, gguf_file
 from autoround.formats.gptq import IGNORED_TENSORS as GPTQ_IGNORED_TENSORS
@@ -60,23 +61,24 @@ def save(
     extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Save ``qm`` in one format or several (``"auto_round,auto_gptq"``; see :func:`check_formats`),
-    each into its own subdirectory when several (:func:`checkpoint_dirs`), all-or-nothing: every
+    each into its own subdirectory when several (:func:`checkpoint_dirs`; a GGUF recipe beside
+    other formats is written from their weights: :mod:`autoround.formats.combine`), all-or-nothing: every
     format's refusals are checked before anything is written, and one temp directory becomes
     ``output_dir`` by a rename. ``extra_files`` (name -> text) are written into each checkpoint.
     An output that would overwrite or lie inside the directory the model was loaded from is refused.
     """
-    dirs = checkpoint_dirs(output_dir, format)
+    dirs, writers = checkpoint_dirs(output_dir, format), entries(format)
     check_output_dir(output_dir, {"model": model_source(qm.model)})
     several = len(dirs) > 1
     raise_refusals(
-        [f"{name}: {why}" if several else why for name in dirs for why in FORMATS[name].refusals(qm)]
+        [f"{name}: {why}" if several else why for name in dirs for why in writers[name].refusals(qm)]
     )
     target = Path(output_dir)
     with atomic_dir(target, overwrite=overwrite) as tmp:
         for name, directory in dirs.items():
             inside = tmp / directory.relative_to(target)
             inside.mkdir(exist_ok=True)
-            FORMATS[name].write(qm, inside)
+            writers[name].write(qm, inside)
             for file, text in (extra_files or {}).items():
                 (inside / file).write_text(text)
     return target
@@ -92,12 +94,15 @@ __all__ = [
     "Capabilities",
     "CheckpointSpec",
     "Format",
+    "adapt_plan",
     "check_format",
     "check_formats",
     "checkpoint_dirs",
     "checkpoint_spec",
     "convert_awq_layer",
     "ct_qparams",
+    "default_scheme_name",
+    "entries",
     "expect_awq",
     "export_gguf",
     "gguf_file",
@@ -105,6 +110,7 @@ __all__ = [
     "parse_config",
     "quantization_config_of",
     "reader_for",
+    "run_scheme",
     "save",
     "spec_for",
     "to_auto_round_config",

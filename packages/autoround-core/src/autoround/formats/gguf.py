@@ -13,6 +13,11 @@ its block type; the token embedding and the output matrix, which llama.cpp also 
 quantized at write time with llama.cpp's round-to-nearest (unless ``layer_config`` quantized the
 output layer). Norms and biases are written as f32, layers left in 16 bits as f16.
 
+Beside formats of another kind (``auto_round,auto_gptq,gguf:q4_k_m``) the recipe's entry in
+:data:`CONVERTERS` writes the file instead: the run quantized for those formats (integer codes), and
+each quantized layer is quantized again at write time with the type the recipe gives it
+(:mod:`autoround.formats.combine` states the rule).
+
 :func:`export_gguf` writes a model unquantized (``f16``, ``bf16`` or ``f32``), e.g. for
 llama.cpp's own quantizer.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Collection
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -31,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autoround.dtypes import DTYPES
 from autoround.dtypes.gguf_blocks import BLOCK_TYPES, block_type
 from autoround.errors import FormatError
 from autoround.formats.base import Capabilities, Format
@@ -41,7 +48,16 @@ from autoround.formats.gguf_metadata import (
     write_hparams,
     write_tokenizer,
 )
-from autoround.formats.gguf_recipes import ALIASES, F16, RECIPES, ModelShape, Recipe, choose, fallback
+from autoround.formats.gguf_recipes import (
+    ALIASES,
+    F16,
+    RECIPES,
+    ModelShape,
+    Recipe,
+    choose,
+    fallback,
+    recipe_named,
+)
 from autoround.formats.gguf_tensors import GGUF_DATA_TYPES, encode_layer, float_tensor, quantize_tensor
 from autoround.io import atomic_dir
 from autoround.layer_plan import LayerDecision, LayerPlan
@@ -201,6 +217,7 @@ def _write_tensors(
     layers: dict[str, LayerQuant],
     recipe: Recipe | None,
     float_type: str,
+    requantize: Collection[str] = (),
 ) -> None:
     config = cast(Any, model).config
     names, tied = _name_map(config, arch), _tied(model)
@@ -210,8 +227,11 @@ def _write_tensors(
     types = {}
     if recipe is not None:
         shape = _shape(config, arch)
-        for key in ("model.embed_tokens.weight", "lm_head.weight"):
-            if key in state and key.rpartition(".")[0] not in layers:
+        keys = [
+            k for k in ("model.embed_tokens.weight", "lm_head.weight") if k.rpartition(".")[0] not in layers
+        ]
+        for key in [*keys, *(f"{layer}.weight" for layer in requantize)]:
+            if key in state:
                 name = gguf_name(names, key)
                 ncols = state[key].shape[1]
                 types[name] = fallback(choose(recipe, name, ncols, shape, tied), ncols)
@@ -234,10 +254,11 @@ def write_gguf(
     layers: dict[str, LayerQuant],
     recipe: Recipe | None = None,
     float_type: str = "f16",
+    requantize: Collection[str] = (),
 ) -> Path:
-    """Write ``model`` to the file ``path``: its quantized ``layers`` encoded, the embedding and
-    output quantized with the recipe's types (or, without a recipe, every other 2-D tensor as
-    ``float_type``), its metadata and tokenizer."""
+    """Write ``model`` to the file ``path``: its quantized ``layers`` encoded, the embedding, the
+    output and the ``requantize`` layers quantized with the recipe's types (or, without a recipe,
+    every other 2-D tensor as ``float_type``), its metadata and tokenizer."""
     config = cast(Any, model).config
     arch = architecture_of(config)
     if tokenizer is None:
@@ -247,7 +268,7 @@ def write_gguf(
     try:
         write_hparams(writer, config, arch, _model_name(config), file_type)
         write_tokenizer(writer, tokenizer, config.vocab_size)
-        _write_tensors(writer, model, arch, layers, recipe, float_type)
+        _write_tensors(writer, model, arch, layers, recipe, float_type, requantize)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -271,6 +292,20 @@ def file_name(config: Any, type_label: str) -> str:
 def _save(qm: QuantizedModel, directory: Path, recipe: Recipe) -> None:
     config = cast(Any, qm.model).config
     write_gguf(qm.model, qm.tokenizer, directory / file_name(config, recipe.name), qm.layers, recipe)
+
+
+def _save_converted(qm: QuantizedModel, directory: Path, recipe: Recipe) -> None:
+    """The file of a recipe written beside formats of another kind: every quantized layer holds
+    that kind's weights (integer codes), quantized again here with the type the recipe gives it."""
+    config = cast(Any, qm.model).config
+    path = directory / file_name(config, recipe.name)
+    write_gguf(qm.model, qm.tokenizer, path, {}, recipe, requantize=tuple(qm.layers))
+
+
+def _known_architecture(model: nn.Module, plan: LayerPlan) -> LayerPlan:
+    """The plan of a converting entry: unchanged, once the architecture is one the writer knows."""
+    architecture_of(cast(Any, model).config)
+    return plan
 
 
 def export_gguf(
@@ -307,7 +342,24 @@ def _entry(name: str, recipe: Recipe) -> Format:
     )
 
 
+def _converter(entry: Format) -> Format:
+    recipe = recipe_named(entry.name.partition(":")[2])
+    return dataclasses.replace(
+        entry,
+        capabilities=CONVERTED,
+        writer=partial(_save_converted, recipe=recipe),
+        plan=_known_architecture,
+    )
+
+
 #: One entry per recipe and alias (registered in :mod:`autoround.formats.registry` by one line).
 FORMATS = [_entry(name, recipe) for name, recipe in RECIPES.items()] + [
     _entry(alias, RECIPES[target]) for alias, target in ALIASES.items()
 ]
+#: What an integer-quantized layer becomes in a GGUF file written beside integer formats: any
+#: integer scheme, re-quantized at write time.
+CONVERTED = Capabilities(data_types=("int",), bits=DTYPES["int"].allowed_bits)
+#: The same recipes, written from a run quantized for integer formats (``auto_round,gguf:q4_k_m``;
+#: :mod:`autoround.formats.combine` picks them): each quantized layer re-quantized at write time
+#: to the type the recipe gives it, by llama.cpp's round-to-nearest.
+CONVERTERS = {entry.name: _converter(entry) for entry in FORMATS}

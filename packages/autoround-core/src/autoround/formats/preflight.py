@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from torch import nn
 
 from autoround.errors import SchemeError
+from autoround.formats.combine import entries
 from autoround.formats.registry import FORMATS, check_formats, writable_formats
 from autoround.layer_plan import LayerConfig, LayerPlan
 from autoround.modeling.blocks import linear_shape
@@ -75,7 +76,7 @@ def format_conflicts(
     plan: LayerPlan, formats: str | Sequence[str], model: nn.Module | None = None
 ) -> list[str]:
     """One message per layer a format cannot store (an unknown format raises FormatError)."""
-    return [why for name in check_formats(formats) for why in FORMATS[name].problems(plan, model)]
+    return [why for entry in entries(formats).values() for why in entry.problems(plan, model)]
 
 
 def able_formats(plan: LayerPlan, model: nn.Module | None = None) -> list[str]:
@@ -105,19 +106,18 @@ def check_schemes(
         FormatError: an unknown or read-only format (listing the allowed ones).
         SchemeError: a scheme a format cannot store, naming the formats that can store them all.
     """
-    names = check_formats(formats)
+    writers = entries(formats)
     named = {where: s for where, s in _named_schemes(scheme, layer_config).items() if s.is_quantized}
     problems = [
-        f"{where} ({why}) cannot be stored in format {name!r} "
-        f"(it stores {FORMATS[name].capabilities.describe()})"
-        for name in names
+        f"{where} ({why}) cannot be stored in format {name!r} (it stores {entry.capabilities.describe()})"
+        for name, entry in writers.items()
         for where, chosen in named.items()
-        if (why := FORMATS[name].capabilities.why_not(chosen)) is not None
+        if (why := entry.capabilities.why_not(chosen)) is not None
     ]
     if problems:
         able = [n for n in writable_formats() if all(FORMATS[n].stores(s) for s in named.values())]
         raise SchemeError("; ".join(problems) + f"; formats that can store it: {able}")
-    return names
+    return tuple(writers)
 
 
 def warn_partial_groups(model: nn.Module, plan: LayerPlan) -> None:
