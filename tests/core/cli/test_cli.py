@@ -227,3 +227,14 @@ def test_amp_off_makes_optimized_rtns_importance_forward_float32(tiny_llama) -> 
     assert AutoRound(tiny_llama, iters=0, amp=False).opt_rtn.imatrix_dtype == "float32"
     assert AutoRound(tiny_llama, iters=0).opt_rtn.imatrix_dtype == "auto"
     assert AutoRound(tiny_llama, iters=2, amp=False).tuning.amp is False
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"), [([], False), (["--low_gpu_mem_usage"], True), (["--low-gpu-mem-usage"], True)]
+)
+def test_low_gpu_mem_usage_reaches_the_run(flags, expected) -> None:
+    from autoround.cli.commands import intel_arguments
+    from autoround.run import run_from_intel
+
+    args = build_parser().parse_args(["--model", "m", *flags])
+    assert run_from_intel(intel_arguments(args), formats=("auto_round",)).low_gpu_mem_usage is expected

@@ -10,7 +10,6 @@ preselect a recipe.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import sys
@@ -23,7 +22,6 @@ from typing import Any, NoReturn
 import torch
 
 from autoround import runner
-from autoround.algorithms import CLIP_INITS, OptRtnSettings
 from autoround.cli.checks import check_quantize_args, evaluated_checkpoint
 from autoround.cli.evaluate import (
     TORCH_DTYPES,
@@ -35,9 +33,10 @@ from autoround.cli.evaluate import (
     run_task_evals,
 )
 from autoround.cli.listing import run_list
+from autoround.cli.tuning_args import add_tuning_args, bool_flag, intel_arguments
 from autoround.errors import AutoRoundError
 from autoround.formats import default_scheme_name
-from autoround.intel_defaults import INTEL, NO_EFFECT_ARGS, RECIPES, IntelArgs, intel_args, recipe
+from autoround.intel_defaults import INTEL, NO_EFFECT_ARGS, RECIPES
 from autoround.loading import load_dense
 from autoround.run import run_from_intel
 
@@ -61,11 +60,6 @@ def _no_effect_hint(message: str) -> str:
     if not named:
         return ""
     return f"; {', '.join(named)}: Intel's, with no effect on this implementation, so leave them out"
-
-
-def _bool_flag(parser: argparse._ActionsContainer, name: str, help: str) -> None:
-    spellings = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
-    parser.add_argument(*spellings, dest=name, action="store_true", default=None, help=help)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -111,62 +105,6 @@ def _add_eval_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_tuning_args(parser: argparse.ArgumentParser) -> None:
-    tuning = parser.add_argument_group("tuning (SignRound; defaults come from the recipe)")
-    tuning.add_argument(
-        "--iters",
-        type=int,
-        default=None,
-        help="SignRound iterations; 0 = optimized RTN (plain RTN with --disable_opt_rtn)",
-    )
-    tuning.add_argument(
-        "--dataset",
-        default=None,
-        help="calibration data: Intel spec string (name[:split=..][:num=N][:concat], ','-joined), "
-        "a local .txt/.json/.jsonl, or 'wikitext2' (shipped; default NeelNanda/pile-10k)",
-    )
-    tuning.add_argument("--nsamples", type=int, default=None, help="calibration samples")
-    tuning.add_argument("--seqlen", type=int, default=None, help="tokens per calibration sample")
-    tuning.add_argument("--batch_size", "--batch-size", type=int, default=None, help="samples per step")
-    tuning.add_argument("--gradient_accumulate_steps", type=int, default=None, help="batches per step")
-    tuning.add_argument("--lr", type=float, default=None, help="rounding learning rate (default 1/iters)")
-    tuning.add_argument(
-        "--minmax_lr",
-        type=float,
-        default=None,
-        help="clipping learning rate (default lr; lr/4 for the factor on a searched scale)",
-    )
-    _bool_flag(tuning, "disable_minmax_tuning", "tune rounding only, not the clipping ranges")
-    _bool_flag(tuning, "not_use_best_mse", "keep the last iteration instead of the best one")
-    tuning.add_argument(
-        "--init_clipping",
-        choices=CLIP_INITS,
-        default=None,
-        help="where the clipping factors start: 'minmax' (1.0, Intel's start; the default) or 'mse' "
-        "(the factor per group with the least round-to-nearest weight error)",
-    )
-    _bool_flag(tuning, "disable_quanted_input", "tune each block on full-precision inputs")
-    _bool_flag(
-        tuning,
-        "enable_alg_ext",
-        "symmetric int layers start from the importance-searched scale and tune a factor in [0, 2]; "
-        "below 4 bits the loss leaves out the largest 0.1%% of errors (the default here; Intel's opt-in)",
-    )
-    _bool_flag(tuning, "disable_alg_ext", "Intel's classic SignRound: clipping factors on the min-max range")
-    _bool_flag(tuning, "disable_opt_rtn", "with --iters 0: plain RTN instead of optimized RTN")
-    _bool_flag(
-        tuning,
-        "disable_amp",
-        "compute in float32 throughout (default: bf16 matrix products where the device has native bf16)",
-    )
-    _bool_flag(
-        tuning,
-        "opt_rtn_intel",
-        "optimized RTN exactly as Intel's amp=False: no least-squares refinement of the searched "
-        "scales, float32 importance forward",
-    )
-
-
 def _changes(changes: Any) -> str:
     return f" with {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""
 
@@ -202,7 +140,7 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
         default=None,
         help="JSON object or path to a JSON file: {layer name or pattern: scheme or fields}",
     )
-    _bool_flag(parser, "quant_lm_head", "also quantize lm_head with the default scheme")
+    bool_flag(parser, "quant_lm_head", "also quantize lm_head with the default scheme")
     parser.add_argument(
         "--format",
         default="auto_round",
@@ -216,12 +154,12 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
         default=None,
         help="where to write the checkpoint (default: ./out/<model>-<scheme>)",
     )
-    _bool_flag(parser, "overwrite", "replace a non-empty output directory")
-    _add_tuning_args(parser)
+    bool_flag(parser, "overwrite", "replace a non-empty output directory")
+    add_tuning_args(parser)
     parser.add_argument(
         "--seed", type=int, default=INTEL.seed, help="random seed (calibration sampling, tuning)"
     )
-    _bool_flag(parser, "eval_ppl", "report perplexity before and after quantization")
+    bool_flag(parser, "eval_ppl", "report perplexity before and after quantization")
     _add_eval_args(parser)
     add_task_eval_args(parser, quantize=True)
     _add_output_args(parser)
@@ -246,68 +184,6 @@ def _add_output_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="debug logs, and the traceback of an error"
-    )
-
-
-def _layer_config(value: str | None) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    path = Path(value)
-    text = path.read_text() if path.is_file() else value
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"--layer_config is neither a JSON object nor a JSON file: {value!r} ({exc})"
-        ) from exc
-    if not isinstance(parsed, dict):
-        raise ValueError(f"--layer_config must be a JSON object, got {type(parsed).__name__}")
-    return parsed
-
-
-#: Flags that set an Intel argument to a value when given: flag -> (argument, value).
-_SWITCHES = {
-    "disable_opt_rtn": ("disable_opt_rtn", True),
-    "disable_minmax_tuning": ("enable_minmax_tuning", False),
-    "not_use_best_mse": ("not_use_best_mse", True),
-    "disable_quanted_input": ("enable_quanted_input", False),
-    "enable_alg_ext": ("enable_alg_ext", True),
-    "disable_alg_ext": ("enable_alg_ext", False),
-    "disable_amp": ("amp", False),
-}
-#: Flags that carry an Intel argument's value as given.
-_VALUES = (
-    "iters",
-    "dataset",
-    "nsamples",
-    "seqlen",
-    "batch_size",
-    "gradient_accumulate_steps",
-    "lr",
-    "minmax_lr",
-    "init_clipping",
-)
-
-
-def intel_arguments(args: argparse.Namespace) -> IntelArgs:
-    """The recipe's arguments with the flags that were given on top, by Intel's names."""
-    if args.enable_alg_ext and args.disable_alg_ext:
-        raise ValueError("--enable_alg_ext and --disable_alg_ext contradict each other; pass one")
-    chosen: dict[str, Any] = dict(recipe(args.recipe))
-    chosen.update({key: getattr(args, key) for key in _VALUES if getattr(args, key) is not None})
-    chosen.update({key: value for flag, (key, value) in _SWITCHES.items() if getattr(args, flag)})
-    if args.opt_rtn_intel:
-        chosen["opt_rtn_settings"] = OptRtnSettings.intel()
-    return intel_args(
-        scheme=args.scheme,
-        bits=args.bits,
-        group_size=args.group_size,
-        sym=args.sym,
-        layer_config=_layer_config(args.layer_config),
-        quant_lm_head=bool(args.quant_lm_head),
-        device_map=args.device,
-        seed=args.seed,
-        **chosen,
     )
 
 
