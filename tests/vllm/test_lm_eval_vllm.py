@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -22,14 +23,23 @@ pytestmark = pytest.mark.integration
 TASKS_DIR = ROOT / "tests" / "fixtures" / "lm_eval_tasks"
 
 
-def _in_venv(*args: str) -> subprocess.CompletedProcess[str]:
+#: What a process prints when vLLM's engine, left to exit-time finalizers, aborts it (SIGABRT).
+ABORT_AT_EXIT = "terminate called without an active exception"
+
+
+def _in_venv(*args: str, abort_at_exit_ok: bool = False) -> subprocess.CompletedProcess[str]:
+    """``python -m ARGS`` in the venv; it must exit 0 (``abort_at_exit_ok``: or abort at exit as
+    vLLM's engine left to finalizers makes it, after its output is complete)."""
     env = {**os.environ, **ENGINE_ENV, "PYTHONPATH": os.pathsep.join(map(str, PACKAGE_SOURCES))}
     env.pop("VIRTUAL_ENV", None)
     proc = subprocess.run(
         [str(vllm_python()), "-m", *args], capture_output=True, text=True, env=env, timeout=900, cwd=ROOT
     )
     tail = (proc.stdout + proc.stderr)[-5000:]
-    assert proc.returncode == 0, f"{args[:2]} exited {proc.returncode}:\n{tail}"
+    aborted_at_exit = proc.returncode == -signal.SIGABRT and ABORT_AT_EXIT in proc.stderr
+    assert proc.returncode == 0 or (abort_at_exit_ok and aborted_at_exit), (
+        f"{args[:2]} exited {proc.returncode}:\n{tail}"
+    )
     return proc
 
 
@@ -43,14 +53,20 @@ def _compare_with_lm_eval(checkpoint: Path, tmp: Path, limit: str, max_model_len
     common = ["--tasks", "wikitext_local,cloze_local", "--include_path", str(TASKS_DIR), "--limit", limit]
     ours = _in_venv("autoround", "eval", "--model", str(checkpoint), *common, "--eval_backend", "vllm",
                     "--vllm_args", vllm_args)  # fmt: skip
+    # lm-eval's CLI leaves vLLM's engine to exit-time finalizers, which abort it now and then (1 run
+    # in 5 on 2 cores; the race lm_eval_runner._shutdown_vllm spares ours); its table and results
+    # file, what is compared, are complete by then.
     theirs = _in_venv("lm_eval", "--model", "vllm", "--model_args", f"pretrained={checkpoint},{vllm_args}",
-                      *common, "--output_path", str(tmp / "lm_eval"))  # fmt: skip
+                      *common, "--output_path", str(tmp / "lm_eval"), abort_at_exit_ok=True)  # fmt: skip
     assert _table(ours.stdout) == _table(theirs.stdout) and len(_table(ours.stdout)) == 7, ours.stdout
     our_results = json.loads((checkpoint / "lm_eval_results_vllm.json").read_text())
     their_results = json.loads(next((tmp / "lm_eval").rglob("results_*.json")).read_text())
     for key in ("results", "versions", "n-shot", "n-samples"):
         assert our_results[key] == their_results[key], key
     assert "quantization=autoround" in ours.stdout + ours.stderr  # served by our plugin
+    # Our engine was shut down after the evaluation, not left to exit-time finalizers (whose
+    # watcher thread logs this, and may abort the process: lm_eval_runner._shutdown_vllm).
+    assert "engine core exited unexpectedly" not in ours.stderr
     return their_results["results"]
 
 

@@ -12,10 +12,13 @@ seeds, task metadata and task objects). Backends are entries of :data:`EVAL_BACK
 
 Everything that can be refused is refused by :func:`prepare`, before any model loads: lm-eval or
 the backend's packages missing, bad settings, a task that is not found or does not build.
+A backend whose model holds more than memory (vLLM: an engine process and the threads that watch
+it) gets its lm-eval model built here and released by its ``release`` after the evaluation.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import logging
@@ -66,6 +69,8 @@ class EvalBackend:
             autoround-hf is what makes transformers load autoround checkpoints with our kernels.
         model_args: the lm-eval ``model_args`` for a model path under the settings.
         takes_device: whether lm-eval's model takes a ``device`` (vLLM chooses its own).
+        release: frees what lm-eval's model holds beyond memory, once evaluated (None: nothing
+            to free; lm-eval then builds the model from its name, as its CLI does).
     """
 
     name: str
@@ -73,6 +78,7 @@ class EvalBackend:
     modules: tuple[tuple[str, str], ...]
     model_args: Callable[[LmEvalSettings, str], dict[str, Any]]
     takes_device: bool
+    release: Callable[[Any], None] | None = None
 
     def prepare(self) -> None:
         for module, install in self.modules:
@@ -94,6 +100,32 @@ def _vllm_model_args(settings: LmEvalSettings, model: str) -> dict[str, Any]:
     return {"pretrained": model, **dtype, **settings.vllm_args}
 
 
+def _shutdown_vllm(lm: Any) -> None:
+    """Shut lm-eval's vLLM engine down now, while the interpreter is whole.
+
+    Left running, vLLM's engine is stopped by weakref finalizers at interpreter exit: the engine
+    process gets SIGTERM, vLLM's daemon thread watching it takes that for a crash ("engine core
+    exited unexpectedly") and closes the client, and the client's output thread returns, freeing
+    its last message: torch tensors (the prompt logprobs lm-eval asks for). If the interpreter is
+    finalizing by then, the tensor's C++ destructor asks for the GIL, Python ends the thread with
+    pthread_exit, and its unwinding through that noexcept destructor calls std::terminate:
+    "terminate called without an active exception", SIGABRT after the results were printed (3 runs
+    in 21 on 2 cores, lm-eval's own ``lm_eval --model vllm`` alike). Shut down here,
+    the engine manager stops first (the watcher ends quietly) and the output thread ends while
+    Python runs; it is joined so that nothing of the engine is left for exit.
+    """
+    llm = getattr(lm, "model", None)  # vllm.LLM; none with data_parallel_size > 1 (lm-eval's ray actors)
+    if llm is None:
+        return
+    client = llm.llm_engine.engine_core
+    client.shutdown()
+    thread = getattr(client, "output_queue_thread", None)  # multiprocessing clients only
+    if thread is not None:
+        thread.join(timeout=30)
+    del lm.model, llm, client
+    gc.collect()
+
+
 EVAL_BACKENDS: dict[str, EvalBackend] = {
     "hf": EvalBackend(
         "hf",
@@ -111,6 +143,7 @@ EVAL_BACKENDS: dict[str, EvalBackend] = {
         ),
         _vllm_model_args,
         takes_device=False,
+        release=_shutdown_vllm,
     ),
 }
 """The ``--eval_backend`` registry: name -> :class:`EvalBackend`."""
@@ -225,7 +258,7 @@ def evaluate(prepared: PreparedEval) -> dict[str, Any]:
         "torch_random_seed": SEEDS[2],
         "fewshot_random_seed": SEEDS[3],
     }
-    if not settings.task_by_task:
+    if not settings.task_by_task and backend.release is None:
         results = simple_evaluate(
             model=backend.lm_eval_model,
             model_args=dict(prepared.model_args),
@@ -238,12 +271,27 @@ def evaluate(prepared: PreparedEval) -> dict[str, Any]:
     lm = get_model(backend.lm_eval_model).create_from_arg_obj(
         dict(prepared.model_args), {"batch_size": settings.batch_size, "device": device}
     )
-    merged: dict[str, Any] = {}
-    for name in prepared.tasks.by_name:
-        logger.info("lm-eval: %s", name)
-        part = _checked(simple_evaluate(model=lm, tasks=prepared.tasks.objects([name]), **common))
-        _merge(merged, part)
-    return merged
+    try:
+        if not settings.task_by_task:
+            results = _checked(
+                simple_evaluate(
+                    model=lm,
+                    model_args=dict(prepared.model_args),
+                    tasks=prepared.tasks.objects(),
+                    **common,
+                )
+            )
+            results["config"]["model"] = backend.lm_eval_model  # as when lm-eval builds it by name
+            return results
+        merged: dict[str, Any] = {}
+        for name in prepared.tasks.by_name:
+            logger.info("lm-eval: %s", name)
+            part = _checked(simple_evaluate(model=lm, tasks=prepared.tasks.objects([name]), **common))
+            _merge(merged, part)
+        return merged
+    finally:
+        if backend.release is not None:
+            backend.release(lm)
 
 
 def _checked(results: dict[str, Any] | None) -> dict[str, Any]:
