@@ -181,7 +181,7 @@ def save_safetensors_sharded(
         weight_map: dict[str, str] = {}
         for file_name, keys in zip(names, shards, strict=True):
             written.append(directory / file_name)
-            _save_file(_prepare_shard(tensors, keys), directory / file_name, header)
+            write_safetensors(_prepare_shard(tensors, keys), directory / file_name, header)
             weight_map.update(dict.fromkeys(keys, file_name))
         if len(shards) > 1:
             index = {
@@ -200,8 +200,9 @@ def save_safetensors_sharded(
     return names
 
 
-def _save_file(tensors: dict[str, torch.Tensor], path: Path, header: dict[str, str]) -> None:
-    """``save_file``, with a failed write raised as :class:`OutputWriteError` naming ``path``."""
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, header: dict[str, str]) -> None:
+    """``save_file``, with a failed write raised as :class:`OutputWriteError` naming ``path``
+    (every safetensors file a checkpoint writer makes goes through here)."""
     try:
         save_file(tensors, path, metadata=header)
     except (SafetensorError, OSError) as err:

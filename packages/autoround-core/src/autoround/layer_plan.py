@@ -15,6 +15,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,13 +108,29 @@ def resolve(
     16 bits unless ``layer_config`` names them or ``quant_lm_head`` is set.
     """
     blocks = tuple(block_names or find_block_names(model))
-    linear_names = [n for n, m in model.named_modules() if is_linear_like(m)]
+    shapes = {n: linear_shape(m) for n, m in model.named_modules() if is_linear_like(m)}
+    leaves = {n for n, m in model.named_modules() if not list(m.children())}
     _log_left_alone(model)
-    decisions = {name: _default_decision(name, scheme, blocks, quant_lm_head) for name in linear_names}
-    for name, decision in _overrides(model, linear_names, scheme, layer_config or {}).items():
+    return resolve_layers(shapes, blocks, scheme, layer_config, quant_lm_head, leaves)
+
+
+def resolve_layers(
+    shapes: Mapping[str, tuple[int, int]],
+    blocks: tuple[str, ...],
+    scheme: Scheme,
+    layer_config: LayerConfig | None = None,
+    quant_lm_head: bool = False,
+    leaves: AbstractSet[str] = frozenset(),
+) -> LayerPlan:
+    """:func:`resolve` on names alone: ``shapes`` is (out, in) of every Linear-like layer (in the
+    model's order), ``blocks`` the decoder block lists, ``leaves`` the names of modules without
+    children (a ``layer_config`` key naming one that is not Linear-like is ignored, with a
+    warning). Model-free quantization plans a checkpoint's tensors with it."""
+    decisions = {name: _default_decision(name, scheme, blocks, quant_lm_head) for name in shapes}
+    for name, decision in _overrides(list(shapes), scheme, layer_config or {}, leaves).items():
         decisions[name] = decision
     for name, decision in decisions.items():
-        shape = linear_shape(model.get_submodule(name))
+        shape = shapes[name]
         if decision.scheme is not None and any(dim % PACK_MULTIPLE for dim in shape):
             logger.info("%s stays in 16 bits: shape %s is not a multiple of %d", name, shape, PACK_MULTIPLE)
             decisions[name] = LayerDecision(None, f"out x in = {shape} not a multiple of {PACK_MULTIPLE}")
@@ -137,18 +154,17 @@ def _decision(scheme: Scheme, reason: str) -> LayerDecision:
 
 
 def _overrides(
-    model: nn.Module, linear_names: list[str], default: Scheme, layer_config: LayerConfig
+    linear_names: list[str], default: Scheme, layer_config: LayerConfig, leaves: AbstractSet[str]
 ) -> dict[str, LayerDecision]:
     exact: dict[str, LayerDecision] = {}
     by_pattern: dict[str, LayerDecision] = {}
-    module_names = {n for n, _ in model.named_modules()}
     linear_set = set(linear_names)
     for key, value in layer_config.items():
         chosen = _scheme_for(value, default, key)
         if key in linear_set:
             exact[key] = _decision(chosen, f"layer_config[{key!r}]")
             continue
-        if key in module_names and not list(model.get_submodule(key).children()):
+        if key in leaves:
             logger.warning("layer_config: %r is not a Linear-like layer; its setting is ignored", key)
             continue
         regex = pattern_to_regex(key)

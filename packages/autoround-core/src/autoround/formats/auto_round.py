@@ -40,6 +40,7 @@ from autoround.formats.base import (
 )
 from autoround.formats.checkpoint import LayerTensors, write_checkpoint
 from autoround.formats.gptq_layout import pack_layer, zero_problems
+from autoround.layer_plan import LayerPlan
 from autoround.packing import SUPPORTED_BITS
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import UNQUANTIZED_BITS, Scheme
@@ -71,20 +72,32 @@ def _extra_entry(scheme: Scheme | None, default: Scheme, in_blocks: bool) -> dic
 
 def to_config(qm: QuantizedModel, packing: str | None = None) -> dict[str, Any]:
     """The ``quantization_config`` dict for a quantized model (``packing``: Intel's choice when None)."""
-    default = qm.scheme
+    return quantization_config(qm.scheme, qm.plan, qm.settings, _dense_block_matrices(qm), packing)
+
+
+def quantization_config(
+    default: Scheme,
+    plan: LayerPlan,
+    settings: Mapping[str, Any],
+    dense_block_matrices: Sequence[str] = (),
+    packing: str | None = None,
+) -> dict[str, Any]:
+    """:func:`to_config` from its parts: the default scheme, the plan, the recorded settings and
+    the block modules holding a matrix the plan does not cover (model-free quantization passes
+    the ones it found in a checkpoint's tensors)."""
     config: dict[str, Any] = {k: default.to_dict()[k] for k in SCHEME_KEYS}
-    config.update(qm.settings)
+    config.update(settings)
     config.update(
         autoround_version=__version__,
-        block_name_to_quantize=",".join(qm.plan.block_names),
+        block_name_to_quantize=",".join(plan.block_names),
         quant_method=QUANT_METHOD,
         packing_format=packing or packing_format_for(default),
     )
     extra: dict[str, dict[str, Any]] = {}
-    for name, scheme in qm.plan.overrides(default).items():
-        in_blocks = any(name.startswith(b + ".") for b in qm.plan.block_names)
+    for name, scheme in plan.overrides(default).items():
+        in_blocks = any(name.startswith(b + ".") for b in plan.block_names)
         extra[name] = _extra_entry(scheme, default, in_blocks)
-    for name in _dense_block_matrices(qm):
+    for name in dense_block_matrices:
         extra[name] = _extra_entry(None, default, in_blocks=True)
     if extra:
         config["extra_config"] = extra
