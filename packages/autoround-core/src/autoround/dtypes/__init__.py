@@ -11,14 +11,18 @@ which imports this registry).
 from __future__ import annotations
 
 from autoround.dtypes.base import DataType, QParams, RtnOnly, compose_qdq
+from autoround.dtypes.fp8 import FpDataType
 from autoround.dtypes.gguf import GgufDataType
 from autoround.dtypes.grouping import GroupLayout, from_groups, to_groups
 from autoround.dtypes.int import IntDataType
 from autoround.dtypes.mx_fp import MxFpDataType
+from autoround.dtypes.nv_fp import NvFpDataType
 
 DTYPES: dict[str, DataType] = {
     "int": IntDataType(),
     "mx_fp": MxFpDataType(),
+    "nv_fp": NvFpDataType(),
+    "fp": FpDataType(),
     "gguf": GgufDataType("gguf"),
     "gguf_k": GgufDataType("gguf_k"),
 }

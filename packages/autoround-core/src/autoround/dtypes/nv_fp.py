@@ -1,0 +1,165 @@
+"""NVIDIA's NVFP4, registered as ``"nv_fp"`` (Intel auto-round's ``data_type`` name; 4 bits only).
+
+Each weight is an E2M1 float (0, 0.5, 1, 1.5, 2, 3, 4, 6 and negatives); each block of 16
+weights shares an FP8 E4M3 scale, and the whole tensor one FP32 global scale that stretches the
+block scales over E4M3's range. Intel 0.16.1's plain round-to-nearest (``nv_fp4`` in
+``auto_round/data_type/nvfp.py``), reproduced bit for bit
+(``tests/fixtures/intel/fp_qdq.safetensors``), all in float32:
+
+* global scale ``gs = 448 * 6 / max|W|`` over the whole tensor (``1 / 0`` taken as 0);
+* block scale ``s = e4m3(clamp(gs * (max|w_block| * (1/6)), -448, 448))``, the E4M3 cast
+  rounding to nearest even;
+* ``o = 1 / (s * (1/gs))`` (again ``1 / 0 = 0``, so an all-zero block, or one whose scale
+  underflows E4M3, comes out all zero);
+* elements ``e2m1(clamp(w * o + v, -6, 6))``: below 2 rounded to halves, below 4 to integers,
+  above to even integers, each with ``torch.round`` (half to even);
+* result ``e2m1 * (1/o)``, in the input's dtype.
+
+The global scale is that of the tensor given to :meth:`NvFpDataType.qdq` (the whole weight, as
+``to_groups`` cuts it: zero padding does not change the maximum). Intel additionally gives q/k/v
+and gate/up projections of one block their smallest global scale (``update_fused_layer_global_
+scales``, on by default); that model-level step is not built. Neither are Intel's optimized RTN
+for NVFP4 (``opt_rtn_nv_fp4``, a per-block search of 0.5x-1.51x factors) nor SignRound tuning,
+so the type derives from :class:`~autoround.dtypes.base.RtnOnly`. :meth:`NvFpDataType.quantize`
+returns the E2M1 values, not bit patterns (as ``mx_fp`` does); ``QParams.scale`` is each block's
+effective float32 scale ``1/o``. No format saves NVFP4 yet (formats' ``Capabilities``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from autoround.dtypes.base import QParams, RtnOnly
+
+#: Weights per E4M3 block scale (the only size Intel's NVFP4 accepts).
+NV_BLOCK = 16
+#: Largest E2M1 and E4M3 magnitudes.
+E2M1_MAX = 6.0
+E4M3_MAX = 448.0
+
+
+def reciprocal(x: torch.Tensor) -> torch.Tensor:
+    """``1 / x`` with ``1 / 0`` taken as 0 (Intel's ``get_reciprocal``)."""
+    return torch.where(x == 0, torch.zeros_like(x), 1.0 / x)
+
+
+def ste_equal(rounded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(rounded - x) + x``: the forward value of Intel's straight-through estimators, which
+    is ``rounded`` except that a negative ``x`` rounding to zero gives +0.0 (kept for bits)."""
+    return (rounded - x) + x
+
+
+def global_scale(weight: torch.Tensor) -> torch.Tensor:
+    """The tensor's float32 global scale ``448 * 6 / max|W|`` (0-dim; 0 for an all-zero one)."""
+    return E4M3_MAX * E2M1_MAX * reciprocal(weight.to(torch.float32).abs().max())
+
+
+def inverse_scale(block_scale: torch.Tensor, global_scale: torch.Tensor) -> torch.Tensor:
+    """``o = 1 / (block_scale * (1/gs))``; its reciprocal is the block's effective scale."""
+    return reciprocal(block_scale * reciprocal(global_scale))
+
+
+def e4m3(x: torch.Tensor) -> torch.Tensor:
+    """float32 values rounded to FP8 E4M3 (nearest even), back in float32."""
+    return ste_equal(x.to(torch.float8_e4m3fn).to(x.dtype), x)
+
+
+def e2m1(x: torch.Tensor) -> torch.Tensor:
+    """float32 values in [-6, 6] rounded to the E2M1 grid (Intel's ``cast_to_fp4``)."""
+    sign = torch.sign(x)
+    x = torch.abs(x)
+    halves = ste_equal((2.0 * x).round(), 2.0 * x) / 2.0
+    ones = ste_equal(x.round(), x)
+    twos = 2.0 * ste_equal((x / 2.0).round(), x / 2.0)
+    below2 = x < 2.0
+    below4 = x < 4.0
+    x = halves * below2 + ones * (~below2) * below4 + twos * (~below2) * (~below4)
+    return x.clamp(-E2M1_MAX, E2M1_MAX) * sign
+
+
+@dataclass(frozen=True)
+class NvFpQParams(QParams):
+    """:class:`QParams` (``scale`` = each block's effective scale ``1/o``, ``zero`` = 0) plus
+    what NVFP4 stores: the E4M3 ``block_scale`` (float32, (groups, 1)) and the float32
+    ``global_scale`` (0-dim)."""
+
+    block_scale: torch.Tensor
+    global_scale: torch.Tensor
+
+    @property
+    def inverse_scale(self) -> torch.Tensor:
+        """``o``, what weights are multiplied by before rounding (see :func:`inverse_scale`)."""
+        return inverse_scale(self.block_scale, self.global_scale)
+
+
+@dataclass(frozen=True)
+class NvFpDataType(RtnOnly):
+    """NVFP4, registered as ``"nv_fp"``: plain round-to-nearest only (see the module docstring)."""
+
+    name: str = "nv_fp"
+    allowed_bits: tuple[int, ...] = (4,)
+
+    def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
+        """NVFP4 blocks are 16 weights and its elements carry their own sign (no zero point)."""
+        if group_size != NV_BLOCK:
+            return (
+                f"group_size={group_size} is not allowed for data_type {self.name!r}: NVFP4 shares "
+                f"one E4M3 scale per block of {NV_BLOCK} weights (allowed: {NV_BLOCK})"
+            )
+        if not sym:
+            return (
+                f"sym={sym} is not allowed for data_type {self.name!r}: E2M1 elements are "
+                "sign-magnitude floats without a zero point (allowed: True)"
+            )
+        return None
+
+    def qparams(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        sym: bool,
+        min_scale: torch.Tensor | float = 1.0,
+        max_scale: torch.Tensor | float = 1.0,
+    ) -> NvFpQParams:
+        """Global and block scales of the whole grouped tensor.
+
+        ``max_scale`` shrinks each block maximum before its scale is taken (Intel's
+        ``scale_coeff``); ``min_scale`` has no meaning for a symmetric range and is ignored.
+        """
+        gs = global_scale(grouped)
+        if isinstance(max_scale, torch.Tensor):
+            max_scale = max_scale.reshape(-1, 1).to(grouped.device)
+        block_max = torch.max(torch.abs(grouped), dim=-1, keepdim=True)[0].to(torch.float32) * max_scale
+        # 1/6 as a Python float, multiplied in float32, as Intel does.
+        block = (gs * (block_max * (1.0 / E2M1_MAX))).clamp(-E4M3_MAX, E4M3_MAX)
+        block = e4m3(block).to(torch.float32)
+        scale = reciprocal(inverse_scale(block, gs))
+        return NvFpQParams(scale, torch.zeros_like(scale), block, gs)
+
+    def quantize(
+        self, grouped: torch.Tensor, qp: QParams, bits: int, v: torch.Tensor | float = 0.0
+    ) -> torch.Tensor:
+        """E2M1 values (float32), after adding the offset ``v`` to the scaled weights."""
+        if not isinstance(qp, NvFpQParams):
+            raise TypeError("nv_fp quantizes with the NvFpQParams its qparams returns")
+        scaled = grouped.to(torch.float32) * qp.inverse_scale + v
+        return e2m1(scaled.clamp(-E2M1_MAX, E2M1_MAX))
+
+    def dequantize(self, codes: torch.Tensor, qp: QParams) -> torch.Tensor:
+        """``codes * (1/o)``, i.e. ``codes * scale`` (zero is 0)."""
+        return codes * qp.scale
+
+    def qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        sym: bool,
+        v: torch.Tensor | float = 0.0,
+        min_scale: torch.Tensor | float = 1.0,
+        max_scale: torch.Tensor | float = 1.0,
+    ) -> tuple[torch.Tensor, NvFpQParams]:
+        """Quantize-dequantize in float32, returned in ``grouped``'s dtype (as Intel does)."""
+        qp = self.qparams(grouped, bits, sym, min_scale, max_scale)
+        return self.dequantize(self.quantize(grouped, qp, bits, v), qp).to(grouped.dtype), qp
