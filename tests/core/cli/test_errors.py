@@ -129,8 +129,26 @@ def test_a_full_disk_is_one_line_naming_the_path_and_leaves_nothing(
 
     monkeypatch.setattr(io, "save_file", no_space)
     out = tmp_path / "o"
-    assert main_rtn(["--model", str(tiny_model_dir), "--output_dir", str(out), "-q"]) == 2
+    args = ["--model", str(tiny_model_dir), "--output_dir", str(out), "-q", "--disable_model_free"]
+    assert main_rtn(args) == 2
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("autoround-rtn: error: could not write ")
     assert "No space left on device" in lines[0] and "free space or choose another --output_dir" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no output, no temp dir
+
+
+def test_a_full_disk_in_the_model_free_path_is_one_line_and_leaves_nothing(
+    tmp_path, tiny_model_dir, capsys, monkeypatch
+) -> None:
+    from autoround.model_free import shards
+
+    def no_space(path, mode):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shards, "open", no_space, raising=False)
+    out = tmp_path / "o"
+    assert main_rtn(["--model", str(tiny_model_dir), "--output_dir", str(out), "-q", "--model_free"]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("autoround-rtn: error: could not write ")
+    assert "No space left on device" in lines[0] and "free space or choose another --output_dir" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]

@@ -8,6 +8,7 @@ formats the ecosystem serves.
 
 from autoround._version import __version__
 from autoround.api import quantize, save
+from autoround.auto_scheme import AutoScheme
 from autoround.backends import BACKENDS
 from autoround.intel_api import AutoRound
 from autoround.layer_quant import LayerQuant, group_width, quantize_weight
@@ -20,6 +21,7 @@ __all__ = [
     "BACKENDS",
     "PRESETS",
     "AutoRound",
+    "AutoScheme",
     "LayerQuant",
     "QuantLinear",
     "QuantizedModel",

@@ -13,19 +13,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoround import formats
+from autoround import auto_scheme, formats
 from autoround.algorithms import BlockDone, BlockRestore, OptRtnSettings, SignRoundSettings
+from autoround.auto_scheme import AutoScheme
+from autoround.errors import SchemeError
 from autoround.intel_defaults import check_iters
 from autoround.layer_plan import LayerConfig
+from autoround.modeling import unfuse_experts
 from autoround.quantized_model import QuantizedModel
 from autoround.run import Run
 from autoround.runner import execute
-from autoround.schemes import SchemeLike, parse_scheme
+from autoround.schemes import Scheme, SchemeLike, parse_scheme
 
 
 def quantize(
     model: nn.Module,
-    scheme: SchemeLike | None = "W4A16",
+    scheme: SchemeLike | AutoScheme | None = "W4A16",
     *,
     layer_config: LayerConfig | None = None,
     iters: int = 0,
@@ -52,8 +55,18 @@ def quantize(
     ``calibration``: token ids of shape (nsamples, seqlen), e.g. from
     :func:`autoround.calibration.build_calibration_set`. ``low_gpu_mem_usage`` keeps SignRound's
     cached activations on the CPU. ``scheme_overrides`` (``bits=``,
-    ``group_size=``, ``sym=``) apply on top of ``scheme``.
+    ``group_size=``, ``sym=``) apply on top of ``scheme``. An
+    :class:`~autoround.auto_scheme.AutoScheme` searches the per-layer schemes first, on the
+    first rows and tokens of ``calibration`` (docs/auto_scheme.md).
     """
+    if isinstance(scheme, AutoScheme):
+        if any(value is not None for value in scheme_overrides.values()):
+            raise SchemeError(
+                f"{sorted(scheme_overrides)} override one scheme; AutoScheme's options carry their own"
+            )
+        scheme, layer_config = _searched(
+            model, scheme, layer_config, quant_lm_head, block_names, calibration, device, progress
+        )
     algorithm, settings = _algorithm(iters, tuning, opt_rtn)
     run = Run(
         scheme=parse_scheme(scheme, **scheme_overrides),
@@ -74,6 +87,28 @@ def quantize(
         on_block_done=on_block_done,
         restore=restore,
     )
+
+
+def _searched(
+    model: nn.Module,
+    auto: AutoScheme,
+    layer_config: LayerConfig | None,
+    quant_lm_head: bool,
+    block_names: list[str] | None,
+    calibration: torch.Tensor | None,
+    device: str | torch.device | None,
+    progress: bool,
+) -> tuple[Scheme, LayerConfig]:
+    """The default scheme and layer_config an AutoScheme search chooses on ``calibration``."""
+    if calibration is None or calibration.dim() != 2:
+        raise ValueError(
+            "AutoScheme searches on calibration token ids of shape (nsamples, seqlen): pass calibration="
+        )
+    unfuse_experts(model)
+    space = auto_scheme.search_space(model, auto, layer_config, quant_lm_head, block_names)
+    nsamples, seqlen = auto.calibration_shape(space.moe)
+    plan = auto_scheme.search(model, space, calibration[:nsamples, :seqlen], device, progress)
+    return plan.default, plan.layer_config
 
 
 def _algorithm(

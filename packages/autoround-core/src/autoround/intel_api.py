@@ -17,6 +17,7 @@ from torch import nn
 
 from autoround import runner
 from autoround.algorithms import OptRtnSettings
+from autoround.auto_scheme import AutoScheme, check_options
 from autoround.formats.preflight import check_schemes
 from autoround.intel_defaults import INTEL, INTEL_ARG_NAMES, NO_EFFECT_ARGS, intel_args
 from autoround.layer_plan import LayerConfig
@@ -52,6 +53,9 @@ class AutoRound:
     CPUs with AVX512-BF16 or AMX); elsewhere, and with ``amp=False``, they run in float32. Unlike
     Intel's, the model, the cached activations, the targets and the tuned parameters stay float32.
 
+    ``scheme=AutoScheme(avg_bits=3.0, options="W2A16G64,W4A16,W8A16")`` searches a per-layer plan
+    under that bit budget first (docs/auto_scheme.md), then quantizes with it as ``layer_config``.
+
     Our extension: ``init_clipping="mse"`` starts each group's clipping factors at its
     weight-error-optimal value instead of 1.0 (``"minmax"``, Intel's start and the default); see
     :mod:`autoround.algorithms.clip_init`.
@@ -61,7 +65,7 @@ class AutoRound:
         self,
         model: nn.Module | str,
         tokenizer: Any | None = None,
-        scheme: SchemeLike | None = None,
+        scheme: SchemeLike | AutoScheme | None = None,
         layer_config: LayerConfig | None = None,
         dataset: Any = INTEL.dataset,
         iters: int = INTEL.iters,
@@ -127,6 +131,7 @@ class AutoRound:
 
     def quantize(self) -> QuantizedModel:
         """Quantize the model in place; returns the result (also kept on ``self.result``)."""
+        self.run = runner.choose_schemes(self.model, self.tokenizer, self.run)
         plan = runner.plan_layers(self.model, self.run)
         calibration = self.calibration() if runner.needs_calibration(self.run, plan) else None
         self.result = runner.execute(
@@ -155,6 +160,8 @@ class AutoRound:
         """
         _refuse_unknown("quantize_and_save", kwargs, frozenset({"inplace"}))
         self.run = for_formats(self.run, self._args, format)
+        if self.run.auto_scheme is not None:
+            check_options(self.run.auto_scheme, self.run.formats)
         check_schemes(self.run.scheme, self.run.layer_config, self.run.formats)
         if self.result is not None:
             check_output_dir(output_dir, run_inputs(self.model, self.run.calibration.dataset))

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from autoround.algorithms import ALGORITHMS, OptRtnSettings, SignRoundSettings
+from autoround.auto_scheme import AutoScheme
+from autoround.errors import SchemeError
 from autoround.formats import check_formats, run_scheme
 from autoround.hardware import check_device
 from autoround.intel_defaults import INTEL, IntelArgs, check_iters
@@ -43,7 +45,9 @@ class Run:
     ``algorithm`` names an entry of :data:`autoround.algorithms.ALGORITHMS`; ``settings`` is that
     algorithm's frozen settings object (None for one that takes none). ``formats`` are the
     checkpoint formats to write (``"auto_round,auto_gptq"`` is split into two); ``device`` is where
-    the work happens (None: where the weights live).
+    the work happens (None: where the weights live). With ``auto_scheme`` the per-layer schemes
+    are searched first (:func:`autoround.runner.choose_schemes`), ``scheme`` standing in until
+    then.
     """
 
     scheme: Scheme
@@ -56,6 +60,7 @@ class Run:
     formats: tuple[str, ...] = ("auto_round",)
     device: torch.device | str | None = None
     low_gpu_mem_usage: bool = False
+    auto_scheme: AutoScheme | None = None
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -117,7 +122,16 @@ def device_of(device_map: str | int | dict[str, Any] | None) -> str | None:
 
 def _scheme(args: IntelArgs, formats: str | Sequence[str]) -> Scheme:
     """The scheme of Intel's arguments for a run writing ``formats`` (``args.scheme`` None: not
-    given, so a GGUF recipe alone picks its own; :func:`autoround.formats.run_scheme`)."""
+    given, so a GGUF recipe alone picks its own; :func:`autoround.formats.run_scheme`). With an
+    :class:`AutoScheme`, its first quantized option stands in until the search."""
+    if isinstance(args.scheme, AutoScheme):
+        given = [name for name in ("bits", "group_size", "sym") if getattr(args, name) is not None]
+        if given:
+            raise SchemeError(
+                f"{given} override one scheme, but scheme is an AutoScheme whose options carry "
+                f"their own: leave them out, or name the scheme with them in AutoScheme's options"
+            )
+        return next(s for s in args.scheme.schemes if s.is_quantized)
     return run_scheme(args.scheme, formats, bits=args.bits, group_size=args.group_size, sym=args.sym)
 
 
@@ -139,4 +153,5 @@ def run_from_intel(args: IntelArgs, formats: str | tuple[str, ...] = ("auto_roun
         formats=(formats,) if isinstance(formats, str) else formats,
         device=device_of(args.device_map),
         low_gpu_mem_usage=args.low_gpu_mem_usage,
+        auto_scheme=args.scheme if isinstance(args.scheme, AutoScheme) else None,
     )

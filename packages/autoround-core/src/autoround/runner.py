@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
-from autoround import formats, layer_plan
+from autoround import auto_scheme, formats, layer_plan
 from autoround.algorithms import ALGORITHMS, AlgorithmJob, BlockDone, BlockRestore
 from autoround.calibration import DEFAULT_DATASET, build_calibration_set
 from autoround.formats.preflight import check_plan, require_quantized
@@ -96,6 +96,24 @@ def calibration_ids(run: Run, tokenizer: Any) -> torch.Tensor:
     return calib.input_ids
 
 
+def choose_schemes(model: nn.Module, tokenizer: Any, run: Run, progress: bool = True) -> Run:
+    """An :class:`~autoround.auto_scheme.AutoScheme` run as the plain run its search chooses (the
+    per-layer schemes in ``layer_config``, the most used one as ``scheme``); any other run as it
+    is. A budget the options cannot meet on this model is refused before calibration is built."""
+    auto = run.auto_scheme
+    if auto is None:
+        return run
+    auto_scheme.check_options(auto, run.formats)
+    unfuse_experts(model)
+    space = auto_scheme.search_space(model, auto, run.layer_config, run.quant_lm_head, run.block_names)
+    nsamples, seqlen = auto.calibration_shape(space.moe)
+    dataset = auto.dataset or run.calibration.dataset
+    spec = dataclasses.replace(run.calibration, dataset=dataset, nsamples=nsamples, seqlen=seqlen)
+    ids = calibration_ids(dataclasses.replace(run, calibration=spec), tokenizer)
+    chosen = auto_scheme.search(model, space, ids, run.device, progress)
+    return dataclasses.replace(run, scheme=chosen.default, layer_config=chosen.layer_config, auto_scheme=None)
+
+
 def preflight(model: nn.Module, run: Run) -> layer_plan.LayerPlan:
     """Plan the layers and check, before any work, that every format of ``run`` (and the runtimes
     serving it) can take the plan; returns the plan."""
@@ -116,6 +134,7 @@ def quantize_and_save(
     the same inputs resumes after the last finished block).
     """
     check_output_dir(output_dir, run_inputs(model, run.calibration.dataset))
+    run = choose_schemes(model, tokenizer, run)
     plan = preflight(model, run)
     algorithm = ALGORITHMS[run.algorithm]
     calibration = calibration_ids(run, tokenizer) if algorithm.needs_calibration(plan) else None

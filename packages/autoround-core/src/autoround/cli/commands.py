@@ -34,7 +34,7 @@ from autoround.cli.evaluate import (
 )
 from autoround.cli.listing import run_list
 from autoround.cli.model_free import add_model_free_args, model_free_chosen, run_model_free
-from autoround.cli.tuning_args import add_tuning_args, bool_flag, intel_arguments
+from autoround.cli.tuning_args import add_tuning_args, auto_scheme_label, bool_flag, intel_arguments
 from autoround.errors import AutoRoundError
 from autoround.formats import default_scheme_name
 from autoround.intel_defaults import INTEL, NO_EFFECT_ARGS, RECIPES
@@ -196,10 +196,10 @@ def _default_output_dir(model: str, scheme: str) -> Path:
 def run_quantize(args: argparse.Namespace) -> int:
     """Load, optionally evaluate, quantize, save, optionally evaluate the saved checkpoint."""
     run = run_from_intel(intel_arguments(args), formats=(args.format,))
-    scheme = args.scheme or default_scheme_name(run.formats)
+    scheme = args.scheme or auto_scheme_label(run) or default_scheme_name(run.formats)
     output_dir = args.output_dir or _default_output_dir(args.model, scheme)
     check_quantize_args(args, run, output_dir)
-    if model_free_chosen(args, run):
+    if run.auto_scheme is None and model_free_chosen(args, run):  # the search needs the model
         return run_model_free(args, run, output_dir)
     evaluated = evaluated_checkpoint(run, output_dir)  # of several formats, the first autoround reads
     task_runs = plan_quantize_evals(args, evaluated)  # lm-eval and its tasks checked before any work

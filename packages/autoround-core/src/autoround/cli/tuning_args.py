@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from autoround.algorithms import CLIP_INITS, OptRtnSettings
+from autoround.auto_scheme import AutoScheme, check_options
+from autoround.errors import UsageError
 from autoround.intel_defaults import IntelArgs, intel_args, recipe
+from autoround.run import Run
 
 
 def bool_flag(parser: argparse._ActionsContainer, name: str, help: str) -> None:
@@ -78,6 +81,96 @@ def add_tuning_args(parser: argparse.ArgumentParser) -> None:
         "optimized RTN exactly as Intel's amp=False: no least-squares refinement of the searched "
         "scales, float32 importance forward",
     )
+    add_auto_scheme_args(parser)
+
+
+def add_auto_scheme_args(parser: argparse.ArgumentParser) -> None:
+    """``--avg_bits`` / ``--options``: a mixed-precision plan searched under a bit budget."""
+    group = parser.add_argument_group("AutoScheme (mixed precision searched per layer; docs/auto_scheme.md)")
+    group.add_argument(
+        "--avg_bits",
+        "--avg-bits",
+        type=float,
+        default=None,
+        help="bits per weight the plan may average (scales and zero points counted, as Intel counts); "
+        "needs --options",
+    )
+    group.add_argument(
+        "--options",
+        "--schemes",
+        nargs="+",
+        default=None,
+        help="candidate schemes, comma- or space-separated, e.g. W2A16G64,W4A16,W8A16; needs --avg_bits",
+    )
+    bool_flag(
+        group, "ignore_scale_zp_bits", "count weight bits only in --avg_bits, not scales and zero points"
+    )
+    group.add_argument(
+        "--shared_layers",
+        nargs="+",
+        action="append",
+        default=None,
+        help="layers (names or patterns) that take one scheme together; 'a b' is one group, 'a,b c,d' "
+        "two; repeat the flag for more (q/k/v, gate/up and MoE experts are always grouped)",
+    )
+
+
+def auto_scheme_of(args: argparse.Namespace) -> AutoScheme | None:
+    """The AutoScheme the flags ask for (None: no ``--avg_bits`` / ``--options``); a flag missing
+    its partner, or a scheme flag beside them, is refused naming both."""
+    avg_bits, options = getattr(args, "avg_bits", None), getattr(args, "options", None)
+    if avg_bits is None and options is None:
+        if getattr(args, "ignore_scale_zp_bits", None) or getattr(args, "shared_layers", None):
+            raise UsageError(
+                "--ignore_scale_zp_bits and --shared_layers belong to AutoScheme: add --avg_bits and "
+                "--options, or leave them out"
+            )
+        return None
+    if avg_bits is None or options is None:
+        given, missing = ("--avg_bits", "--options") if options is None else ("--options", "--avg_bits")
+        raise UsageError(
+            f"{given} needs {missing}: AutoScheme picks among --options within --avg_bits "
+            f"(e.g. --avg_bits 3 --options W2A16G64,W4A16,W8A16)"
+        )
+    clashing = [
+        f"--{name}"
+        for name in ("scheme", "bits", "group_size", "sym")
+        if getattr(args, name, None) is not None
+    ]
+    if clashing:
+        raise UsageError(
+            f"{', '.join(clashing)} set one scheme, but --avg_bits/--options search among several: "
+            f"leave {'them' if len(clashing) > 1 else 'it'} out and name the schemes in --options"
+        )
+    if getattr(args, "model_free", False):
+        raise UsageError(
+            "--model_free never loads the model, which the AutoScheme search (--avg_bits) runs on"
+        )
+    auto = AutoScheme(
+        avg_bits,
+        ",".join(options),
+        _shared_groups(args.shared_layers),
+        ignore_scale_zp_bits=bool(args.ignore_scale_zp_bits),
+    )
+    check_options(auto, args.format)
+    return auto
+
+
+def auto_scheme_label(run: Run) -> str | None:
+    """``AUTO3BITS`` for an AutoScheme run of 3 bits (the default output name and messages)."""
+    return f"AUTO{run.auto_scheme.avg_bits:g}BITS" if run.auto_scheme is not None else None
+
+
+def _shared_groups(flags: list[list[str]] | None) -> list[list[str]] | None:
+    """Intel's reading of ``--shared_layers``: per flag, bare names are one group; tokens with
+    commas are a group each."""
+    groups = []
+    for tokens in flags or ():
+        if any("," in token for token in tokens):
+            groups += [[p.strip() for p in token.split(",") if p.strip()] for token in tokens]
+        else:
+            groups.append([token.strip() for token in tokens if token.strip()])
+    return [group for group in groups if group] or None
 
 
 def _layer_config(value: str | None) -> dict[str, Any] | None:
@@ -130,8 +223,9 @@ def intel_arguments(args: argparse.Namespace) -> IntelArgs:
     chosen.update({key: value for flag, (key, value) in _SWITCHES.items() if getattr(args, flag)})
     if args.opt_rtn_intel:
         chosen["opt_rtn_settings"] = OptRtnSettings.intel()
+    auto = auto_scheme_of(args)
     return intel_args(
-        scheme=args.scheme,
+        scheme=auto if auto is not None else args.scheme,
         bits=args.bits,
         group_size=args.group_size,
         sym=args.sym,
