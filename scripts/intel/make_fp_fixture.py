@@ -1,4 +1,4 @@
-"""Generate Intel auto-round 0.16.1 NVFP4 and FP8 quantize-dequantize (qdq) reference outputs.
+"""Generate Intel auto-round 0.16.1 NVFP4, FP8 and MX-variant quantize-dequantize (qdq) reference outputs.
 
 Runs ONLY inside the Intel venv (scripts/intel/setup_venv.sh); our packages never import
 ``auto_round``.
@@ -32,10 +32,33 @@ Inputs (seeded ``torch.randn * 0.05``; float32, bfloat16, and float16 for fp8):
   ``block`` (130, 136) with (128, 128) blocks (bfloat16 only) and ``block_small`` (40, 72)
   with (16, 32) blocks: both dimensions padded (fp8 block only).
 
+* MX variants (``data_type/mxfp.py``), blocks of 32: ``data_type="mx_fp_rceil"`` (bits 4, 6,
+  8) resolves ``mx_fp_rceil`` (``quant_mx_rceil``: shared exponent ``ceil(log2(amax /
+  max_norm))``); ``"mx_int"`` (bits 2, 4, 8) resolves ``mx_int<bits>`` (``quant_mx`` with
+  integer elements); ``"mx_fp6e3m2"`` / ``"mx_fp8e5m2"`` resolve themselves (``quant_mx``).
+  Called as ``WrapperLinear`` calls them: ``fn(x, bits=b, group_size=32, v=0, max_scale=1.0,
+  data_type=<resolved name>)``; ``scale`` is the returned shared exponent (input dtype).
+
+* MX optimized RTN (Intel's default RTN, ``iters=0`` without ``disable_opt_rtn``):
+  ``data_type="mx_fp"`` (bits 4, 6, 8) resolves ``opt_rtn_mx_fp`` (``quant_mx_opt_rtn``), called
+  as ``fn(x, bits=b, group_size=32, v=0, data_type="opt_rtn_mx_fp", imatrix=imp)`` with ``imp``
+  None, a random positive per-input-channel importance (``pos``), or that with zeros (``zeros``:
+  the first group's first 20 channels, more than half, and 3 channels of the second group).
+  Keys ``opt_rtn_mx_fp.bits<bits>.<imatrix>.<input>.<dtype>``; the ``imatrix.<kind>.<input>``
+  tensors hold the importances. (``mx_int`` and ``mx_fp6e3m2`` resolve ``opt_rtn_mx_int4`` /
+  ``opt_rtn_mx_fp6e3m2``, which ``quant_mx_opt_rtn`` does not find in its table and runs with
+  ``mx_fp<bits>`` elements: recorded as ``opt_rtn_quirk.*`` cases.)
+
+* NVFP4 optimized RTN: ``data_type="nv_fp"`` resolves ``opt_rtn_nv_fp4``
+  (``opt_rtn_fast_nvfp4``), called as ``fn(x, bits=4, group_size=16, v=0,
+  global_scale=calculate_gparam(x, 16), data_type="opt_rtn_nv_fp4", imatrix=imp)``; keys
+  ``opt_rtn_nv_fp.<imatrix>.<input>.<dtype>``, importances as for MX.
+
 compressed-tensors (installed in Intel's venv too) is not compared here: our own env has it,
 and the test compares against it directly.
 
-Tensor keys: ``in.<input>.<dtype>``; ``<case>.qdq`` and ``<case>.scale``.
+Tensor keys: ``in.<input>.<dtype>``; ``<case>.qdq`` and ``<case>.scale`` (MX variants' cases:
+``<data_type>.bits<bits>.<input>.<dtype>``).
 """
 
 from __future__ import annotations
@@ -47,6 +70,8 @@ import os
 import torch
 from safetensors.torch import save_file
 
+#: MX data types beyond plain ``mx_fp`` (made by make_mx_fp_fixture.py), with their bit widths.
+MX_VARIANTS = (("mx_fp_rceil", (4, 6, 8)), ("mx_int", (2, 4, 8)), ("mx_fp6e3m2", (6,)), ("mx_fp8e5m2", (8,)))
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -76,6 +101,18 @@ def outlier_input(seed: int) -> torch.Tensor:
     x[2, 40] = -7.5
     x[5, 63] = 4.0
     return x
+
+
+def importance(kind: str, cols: int, seed: int) -> torch.Tensor | None:
+    """A per-input-channel importance for MX optimized RTN (see the module docstring)."""
+    if kind == "none":
+        return None
+    g = torch.Generator().manual_seed(seed)
+    imp = torch.rand(cols, generator=g) * 2 + 0.01
+    if kind == "zeros":
+        imp[: min(20, cols)] = 0.0
+        imp[33:36] = 0.0
+    return imp
 
 
 def main() -> None:
@@ -183,6 +220,111 @@ def main() -> None:
                 func=fn.__name__,
                 resolved=resolved,
             )
+
+    for dtype, bit_widths in MX_VARIANTS:
+        for bits in bit_widths:
+            fn, resolved = get_quant_func(dtype, bits, True, disable_opt_rtn=True, iters=0)
+            for name in ("edges", "partial", "narrow"):
+                for dname in ("float32", "bfloat16"):
+                    x = add_input(name, dname)
+                    with torch.no_grad():
+                        qdq, scale, _ = fn(
+                            x.clone(), bits=bits, group_size=32, v=0, max_scale=1.0, data_type=resolved
+                        )
+                    record(
+                        f"{dtype}.bits{bits}.{name}.{dname}",
+                        x,
+                        qdq,
+                        scale,
+                        dtype=dtype,
+                        bits=bits,
+                        group_size=32,
+                        input=name,
+                        input_dtype=dname,
+                        func=fn.__name__,
+                        resolved=resolved,
+                    )
+
+    for bits in (4, 6, 8):
+        fn, resolved = get_quant_func("mx_fp", bits, True, disable_opt_rtn=False, iters=0)
+        for name in ("edges", "partial", "narrow"):
+            for kind in ("none", "pos", "zeros"):
+                imp = importance(kind, inputs[name].shape[1], 3100)
+                if imp is not None:
+                    tensors[f"imatrix.{kind}.{name}"] = imp
+                for dname in ("float32", "bfloat16"):
+                    x = add_input(name, dname)
+                    with torch.no_grad():
+                        qdq, scale, _ = fn(
+                            x.clone(), bits=bits, group_size=32, v=0, data_type=resolved, imatrix=imp
+                        )
+                    record(
+                        f"opt_rtn_mx_fp.bits{bits}.{kind}.{name}.{dname}",
+                        x,
+                        qdq,
+                        scale,
+                        dtype="mx_fp",
+                        bits=bits,
+                        group_size=32,
+                        input=name,
+                        input_dtype=dname,
+                        imatrix=kind,
+                        func=fn.__name__,
+                        resolved=resolved,
+                    )
+    fn, resolved = get_quant_func("nv_fp", 4, True, disable_opt_rtn=False, iters=0)
+    for name in ("edges", "partial", "outlier"):
+        for kind in ("none", "pos", "zeros"):
+            imp = importance(kind, inputs[name].shape[1], 3100)
+            if imp is not None:
+                tensors[f"imatrix.{kind}.{name}"] = imp
+            for dname in ("float32", "bfloat16"):
+                x = add_input(name, dname)
+                gs = calculate_gparam(x, 16)
+                with torch.no_grad():
+                    qdq, scale, _ = fn(
+                        x.clone(),
+                        bits=4,
+                        group_size=16,
+                        v=0,
+                        global_scale=gs,
+                        data_type=resolved,
+                        imatrix=imp,
+                    )
+                record(
+                    f"opt_rtn_nv_fp.{kind}.{name}.{dname}",
+                    x,
+                    qdq,
+                    scale,
+                    dtype="nv_fp",
+                    bits=4,
+                    group_size=16,
+                    input=name,
+                    input_dtype=dname,
+                    imatrix=kind,
+                    func=fn.__name__,
+                    resolved=resolved,
+                    global_scale=gs.item(),
+                )
+    for dtype, bits in (("mx_int", 4), ("mx_fp6e3m2", 6)):
+        fn, resolved = get_quant_func(dtype, bits, True, disable_opt_rtn=False, iters=0)
+        x = add_input("partial", "float32")
+        with torch.no_grad():
+            qdq, scale, _ = fn(x.clone(), bits=bits, group_size=32, v=0, data_type=resolved, imatrix=None)
+        record(
+            f"opt_rtn_quirk.{dtype}.bits{bits}.partial.float32",
+            x,
+            qdq,
+            scale,
+            dtype=dtype,
+            bits=bits,
+            group_size=32,
+            input="partial",
+            input_dtype="float32",
+            imatrix="none",
+            func=fn.__name__,
+            resolved=resolved,
+        )
 
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "fp_qdq.safetensors")

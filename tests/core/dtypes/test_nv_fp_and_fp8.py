@@ -27,7 +27,12 @@ from autoround.schemes import Scheme
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "intel" / "fp_qdq.safetensors"
 with safe_open(FIXTURE, "pt") as _f:
-    CASES = json.loads(_f.metadata()["cases"])
+    # The fixture's MX variants (mx_fp_rceil, mx_int, ...) are test_mx_variants.py's.
+    CASES = [
+        c
+        for c in json.loads(_f.metadata()["cases"])
+        if c["dtype"] in ("nv_fp", "fp") and not c["key"].startswith("opt_rtn")  # test_nv_fp_opt_rtn.py's
+    ]
 TENSORS = load_file(FIXTURE)
 
 NVFP4 = Scheme(bits=4, group_size=16, data_type="nv_fp")
@@ -113,10 +118,12 @@ def test_fp8_scale_maps_each_rows_maximum_to_448() -> None:
 # --- schemes ---
 
 
-def test_both_are_rtn_only() -> None:
-    for name, bits in (("nv_fp", (4,)), ("fp", (8,))):
+def test_neither_is_tunable_and_only_nvfp4_searches_its_scale() -> None:
+    # NVFP4's optimized RTN search: test_nv_fp_opt_rtn.py; Intel has none for FP8 weights.
+    for name, bits, searches in (("nv_fp", (4,), True), ("fp", (8,), False)):
         dtype = DTYPES[name]
-        assert dtype.allowed_bits == bits and not dtype.tunable and not dtype.searches_scale(bits[0], True)
+        assert dtype.allowed_bits == bits and not dtype.tunable
+        assert dtype.searches_scale(bits[0], True) is searches
 
 
 @pytest.mark.parametrize(

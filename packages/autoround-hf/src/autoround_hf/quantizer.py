@@ -114,6 +114,12 @@ class AutoRoundHfQuantizer(HfQuantizer):
     def is_trainable(self) -> bool:
         return False
 
+    @property
+    def is_compileable(self) -> bool:
+        """Every backend's forward traces into one graph (Triton's kernel as a custom op), so
+        transformers may compile the decode step of ``cache_implementation="static"``."""
+        return True
+
 
 def _target_device(device_map: Any) -> torch.device:
     """Where the layers will run: the first non-CPU device of ``device_map``, else the CPU."""

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from autoround.backends.base import PackedLayer, int_scheme_reason
+from autoround.kernels.triton_op import triton_quant_matmul
 from autoround.schemes import Scheme
 
 #: Bits the kernel serves (3-bit codes straddle int32 words; not built).
@@ -63,15 +64,10 @@ class TritonBackend:
         return {k: getattr(layer, k).contiguous() for k in ("qweight", "qzeros", "scales")}
 
     def forward(self, layer: PackedLayer, x: torch.Tensor) -> torch.Tensor:
+        state = layer.backend_state
+        args = (state["qweight"], state["qzeros"], state["scales"], layer.scheme.bits, layer.group_width)
+        if torch.compiler.is_compiling():  # one opaque op in the graph (autoround.kernels.triton_op)
+            return triton_quant_matmul(x.contiguous(), *args, layer.zero_offset)
         from autoround.kernels.triton_gemm import quant_matmul
 
-        state = layer.backend_state
-        return quant_matmul(
-            x.contiguous(),
-            state["qweight"],
-            state["qzeros"],
-            state["scales"],
-            layer.scheme.bits,
-            layer.group_width,
-            layer.zero_offset,
-        )
+        return quant_matmul(x.contiguous(), *args, layer.zero_offset)

@@ -15,12 +15,18 @@ from autoround.dtypes.fp8 import FpDataType
 from autoround.dtypes.gguf import GgufDataType
 from autoround.dtypes.grouping import GroupLayout, from_groups, to_groups
 from autoround.dtypes.int import IntDataType
+from autoround.dtypes.mx_elements import E3M2, E5M2
 from autoround.dtypes.mx_fp import MxFpDataType
+from autoround.dtypes.mx_int import mx_int_type
 from autoround.dtypes.nv_fp import NvFpDataType
 
 DTYPES: dict[str, DataType] = {
     "int": IntDataType(),
-    "mx_fp": MxFpDataType(),
+    "mx_fp": MxFpDataType(search=True),
+    "mx_fp_rceil": MxFpDataType(name="mx_fp_rceil", scale_rounding="rceil"),
+    "mx_fp6e3m2": MxFpDataType(name="mx_fp6e3m2", elements=((6, E3M2),)),
+    "mx_fp8e5m2": MxFpDataType(name="mx_fp8e5m2", elements=((8, E5M2),)),
+    "mx_int": mx_int_type(),
     "nv_fp": NvFpDataType(),
     "fp": FpDataType(),
     "gguf": GgufDataType("gguf"),

@@ -43,6 +43,12 @@ class DataType(Protocol):
         """Whether SignRound can tune it (:meth:`group_range` and :meth:`tuning_qdq` work)."""
         ...
 
+    @property
+    def block_tiles(self) -> bool:
+        """Whether it quantizes 2-D weight tiles sharing one scale (a scheme's ``block_shape``,
+        Intel's tuple ``group_size``) besides row groups."""
+        ...
+
     def searches_scale(self, bits: int, sym: bool) -> bool:
         """Whether optimized RTN's importance-weighted scale search (:meth:`opt_rtn_qdq`) and
         SignRound's searched-scale start (:meth:`searched_scale`, :meth:`scaled_qdq`) apply to
@@ -190,6 +196,11 @@ class RtnOnly:
     @property
     def tunable(self) -> bool:
         """Not tunable by SignRound."""
+        return False
+
+    @property
+    def block_tiles(self) -> bool:
+        """Row groups only (no 2-D weight tiles)."""
         return False
 
     def searches_scale(self, bits: int, sym: bool) -> bool:

@@ -12,9 +12,10 @@ scale per output row, 0 one per tensor, N groups of N (Intel's usual grouping):
 * result ``e4m3 * scale``, in the weight's dtype.
 
 A tuple group size (Intel's ``FP8_BLOCK`` scheme: (128, 128) tiles of the weight) resolves
-``block_fp8`` instead, which our :class:`~autoround.schemes.Scheme` (integer ``group_size``)
-cannot name; :func:`block_qdq` reproduces it for callers that tile themselves (its scale is
-computed in the weight's dtype, not float32). SignRound tuning and optimized RTN are not built
+``block_fp8`` instead; a :class:`~autoround.schemes.Scheme` names it with ``block_shape``
+(:attr:`FpDataType.block_tiles`), and :func:`block_qdq` reproduces it for callers that tile
+themselves (its scale is computed in the weight's dtype, not float32); no layer quantizer tiles
+yet, so pre-flight refuses a ``block_shape`` plan. SignRound tuning and optimized RTN are not built
 (:class:`~autoround.dtypes.base.RtnOnly`); :meth:`FpDataType.quantize` returns the E4M3 values.
 No format saves FP8 yet (formats' ``Capabilities``).
 """
@@ -52,6 +53,11 @@ class FpDataType(RtnOnly):
 
     name: str = "fp"
     allowed_bits: tuple[int, ...] = (8,)
+
+    @property
+    def block_tiles(self) -> bool:
+        """2-D tiles too (Intel's ``FP8_BLOCK``: :func:`block_qdq`)."""
+        return True
 
     def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
         """E4M3 elements carry their own sign (no zero point)."""

@@ -89,6 +89,11 @@ class GgufDataType:
                 return entry
         raise ValueError(f"no {self.name} block type of {bits} bits and group {group} searches its scale")
 
+    @property
+    def block_tiles(self) -> bool:
+        """Row groups only (no 2-D weight tiles)."""
+        return False
+
     def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
         """A combination of fields that names no block type, with the types listed."""
         if block_type(self.name, bits, sym, group_size) is not None:

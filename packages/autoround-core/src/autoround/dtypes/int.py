@@ -67,6 +67,11 @@ class IntDataType:
         """SignRound tunes integers (rounding offsets and clipping factors)."""
         return True
 
+    @property
+    def block_tiles(self) -> bool:
+        """Row groups only (no 2-D weight tiles)."""
+        return False
+
     def searches_scale(self, bits: int, sym: bool) -> bool:
         """Symmetric integers only, at every bit width."""
         return sym

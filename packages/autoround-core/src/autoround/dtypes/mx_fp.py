@@ -1,20 +1,27 @@
 """OCP microscaling floats, registered as ``"mx_fp"`` (Intel auto-round's ``data_type`` name):
-MXFP4 (E2M1 elements), MXFP6 (E2M3) and MXFP8 (E4M3), picked by ``bits`` as Intel does.
+MXFP4 (E2M1 elements), MXFP6 (E2M3) and MXFP8 (E4M3), picked by ``bits`` as Intel does; the
+same with ``rceil`` rounding of the shared exponent as ``"mx_fp_rceil"``, and the single-element
+variants Intel names ``"mx_fp6e3m2"`` (E3M2) and ``"mx_fp8e5m2"`` (E5M2). MX integers
+(``"mx_int"``) are the same type with integer elements (:mod:`autoround.dtypes.mx_int`).
 
 Each block of 32 weights shares one power-of-two scale (an E8M0 exponent); each weight is a tiny
 sign-magnitude float of that scale. Intel 0.16.1's plain round-to-nearest, reproduced bit for
-bit (``tests/fixtures/intel/mx_fp_qdq.safetensors``):
+bit (``tests/fixtures/intel/mx_fp_qdq.safetensors`` and ``fp_qdq.safetensors``):
 
-* shared exponent ``floor(log2(max|w|)) - emax`` (``emax`` the element format's largest
-  exponent), clamped to [-127, 127]; an all-zero group takes ``1 - emax``;
+* shared exponent, by the type's :data:`SHARED_EXPONENTS` rule: ``floor`` (Intel's ``quant_mx``)
+  takes ``floor(log2(max|w|)) - emax`` (``emax`` the element format's largest exponent; an
+  all-zero group ``1 - emax``); ``rceil`` (``quant_mx_rceil``, the OCP / NVIDIA rounding that
+  never clips the group maximum) takes ``ceil(log2(max|w| / max_normal))`` (an all-zero group
+  1); both clamped to [-127, 127];
 * elements ``w / 2**shared + v``, clamped to +-max_normal, rounded to the element grid: the
   element's own exponent is ``floor(log2|y|)`` (at least the smallest normal one, so small values
   fall on the subnormal steps), and the mantissa rounds half to even.
 
-Only that is built: Intel's optimized RTN for MX (trying 0.5x and 2x the shared scale per group),
-the ``rceil`` exponent rounding and SignRound tuning are not, so the type derives from
-:class:`~autoround.dtypes.base.RtnOnly` (optimized RTN falls back to plain RTN; SignRound refuses
-it). :meth:`MxFpDataType.quantize` returns the element values on the float grid (E2M1: 0, 0.5,
+The element formats and exponent rules are :mod:`autoround.dtypes.mx_elements`. Intel's
+optimized RTN for ``"mx_fp"`` (trying 0.5x and 2x the shared scale per group) is
+:mod:`autoround.dtypes.mx_search`; the other MX types fall back to plain RTN there. SignRound
+tuning is not built: the type derives from :class:`~autoround.dtypes.base.RtnOnly` (SignRound
+refuses it). :meth:`MxFpDataType.quantize` returns the element values on the float grid (E2M1: 0, 0.5,
 1, 1.5, 2, 3, 4, 6 and negatives), not bit patterns: :meth:`dequantize` gets no ``bits`` to
 decode them by, and ``scale * (codes - 0)`` is then the plain affine formula. No format packs
 these yet (formats' ``Capabilities`` list ``"int"`` only).
@@ -27,77 +34,62 @@ from dataclasses import dataclass
 import torch
 
 from autoround.dtypes.base import QParams, RtnOnly, compose_qdq
-
-#: Weights per shared scale in the OCP MX specification (and in every Intel MX preset).
-MX_BLOCK = 32
-#: The shared scale is E8M0: an exponent in [-127, 127] (255 is NaN, never produced).
-SCALE_EXP_LIMIT = 127
-
-
-@dataclass(frozen=True)
-class MxElement:
-    """One element format: its mantissa bits, smallest normal and largest exponent, and its
-    largest magnitude (E4M3 gives its top mantissa pattern to NaN, so 448 and not 480)."""
-
-    mantissa_bits: int
-    min_exp: int
-    emax: int
-    max_normal: float
-
-
-#: Element format by ``bits``: what Intel's ``"mx_fp" + str(bits)`` resolves to.
-ELEMENTS: dict[int, MxElement] = {
-    4: MxElement(mantissa_bits=1, min_exp=0, emax=2, max_normal=6.0),  # E2M1
-    6: MxElement(mantissa_bits=3, min_exp=0, emax=2, max_normal=7.5),  # E2M3
-    8: MxElement(mantissa_bits=3, min_exp=-6, emax=8, max_normal=448.0),  # E4M3
-}
-
-
-def shared_exponent(grouped: torch.Tensor, emax: int, max_scale: torch.Tensor | float) -> torch.Tensor:
-    """Each group's E8M0 exponent (groups, 1) float32: ``floor(log2(max|w|)) - emax``, so the
-    largest magnitude lands in the element format's top binade (or just above, then clamped)."""
-    amax = grouped.float().abs().amax(dim=-1, keepdim=True)
-    if isinstance(max_scale, torch.Tensor):
-        max_scale = max_scale.reshape(-1, 1).to(amax)
-    amax = amax * max_scale
-    # An all-zero group: log2(2) = 1, Intel's stand-in; its elements are 0 whatever the scale.
-    top = torch.floor(torch.log2(torch.where(amax == 0, 2.0, amax)))
-    return (top - emax).clamp(-SCALE_EXP_LIMIT, SCALE_EXP_LIMIT)
-
-
-def half_to_even(magnitude: torch.Tensor) -> torch.Tensor:
-    """Round non-negative values to integers, ties to even.
-
-    Computed as ``floor(m + 0.5)`` less one on even ties rather than with ``torch.round``: the
-    two differ only where ``m + 0.5`` itself rounds (``m`` just below 0.5), and there Intel's
-    result is this one.
-    """
-    nearest = torch.floor(magnitude + 0.5)
-    # m - 0.5 is exact wherever it could be an integer (m >= 0.25, Sterbenz).
-    even_tie = torch.remainder(magnitude - 0.5, 2) == 0
-    return nearest - even_tie.to(magnitude.dtype)
-
-
-def round_to_element(scaled: torch.Tensor, element: MxElement) -> torch.Tensor:
-    """Values already divided by the shared scale, rounded to the element grid (float32)."""
-    clipped = scaled.clamp(-element.max_normal, element.max_normal)
-    magnitude = clipped.abs()
-    # Each value's own binade, floored at the smallest normal one (the subnormal steps below it
-    # have the same spacing); log2(1) stands in for zero.
-    exp = torch.floor(torch.log2(torch.where(magnitude == 0, 1.0, magnitude))).clamp(min=element.min_exp)
-    step = torch.exp2(exp - element.mantissa_bits)  # spacing of the grid in that binade
-    rounded = (half_to_even(magnitude / step) * step).clamp(max=element.max_normal)
-    # Negative values keep their sign when they round to zero (-0.0), as Intel's do.
-    return torch.where(clipped < 0, -rounded, rounded)
+from autoround.dtypes.mx_elements import ELEMENTS, MX_BLOCK, MxElement, round_to_element, shared_exponent
+from autoround.dtypes.mx_search import mx_opt_rtn
 
 
 @dataclass(frozen=True)
 class MxFpDataType(RtnOnly):
-    """OCP MX floats, registered as ``"mx_fp"``: plain round-to-nearest only (no SignRound
-    tuning, no scale search; see the module docstring)."""
+    """OCP MX types: plain round-to-nearest only (no SignRound tuning, no scale search; see the
+    module docstring). ``elements`` pairs each allowed bit width with its element format;
+    ``scale_rounding`` names the shared-exponent rule in :data:`SHARED_EXPONENTS`."""
 
     name: str = "mx_fp"
-    allowed_bits: tuple[int, ...] = tuple(ELEMENTS)
+    elements: tuple[tuple[int, MxElement], ...] = tuple(ELEMENTS.items())
+    scale_rounding: str = "floor"
+    #: Whether optimized RTN searches the shared scale (:mod:`autoround.dtypes.mx_search`).
+    search: bool = False
+
+    @property
+    def allowed_bits(self) -> tuple[int, ...]:
+        """The bit widths of :attr:`elements`."""
+        return tuple(bits for bits, _ in self.elements)
+
+    def element(self, bits: int) -> MxElement:
+        """The element format of ``bits``-wide weights."""
+        return dict(self.elements)[bits]
+
+    def searches_scale(self, bits: int, sym: bool) -> bool:
+        """Where :attr:`search` is set: optimized RTN tries 0.5x and 2x the shared scale."""
+        return self.search
+
+    def opt_rtn_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        sym: bool,
+        group_size: int,
+        imatrix: torch.Tensor | None,
+        exact: bool,
+        refine_steps: int,
+        out_dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, QParams]:
+        """Intel's ``quant_mx_opt_rtn`` (:func:`~autoround.dtypes.mx_search.mx_opt_rtn`): always
+        its exact numerics; there is no refinement (``exact`` and ``refine_steps`` are unused)."""
+        if not self.search:
+            return super().opt_rtn_qdq(
+                grouped, bits, sym, group_size, imatrix, exact, refine_steps, out_dtype
+            )
+        qdq, scale = mx_opt_rtn(grouped, bits, self.element(bits), group_size, imatrix)
+        return qdq.to(out_dtype), QParams(scale, torch.zeros_like(scale))
+
+    def searched_scale(
+        self, grouped: torch.Tensor, bits: int, group_size: int, imatrix: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Optimized RTN's shared scale (groups, 1) float32 (SignRound itself refuses MX)."""
+        if not self.search:
+            return super().searched_scale(grouped, bits, group_size, imatrix)
+        return self.opt_rtn_qdq(grouped, bits, True, group_size, imatrix, True, 0, torch.float32)[1].scale
 
     def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
         """MX blocks are 32 weights and its elements carry their own sign (no zero point)."""
@@ -126,7 +118,7 @@ class MxFpDataType(RtnOnly):
         ``max_scale`` shrinks the group maximum before the exponent is taken, as Intel's
         ``max_scale`` does; ``min_scale`` has no meaning for a symmetric range and is ignored.
         """
-        scale = torch.exp2(shared_exponent(grouped, ELEMENTS[bits].emax, max_scale))
+        scale = torch.exp2(shared_exponent(grouped, self.element(bits), max_scale, self.scale_rounding))
         return QParams(scale, torch.zeros_like(scale))
 
     def quantize(
@@ -134,7 +126,7 @@ class MxFpDataType(RtnOnly):
     ) -> torch.Tensor:
         """Element values on the ``bits``-wide float grid (float32), after adding the offset
         ``v`` to the scaled weights; not integer codes (see the module docstring)."""
-        return round_to_element(grouped.float() / qp.scale + v, ELEMENTS[bits])
+        return round_to_element(grouped.float() / qp.scale + v, self.element(bits))
 
     def dequantize(self, codes: torch.Tensor, qp: QParams) -> torch.Tensor:
         """``scale * (codes - zero)``: exact, the scale being a power of two."""

@@ -18,9 +18,10 @@ block scales over E4M3's range. Intel 0.16.1's plain round-to-nearest (``nv_fp4`
 The global scale is that of the tensor given to :meth:`NvFpDataType.qdq` (the whole weight, as
 ``to_groups`` cuts it: zero padding does not change the maximum). Intel additionally gives q/k/v
 and gate/up projections of one block their smallest global scale (``update_fused_layer_global_
-scales``, on by default); that model-level step is not built. Neither are Intel's optimized RTN
-for NVFP4 (``opt_rtn_nv_fp4``, a per-block search of 0.5x-1.51x factors) nor SignRound tuning,
-so the type derives from :class:`~autoround.dtypes.base.RtnOnly`. :meth:`NvFpDataType.quantize`
+scales``, on by default); that model-level step is not built. Intel's optimized RTN for NVFP4
+(``opt_rtn_nv_fp4``, a per-block search of 0.5x-1.51x factors) is
+:mod:`autoround.dtypes.nv_fp_search`; SignRound tuning is not built, so the type derives from
+:class:`~autoround.dtypes.base.RtnOnly` (SignRound refuses it). :meth:`NvFpDataType.quantize`
 returns the E2M1 values, not bit patterns (as ``mx_fp`` does); ``QParams.scale`` is each block's
 effective float32 scale ``1/o``. No format saves NVFP4 yet (formats' ``Capabilities``).
 """
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from autoround.dtypes.base import QParams, RtnOnly
+from autoround.dtypes.nv_fp_search import nv_opt_rtn
 
 #: Weights per E4M3 block scale (the only size Intel's NVFP4 accepts).
 NV_BLOCK = 16
@@ -100,6 +102,32 @@ class NvFpDataType(RtnOnly):
 
     name: str = "nv_fp"
     allowed_bits: tuple[int, ...] = (4,)
+
+    def searches_scale(self, bits: int, sym: bool) -> bool:
+        """Optimized RTN searches each block's scale factor (:mod:`~autoround.dtypes.nv_fp_search`)."""
+        return True
+
+    def opt_rtn_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        sym: bool,
+        group_size: int,
+        imatrix: torch.Tensor | None,
+        exact: bool,
+        refine_steps: int,
+        out_dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, QParams]:
+        """Intel's ``opt_rtn_fast_nvfp4`` (always its exact numerics; ``exact`` and
+        ``refine_steps`` are unused)."""
+        qdq, qp = nv_opt_rtn(self, grouped, group_size, imatrix)
+        return qdq.to(out_dtype), qp
+
+    def searched_scale(
+        self, grouped: torch.Tensor, bits: int, group_size: int, imatrix: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Optimized RTN's effective block scale (groups, 1) float32 (SignRound refuses NVFP4)."""
+        return nv_opt_rtn(self, grouped.float(), group_size, imatrix)[1].scale
 
     def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
         """NVFP4 blocks are 16 weights and its elements carry their own sign (no zero point)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from autoround.errors import FormatError
 from autoround.io import atomic_dir
 from autoround.modeling.blocks import linear_shape
-from autoround.schemes import PER_TENSOR, UNQUANTIZED_BITS, Scheme
+from autoround.schemes import PER_TENSOR, UNQUANTIZED_BITS, Scheme, require_weight_only
 
 if TYPE_CHECKING:
     from torch import nn
@@ -84,7 +84,9 @@ class CheckpointSpec:
         fields = {k: v for k, v in entry.items() if k in {*SCHEME_KEYS, "act_bits"} and v is not None}
         if int(fields.get("bits", self.default.bits)) >= UNQUANTIZED_BITS:
             return None
-        return self.default.replace(**fields)
+        scheme = self.default.replace(**fields)
+        require_weight_only(scheme, f"layer {layer_name}")  # activation quantization: not built
+        return scheme
 
     def with_default_blocks(self, block_names: Sequence[str]) -> CheckpointSpec:
         """This spec, its blocks filled in from the model when the checkpoint names none (GPTQ)."""
@@ -112,6 +114,10 @@ class Capabilities:
 
     def why_not(self, scheme: Scheme) -> str | None:
         """What of ``scheme`` cannot be stored (None: it can)."""
+        if not scheme.is_weight_only:
+            return f"activation quantization act_bits={scheme.act_bits}"
+        if scheme.block_shape is not None:
+            return f"2-D weight blocks {scheme.block_shape}"
         if scheme.data_type not in self.data_types or scheme.bits not in self.bits:
             return f"{scheme.data_type} {scheme.bits}-bit"
         if scheme.sym not in self.sym:

@@ -9,6 +9,12 @@ that serve them cannot load, naming the layers, the formats that can store it an
 * vLLM fuses some layers into one weight: q/k/v into ``qkv_proj``, gate/up into
   ``gate_up_proj`` (``w1``/``w3`` in Mixtral's names), and all experts of a MoE layer into one
   tensor. The parts of a fused weight must share one scheme (or all stay unquantized).
+* Activation quantization (``act_bits`` below 16) and 2-D weight blocks (``block_shape``) are
+  not built: :func:`require_quantized` refuses them in the plan (every run's first check) and
+  :func:`check_schemes` in the named schemes, naming the scheme (NotImplementedError).
+* A data type no format stores yet (``mx_fp``, ``mx_fp_rceil``, ``mx_int``, ``nv_fp``, ``fp``, ...)
+  is refused by every format's ``Capabilities``, naming the data type and the formats that can
+  store it (none yet).
 * Stock vLLM cannot load a layer whose input width the group size does not divide (its last
   group is partial); autoround-vllm can. That is a warning, not an error.
 """
@@ -27,7 +33,7 @@ from autoround.formats.combine import entries
 from autoround.formats.registry import FORMATS, check_formats, writable_formats
 from autoround.layer_plan import LayerConfig, LayerPlan
 from autoround.modeling.blocks import linear_shape
-from autoround.schemes import Scheme, parse_scheme
+from autoround.schemes import Scheme, parse_scheme, require_weight_only
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +110,12 @@ def check_schemes(
 
     Raises:
         FormatError: an unknown or read-only format (listing the allowed ones).
+        NotImplementedError: a scheme that quantizes activations or tiles weights in 2-D blocks.
         SchemeError: a scheme a format cannot store, naming the formats that can store them all.
     """
     writers = entries(formats)
+    for where, chosen in _named_schemes(scheme, layer_config).items():
+        require_weight_only(chosen, where)
     named = {where: s for where, s in _named_schemes(scheme, layer_config).items() if s.is_quantized}
     problems = [
         f"{where} ({why}) cannot be stored in format {name!r} (it stores {entry.capabilities.describe()})"
@@ -138,7 +147,12 @@ def warn_partial_groups(model: nn.Module, plan: LayerPlan) -> None:
 
 
 def require_quantized(plan: LayerPlan) -> None:
-    """Refuse a plan that leaves every layer in 16 bits: it would save no quantized checkpoint."""
+    """Refuse a plan that leaves every layer in 16 bits (it would save no quantized checkpoint),
+    or whose layers quantize activations or tile weights in 2-D blocks (not built:
+    :func:`~autoround.schemes.require_weight_only`'s NotImplementedError, naming a layer)."""
+    for name, decision in plan.layers.items():
+        if decision.scheme is not None:
+            require_weight_only(decision.scheme, f"layer {name}")
     if not plan.quantized():
         raise SchemeError(
             "the layer plan quantizes no layer (every layer stays in 16 bits): there is nothing to "

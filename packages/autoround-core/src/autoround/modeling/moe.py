@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from types import SimpleNamespace
 from typing import Any, Literal
 
@@ -30,11 +30,17 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-_default_apply_gate: Callable[..., Any] | None
-try:
-    from transformers.integrations.moe import _default_apply_gate
-except ImportError:  # pragma: no cover - older transformers: every gate is treated as custom
-    _default_apply_gate = None
+
+@cache
+def _default_apply_gate() -> Callable[..., Any] | None:
+    """transformers' default gate, imported on first use: importing its MoE integration takes
+    seconds, which every ``import autoround`` (the CLI, model-free runs) would otherwise pay."""
+    try:
+        from transformers.integrations.moe import _default_apply_gate as default
+    except ImportError:  # pragma: no cover - older transformers: every gate is treated as custom
+        return None
+    return default
+
 
 #: (gate, up, down) Linear names when the architecture's checkpoint names are unknown.
 DEFAULT_NAMES: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")
@@ -248,7 +254,7 @@ def _convert(module: nn.Module, names: tuple[str, str, str], converter: ExpertsC
     requires_grad = bool(module.down_proj.requires_grad)
     custom_gate = getattr(type(module), "_apply_gate", None)
     apply_gate = None
-    if gated and custom_gate is not None and custom_gate is not _default_apply_gate:
+    if gated and custom_gate is not None and custom_gate is not _default_apply_gate():
         state = {k: v for k, v in vars(module).items() if not k.startswith("_")}
         apply_gate = partial(custom_gate, SimpleNamespace(**state, **dict(module.named_children())))
     gate_up = _split(module, "gate_up_proj" if gated else "up_proj", gated)

@@ -1,0 +1,99 @@
+"""The pieces every MX type is made of: element formats (E2M1 ... E5M2, fixed-point integers),
+the rules that round a block's shared E8M0 exponent (``floor``, ``rceil``), and the rounding of
+scaled values to an element grid (Intel 0.16.1's ``quant_element``, half to even). The types
+themselves are :mod:`autoround.dtypes.mx_fp` and :mod:`autoround.dtypes.mx_int`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+#: Weights per shared scale in the OCP MX specification (and in every Intel MX preset).
+MX_BLOCK = 32
+#: The shared scale is E8M0: an exponent in [-127, 127] (255 is NaN, never produced).
+SCALE_EXP_LIMIT = 127
+
+
+@dataclass(frozen=True)
+class MxElement:
+    """One element format: its mantissa bits, smallest normal and largest exponent, and its
+    largest magnitude (E4M3 gives its top mantissa pattern to NaN, so 448 and not 480)."""
+
+    mantissa_bits: int
+    min_exp: int
+    emax: int
+    max_normal: float
+
+
+E2M1 = MxElement(mantissa_bits=1, min_exp=0, emax=2, max_normal=6.0)
+E2M3 = MxElement(mantissa_bits=3, min_exp=0, emax=2, max_normal=7.5)
+E3M2 = MxElement(mantissa_bits=2, min_exp=-2, emax=4, max_normal=28.0)
+E4M3 = MxElement(mantissa_bits=3, min_exp=-6, emax=8, max_normal=448.0)
+E5M2 = MxElement(mantissa_bits=2, min_exp=-14, emax=15, max_normal=57344.0)
+
+#: Element format by ``bits``: what Intel's ``"mx_fp" + str(bits)`` resolves to.
+ELEMENTS: dict[int, MxElement] = {4: E2M1, 6: E2M3, 8: E4M3}
+
+
+def floor_exponent(amax: torch.Tensor, element: MxElement) -> torch.Tensor:
+    """``floor(log2(amax)) - emax``: the largest magnitude lands in the element format's top
+    binade (or just above it, then clamped by the elements)."""
+    # An all-zero group: log2(2) = 1, Intel's stand-in; its elements are 0 whatever the scale.
+    return torch.floor(torch.log2(torch.where(amax == 0, 2.0, amax))) - element.emax
+
+
+def rceil_exponent(amax: torch.Tensor, element: MxElement) -> torch.Tensor:
+    """``ceil(log2(amax / max_normal))``: the smallest power of two that leaves the largest
+    magnitude unclipped (an all-zero group takes 1, as Intel's ``quant_mx_rceil``)."""
+    return torch.where(amax == 0, 1.0, torch.ceil(torch.log2(amax / element.max_normal)))
+
+
+#: How a block's E8M0 exponent is rounded, by the name a type's ``scale_rounding`` gives.
+SHARED_EXPONENTS: dict[str, Callable[[torch.Tensor, MxElement], torch.Tensor]] = {
+    "floor": floor_exponent,
+    "rceil": rceil_exponent,
+}
+
+
+def shared_exponent(
+    grouped: torch.Tensor,
+    element: MxElement,
+    max_scale: torch.Tensor | float,
+    rounding: str = "floor",
+) -> torch.Tensor:
+    """Each group's E8M0 exponent (groups, 1) float32 by the ``rounding`` rule of
+    :data:`SHARED_EXPONENTS`, of the group maximum shrunk by ``max_scale``, clamped to +-127."""
+    amax = grouped.float().abs().amax(dim=-1, keepdim=True)
+    if isinstance(max_scale, torch.Tensor):
+        max_scale = max_scale.reshape(-1, 1).to(amax)
+    amax = amax * max_scale
+    return SHARED_EXPONENTS[rounding](amax, element).clamp(-SCALE_EXP_LIMIT, SCALE_EXP_LIMIT)
+
+
+def half_to_even(magnitude: torch.Tensor) -> torch.Tensor:
+    """Round non-negative values to integers, ties to even.
+
+    Computed as ``floor(m + 0.5)`` less one on even ties rather than with ``torch.round``: the
+    two differ only where ``m + 0.5`` itself rounds (``m`` just below 0.5), and there Intel's
+    result is this one.
+    """
+    nearest = torch.floor(magnitude + 0.5)
+    # m - 0.5 is exact wherever it could be an integer (m >= 0.25, Sterbenz).
+    even_tie = torch.remainder(magnitude - 0.5, 2) == 0
+    return nearest - even_tie.to(magnitude.dtype)
+
+
+def round_to_element(scaled: torch.Tensor, element: MxElement) -> torch.Tensor:
+    """Values already divided by the shared scale, rounded to the element grid (float32)."""
+    clipped = scaled.clamp(-element.max_normal, element.max_normal)
+    magnitude = clipped.abs()
+    # Each value's own binade, floored at the smallest normal one (the subnormal steps below it
+    # have the same spacing); log2(1) stands in for zero.
+    exp = torch.floor(torch.log2(torch.where(magnitude == 0, 1.0, magnitude))).clamp(min=element.min_exp)
+    step = torch.exp2(exp - element.mantissa_bits)  # spacing of the grid in that binade
+    rounded = (half_to_even(magnitude / step) * step).clamp(max=element.max_normal)
+    # Negative values keep their sign when they round to zero (-0.0), as Intel's do.
+    return torch.where(clipped < 0, -rounded, rounded)
