@@ -1,4 +1,6 @@
-"""Run by test_resume.py in a subprocess: tune a tiny model into OUT (killable mid-run)."""
+"""Run by test_resume.py and test_low_cpu_mem.py in a subprocess: tune a tiny model into OUT
+(killable mid-run). ``--low_cpu_mem_usage=1`` (or ``=0``) passes the model as its directory with
+that setting (loaded block by block, or whole)."""
 
 import sys
 
@@ -9,7 +11,12 @@ from autoround import AutoRound
 
 model_dir, out_dir = sys.argv[1], sys.argv[2]
 torch.set_num_threads(1)
-model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+low = next((a.split("=")[1] for a in sys.argv[3:] if a.startswith("--low_cpu_mem_usage=")), None)
+if low is None:
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    extra = {}
+else:
+    model, extra = model_dir, {"low_cpu_mem_usage": low == "1"}
 calibration = [torch.arange(i, i + 32) % 128 for i in range(8)]
 AutoRound(
     model,
@@ -21,4 +28,5 @@ AutoRound(
     nsamples=8,
     seqlen=32,
     batch_size=4,
+    **extra,
 ).quantize_and_save(out_dir)

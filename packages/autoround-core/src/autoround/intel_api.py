@@ -8,6 +8,7 @@ started again with the same arguments resumes after the last finished block.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,11 @@ class AutoRound:
     CPUs with AVX512-BF16 or AMX); elsewhere, and with ``amp=False``, they run in float32. Unlike
     Intel's, the model, the cached activations, the targets and the tuned parameters stay float32.
 
+    ``low_cpu_mem_usage`` (None: on where it changes nothing): a ``model`` given as a checkpoint
+    directory is loaded block by block (meta device, then each block's weights when its turn
+    comes) and :meth:`quantize_and_save` writes the same checkpoint from the tuned blocks it
+    stored (docs/low_memory.md); :func:`autoround.runner.use_low_cpu_mem` decides.
+
     ``scheme=AutoScheme(avg_bits=3.0, options="W2A16G64,W4A16,W8A16")`` searches a per-layer plan
     under that bit budget first (docs/auto_scheme.md), then quantizes with it as ``layer_config``.
 
@@ -78,6 +84,7 @@ class AutoRound:
         enable_torch_compile: bool = False,
         seed: int = INTEL.seed,
         *,
+        low_cpu_mem_usage: bool | None = None,
         opt_rtn_settings: OptRtnSettings | None = None,
         **kwargs: Any,
     ) -> None:
@@ -99,14 +106,14 @@ class AutoRound:
         )
         if enable_torch_compile:
             logger.warning("enable_torch_compile=True is not built yet and has no effect")
-        if isinstance(model, str):
-            from autoround.model_sources import load_model_and_tokenizer
-
-            model, loaded_tokenizer = load_model_and_tokenizer(model, dtype=None)
-            tokenizer = tokenizer or loaded_tokenizer
-        self.model, self.tokenizer = model, tokenizer
         self._args = args
-        self.run: Run = run_from_intel(args)
+        self.run: Run = dataclasses.replace(run_from_intel(args), low_cpu_mem_usage=low_cpu_mem_usage)
+        if isinstance(model, str):
+            model, loaded_tokenizer = runner.load_model(model, self.run, dtype=None)
+            tokenizer = tokenizer or loaded_tokenizer
+        elif low_cpu_mem_usage:
+            runner.use_low_cpu_mem(True, "the model was passed in built: pass its checkpoint directory")
+        self.model, self.tokenizer = model, tokenizer
         self.result: QuantizedModel | None = None
 
     @property

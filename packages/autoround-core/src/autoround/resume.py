@@ -36,6 +36,7 @@ from autoround.algorithms.signround_blocks import BlockReport
 from autoround.errors import ResumeError
 from autoround.io import is_no_space, write_error
 from autoround.layer_quant import LayerQuant
+from autoround.model_sources.blockwise import resident_parts
 from autoround.modeling.blocks import linear_weight
 from autoround.schemes import Scheme
 
@@ -80,14 +81,26 @@ def weights_digest(model: nn.Module) -> str:
 
     The weights in memory are what is tuned, so they are hashed rather than the files they came
     from (a safetensors header and size stay the same when a value is edited). Pieces are hashed
-    in threads (hashlib releases the GIL): a few seconds for an 8B model on a many-core host.
+    in threads (hashlib releases the GIL): a few seconds for an 8B model on a many-core host. A
+    block-wise model (``low_cpu_mem_usage``) is hashed block by block, to the same digest.
     """
-    state = model.state_dict()
+    by_name: dict[str, list[str]] = {}
+    for _ in resident_parts(model):
+        by_name.update(_chunk_digests(model.state_dict(), done=by_name))
+    outer = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        outer.update(f"{name} {tensor.dtype} {tuple(tensor.shape)} {by_name.get(name)}\n".encode())
+    return outer.hexdigest()
+
+
+def _chunk_digests(state: dict[str, torch.Tensor], done: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Digests of the pieces of each tensor in memory not in ``done``; a tied alias gets its
+    first name's."""
     pieces: list[tuple[str, torch.Tensor]] = []
     seen: dict[tuple[Any, ...], str] = {}
     aliases: dict[str, str] = {}
     for name, tensor in state.items():
-        if tensor.is_meta:  # offloaded: no bytes here; its name, dtype and shape still count
+        if tensor.is_meta or name in done:  # offloaded: no bytes here; its name, dtype and shape still count
             continue
         key = (tensor.device, tensor.data_ptr(), tensor.dtype, tensor.shape, tensor.stride())
         if key in seen:  # a tied weight (lm_head = embeddings): hash its bytes once
@@ -101,11 +114,8 @@ def weights_digest(model: nn.Module) -> str:
     by_name: dict[str, list[str]] = {}
     for (name, _), digest in zip(pieces, digests, strict=True):
         by_name.setdefault(name, []).append(digest)
-    outer = hashlib.sha256()
-    for name, tensor in state.items():
-        chunk_digests = by_name.get(aliases.get(name, name))
-        outer.update(f"{name} {tensor.dtype} {tuple(tensor.shape)} {chunk_digests}\n".encode())
-    return outer.hexdigest()
+    by_name.update({alias: by_name[first] for alias, first in aliases.items() if first in by_name})
+    return by_name
 
 
 def tokenizer_digest(tokenizer: Any) -> str | None:

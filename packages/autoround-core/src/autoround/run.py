@@ -47,7 +47,9 @@ class Run:
     checkpoint formats to write (``"auto_round,auto_gptq"`` is split into two); ``device`` is where
     the work happens (None: where the weights live). With ``auto_scheme`` the per-layer schemes
     are searched first (:func:`autoround.runner.choose_schemes`), ``scheme`` standing in until
-    then.
+    then. ``low_cpu_mem_usage``: load a checkpoint block by block and save the same checkpoint
+    from the resume store (None: where it changes nothing; see
+    :func:`autoround.runner.use_low_cpu_mem`).
     """
 
     scheme: Scheme
@@ -61,6 +63,7 @@ class Run:
     device: torch.device | str | None = None
     low_gpu_mem_usage: bool = False
     auto_scheme: AutoScheme | None = None
+    low_cpu_mem_usage: bool | None = None
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -73,6 +76,8 @@ class Run:
                 f"algorithm {self.algorithm!r} takes {expected.__name__}, got {type(self.settings).__name__}"
             )
         object.__setattr__(self, "formats", check_formats(self.formats))
+        if self.low_cpu_mem_usage not in (None, True, False):
+            raise ValueError(f"low_cpu_mem_usage must be True, False or None, got {self.low_cpu_mem_usage!r}")
 
 
 def signround_settings(args: IntelArgs) -> SignRoundSettings:

@@ -23,7 +23,16 @@ from torch import nn
 from autoround import auto_scheme, formats, layer_plan
 from autoround.algorithms import ALGORITHMS, AlgorithmJob, BlockDone, BlockRestore
 from autoround.calibration import DEFAULT_DATASET, build_calibration_set
+from autoround.errors import UsageError
+from autoround.formats.gguf import QUANT_METHOD as GGUF_METHOD
 from autoround.formats.preflight import check_plan, require_quantized
+from autoround.model_sources import load_model_and_tokenizer
+from autoround.model_sources.blockwise import (
+    checkpoint_problem,
+    load_blockwise_and_tokenizer,
+    materialize,
+    source_of,
+)
 from autoround.modeling import unfuse_experts
 from autoround.output_guard import check_output_dir, run_inputs
 from autoround.quantized_model import QuantizedModel
@@ -73,8 +82,19 @@ def execute(
         raise ValueError(
             f"{algorithm.title} needs calibration token ids of shape (nsamples, seqlen): pass calibration="
         )
+    residency = source_of(model)
+    if residency is not None and on_block_done is None:  # nowhere to keep tuned blocks
+        materialize(model)
+        residency = None
     job = AlgorithmJob(
-        run.settings, calibration, run.device, progress, run.low_gpu_mem_usage, on_block_done, restore
+        run.settings,
+        calibration,
+        run.device,
+        progress,
+        run.low_gpu_mem_usage,
+        on_block_done,
+        restore,
+        residency,
     )
     result = algorithm.quantize(model, plan, job)
     return QuantizedModel(model, run.scheme, plan, result.layers, result.recorded, tokenizer, result.reports)
@@ -131,9 +151,12 @@ def quantize_and_save(
     Refused before any work: an ``output_dir`` that is, contains or lies inside the model's
     directory, the dataset or the working directory, and a plan a format cannot store. Block-wise
     algorithms persist each finished block beside the output (a killed run started again with
-    the same inputs resumes after the last finished block).
+    the same inputs resumes after the last finished block). A model loaded block by block
+    (:func:`load_model`, ``low_cpu_mem_usage``) is tuned block by block and saved from those
+    persisted blocks.
     """
     check_output_dir(output_dir, run_inputs(model, run.calibration.dataset))
+    _check_blockwise(model, run)
     run = choose_schemes(model, tokenizer, run)
     plan = preflight(model, run)
     algorithm = ALGORITHMS[run.algorithm]
@@ -147,6 +170,9 @@ def quantize_and_save(
         result = execute(model, run, plan=plan, calibration=calibration, tokenizer=tokenizer, **hooks)
         if resume is not None:
             result.reports = resume.reports()
+        source = source_of(model)
+        if source is not None and resume is not None:  # the tuned blocks are read back from the store
+            source.overlay = hooks["restore"]
         path = save(result, run, output_dir, overwrite)
         if resume is not None:
             resume.clear()
@@ -163,6 +189,66 @@ def save(result: QuantizedModel, run: Run, output_dir: str | Path, overwrite: bo
     report = json.dumps(_report(run, result), indent=2) + "\n" if run.settings is not None else None
     extra = {REPORT_FILE: report} if report is not None else None
     return formats.save(result, output_dir, format=run.formats, overwrite=overwrite, extra_files=extra)
+
+
+def low_cpu_mem_problem(run: Run) -> str | None:
+    """Why ``run`` cannot work on a model loaded block by block (None: it can)."""
+    algorithm = ALGORITHMS[run.algorithm]
+    if algorithm.granularity != "block":
+        return (
+            f"{algorithm.title} works on the whole model, not block by block (RTN of a checkpoint "
+            f"runs model-free, shard by shard)"
+        )
+    if run.auto_scheme is not None:
+        return "AutoScheme's search measures the whole model"
+    whole = [
+        name for name, entry in formats.entries(run.formats).items() if entry.quant_method == GGUF_METHOD
+    ]
+    if whole:
+        return f"format {whole[0]} is exported from the whole model"
+    return None
+
+
+def use_low_cpu_mem(requested: bool | None, problem: str | None) -> bool:
+    """The one decision on ``low_cpu_mem_usage``: on where nothing stands against it
+    (``problem`` None) unless turned off; off otherwise, said in a log line, and refused when
+    asked for explicitly."""
+    if problem is None:
+        if requested is not False:
+            logger.info("low_cpu_mem_usage: the model is loaded, tuned and saved block by block")
+        return requested is not False
+    if requested:
+        raise UsageError(
+            f"low_cpu_mem_usage=True cannot apply: {problem}; leave it unset or pass "
+            f"low_cpu_mem_usage=False (CLI: --disable_low_cpu_mem_usage)"
+        )
+    if requested is None:
+        logger.info("low_cpu_mem_usage off: %s", problem)
+    return False
+
+
+def load_model(name_or_path: str, run: Run, dtype: torch.dtype | None) -> tuple[nn.Module, Any]:
+    """The model and tokenizer ``name_or_path`` names, in ``dtype`` (None: the checkpoint's),
+    loaded block by block where :func:`use_low_cpu_mem` decides so, whole otherwise."""
+    requested = run.low_cpu_mem_usage
+    problem = low_cpu_mem_problem(run) if requested is not False else None
+    if requested is not False and problem is None:
+        problem = checkpoint_problem(name_or_path)
+    if use_low_cpu_mem(requested, problem):
+        return load_blockwise_and_tokenizer(name_or_path, dtype)
+    return load_model_and_tokenizer(name_or_path, dtype)
+
+
+def _check_blockwise(model: nn.Module, run: Run) -> None:
+    """A model loaded block by block for a run that cannot use it (its formats changed since):
+    read whole, as :func:`use_low_cpu_mem` decides; a built model with low_cpu_mem_usage=True: refused."""
+    if source_of(model) is None:
+        if run.low_cpu_mem_usage:
+            use_low_cpu_mem(True, "the model was passed in built: pass its checkpoint directory instead")
+        return
+    problem = low_cpu_mem_problem(run)
+    if problem is not None and not use_low_cpu_mem(run.low_cpu_mem_usage, problem):
+        materialize(model)
 
 
 def _resume_hooks(model: nn.Module, plan: layer_plan.LayerPlan, resume: ResumeStore) -> dict[str, Any]:

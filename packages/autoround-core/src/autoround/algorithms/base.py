@@ -24,13 +24,23 @@ BlockDone = Callable[[int, dict[str, LayerQuant], Any], None]
 BlockRestore = Callable[[int, nn.Module], dict[str, LayerQuant] | None]
 
 
+class BlockResidency(Protocol):
+    """Brings a block's weights into memory before its turn and drops them after
+    (``low_cpu_mem_usage``: the model's blocks wait on the meta device)."""
+
+    def load(self, index: int) -> None: ...
+
+    def release(self, index: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class AlgorithmJob:
     """What an algorithm runs with besides the model and the plan.
 
     ``settings`` is the algorithm's own frozen settings object; ``calibration`` token ids
     (nsamples, seqlen) when :meth:`Algorithm.needs_calibration` said so; ``device`` where the
-    work happens (None: where the weights live). The hooks are for block-wise algorithms.
+    work happens (None: where the weights live). The hooks (and ``residency``) are for
+    block-wise algorithms.
     """
 
     settings: Any
@@ -40,6 +50,7 @@ class AlgorithmJob:
     low_gpu_mem_usage: bool = False
     on_block_done: BlockDone | None = None
     restore: BlockRestore | None = None
+    residency: BlockResidency | None = None
 
 
 @dataclass

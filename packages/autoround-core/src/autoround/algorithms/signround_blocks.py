@@ -11,10 +11,12 @@ bf16 matmul is ~9x slower on AVX2 CPUs, several times faster with AMX); the mode
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -23,7 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from autoround.algorithms.base import AlgorithmJob, AlgorithmResult, BlockDone, BlockRestore
+from autoround.algorithms.base import (
+    AlgorithmJob,
+    AlgorithmResult,
+    BlockDone,
+    BlockResidency,
+    BlockRestore,
+)
 from autoround.algorithms.block_activations import (
     WORK_DTYPE,
     BlockActivations,
@@ -86,20 +94,22 @@ def quantize_signround(
     on_block_done: BlockDone | None = None,
     restore: BlockRestore | None = None,
     low_gpu_mem_usage: bool = False,
+    residency: BlockResidency | None = None,
 ) -> tuple[dict[str, LayerQuant], list[BlockReport]]:
     """Tune every decoder block of ``model`` on ``input_ids`` (nsamples, seqlen), in place.
 
     ``restore`` (a resumed run) supplies blocks finished earlier: they are replayed to rebuild
     the next block's inputs, not tuned again. ``on_block_done`` is called after each tuned block.
     ``low_gpu_mem_usage`` keeps the cached block activations on the CPU, moving one batch at a
-    time to ``device``.
+    time to ``device``. ``residency`` (``low_cpu_mem_usage``) loads each block's weights before
+    its turn and releases them after it (after ``on_block_done``).
     """
     if len(plan.block_names) != 1:
         raise NotImplementedError(f"tuning several block lists is not built yet: {plan.block_names}")
     device = torch.device(device or "cpu")
     # The block list: a ModuleList (find_block_names) or the container a block_names entry names.
     blocks = cast(nn.ModuleList, model.get_submodule(plan.block_names[0]))
-    walk = _BlockWalk(plan, settings, device, progress, on_block_done, restore)
+    walk = _BlockWalk(plan, settings, device, progress, on_block_done, restore, residency)
     with blocks_on_host(blocks, device):
         store = torch.device("cpu") if low_gpu_mem_usage else device
         dtype = cache_dtype(next(model.parameters()).dtype, device)
@@ -125,6 +135,7 @@ class _BlockWalk:
     progress: bool
     on_block_done: BlockDone | None
     restore: BlockRestore | None
+    residency: BlockResidency | None = None
 
     def run(
         self, blocks: nn.ModuleList, acts: BlockActivations, kwargs: dict[str, Any]
@@ -133,25 +144,48 @@ class _BlockWalk:
         reports: list[BlockReport] = []
         bar = tqdm(range(len(blocks)), desc="SignRound", unit="block", disable=not self.progress)
         for index in bar:
-            name = f"{self.plan.block_names[0]}.{index}"
-            model_block = blocks[index]
-            if self.restore is not None:
-                original = copy.deepcopy(model_block).to(self.device, WORK_DTYPE)  # before restore() writes
-                restored = self.restore(index, model_block)
-                if restored is not None:  # the original weights are the fp reference
-                    results.update(restored)
-                    _replay(original, model_block, acts, kwargs, self.settings.batch_size)
-                    continue
-                del original
-            layers = {k[len(name) + 1 :]: s for k, s in self.plan.in_block(name).items()}
-            step = quantize_block(model_block, name, layers, acts, kwargs, self.settings, index, self.device)
-            reports.append(step.report)
-            quants = {f"{name}.{k}": v for k, v in step.quants.items()}
-            results.update(quants)
-            bar.set_postfix(rtn=f"{step.report.rtn_loss:.2e}", tuned=f"{step.report.tuned_loss:.2e}")
-            if self.on_block_done is not None:
-                self.on_block_done(index, quants, step.report)
+            with self._resident(index):
+                self._visit(index, blocks[index], acts, kwargs, results, reports, bar)
         return results, reports
+
+    @contextlib.contextmanager
+    def _resident(self, index: int) -> Iterator[None]:
+        if self.residency is None:
+            yield
+            return
+        self.residency.load(index)
+        try:
+            yield
+        finally:
+            self.residency.release(index)
+
+    def _visit(
+        self,
+        index: int,
+        model_block: nn.Module,
+        acts: BlockActivations,
+        kwargs: dict[str, Any],
+        results: dict[str, LayerQuant],
+        reports: list[BlockReport],
+        bar: Any,
+    ) -> None:
+        name = f"{self.plan.block_names[0]}.{index}"
+        if self.restore is not None:
+            original = copy.deepcopy(model_block).to(self.device, WORK_DTYPE)  # before restore() writes
+            restored = self.restore(index, model_block)
+            if restored is not None:  # the original weights are the fp reference
+                results.update(restored)
+                _replay(original, model_block, acts, kwargs, self.settings.batch_size)
+                return
+            del original
+        layers = {k[len(name) + 1 :]: s for k, s in self.plan.in_block(name).items()}
+        step = quantize_block(model_block, name, layers, acts, kwargs, self.settings, index, self.device)
+        reports.append(step.report)
+        quants = {f"{name}.{k}": v for k, v in step.quants.items()}
+        results.update(quants)
+        bar.set_postfix(rtn=f"{step.report.rtn_loss:.2e}", tuned=f"{step.report.tuned_loss:.2e}")
+        if self.on_block_done is not None:
+            self.on_block_done(index, quants, step.report)
 
 
 @dataclass(frozen=True)
@@ -321,6 +355,7 @@ class SignRound:
             job.on_block_done,
             job.restore,
             job.low_gpu_mem_usage,
+            job.residency,
         )
         nsamples, seqlen = job.calibration.shape
         recorded = checkpoint_settings(job.settings, nsamples, seqlen, torch.device(job.device or "cpu"))

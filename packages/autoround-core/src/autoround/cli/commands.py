@@ -10,6 +10,7 @@ preselect a recipe.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 import sys
@@ -34,7 +35,13 @@ from autoround.cli.evaluate import (
 )
 from autoround.cli.listing import run_list
 from autoround.cli.model_free import add_model_free_args, model_free_chosen, run_model_free
-from autoround.cli.tuning_args import add_tuning_args, auto_scheme_label, bool_flag, intel_arguments
+from autoround.cli.tuning_args import (
+    add_tuning_args,
+    auto_scheme_label,
+    bool_flag,
+    intel_arguments,
+    low_cpu_mem_usage,
+)
 from autoround.errors import AutoRoundError
 from autoround.formats import default_scheme_name
 from autoround.intel_defaults import INTEL, NO_EFFECT_ARGS, RECIPES
@@ -196,6 +203,7 @@ def _default_output_dir(model: str, scheme: str) -> Path:
 def run_quantize(args: argparse.Namespace) -> int:
     """Load, optionally evaluate, quantize, save, optionally evaluate the saved checkpoint."""
     run = run_from_intel(intel_arguments(args), formats=(args.format,))
+    run = dataclasses.replace(run, low_cpu_mem_usage=low_cpu_mem_usage(args))
     scheme = args.scheme or auto_scheme_label(run) or default_scheme_name(run.formats)
     output_dir = args.output_dir or _default_output_dir(args.model, scheme)
     check_quantize_args(args, run, output_dir)
@@ -205,7 +213,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     task_runs = plan_quantize_evals(args, evaluated)  # lm-eval and its tasks checked before any work
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    model, tokenizer = load_model(args)
+    model, tokenizer = _load_model(args, run)
     before = perplexity(model, tokenizer, args, "16-bit model") if args.eval_ppl else None
     start = time.perf_counter()
     result, path = runner.quantize_and_save(model, tokenizer, run, output_dir, bool(args.overwrite))
@@ -220,6 +228,15 @@ def run_quantize(args: argparse.Namespace) -> int:
         print(f"perplexity: 16-bit {before:.3f} -> quantized {after:.3f} ({after / before:.3f}x)")
     run_task_evals(task_runs)  # --eval --tasks
     return 0
+
+
+def _load_model(args: argparse.Namespace, run: Any) -> tuple[Any, Any]:
+    """The model ``--model`` names: block by block where ``low_cpu_mem_usage`` applies."""
+    if args.eval_ppl:  # the 16-bit perplexity needs the whole model
+        runner.use_low_cpu_mem(run.low_cpu_mem_usage, "--eval_ppl measures the whole 16-bit model first")
+        return load_model(args)
+    dtype = TORCH_DTYPES[args.model_dtype] if args.model_dtype else None
+    return runner.load_model(args.model, run, dtype)
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:

@@ -69,6 +69,13 @@ def add_tuning_args(parser: argparse.ArgumentParser) -> None:
         "keep SignRound's cached block activations in host memory and move each batch to the device "
         "(less GPU memory, slower; no effect on the CPU)",
     )
+    bool_flag(
+        tuning,
+        "low_cpu_mem_usage",
+        "load the model block by block from its safetensors, tune and save it block by block (the "
+        "default where it changes nothing: a local checkpoint tuned by SignRound; docs/low_memory.md)",
+    )
+    bool_flag(tuning, "disable_low_cpu_mem_usage", "load the whole model before tuning")
     bool_flag(tuning, "disable_opt_rtn", "with --iters 0: plain RTN instead of optimized RTN")
     bool_flag(
         tuning,
@@ -212,6 +219,17 @@ _VALUES = (
     "minmax_lr",
     "init_clipping",
 )
+
+
+def low_cpu_mem_usage(args: argparse.Namespace) -> bool | None:
+    """``--low_cpu_mem_usage`` True, ``--disable_low_cpu_mem_usage`` False, neither None (decided
+    by :func:`autoround.runner.use_low_cpu_mem`); both are refused."""
+    on, off = getattr(args, "low_cpu_mem_usage", None), getattr(args, "disable_low_cpu_mem_usage", None)
+    if on and off:
+        raise UsageError(
+            "--low_cpu_mem_usage and --disable_low_cpu_mem_usage contradict each other; pass one"
+        )
+    return True if on else False if off else None
 
 
 def intel_arguments(args: argparse.Namespace) -> IntelArgs:

@@ -5,7 +5,9 @@ A format supplies its ``quantization_config`` and the tensors of one quantized l
 weights written once), shards them with :func:`autoround.io.save_safetensors_sharded`, and writes
 ``config.json`` (with the ``quantization_config``), ``quantization_config.json``, the generation
 config and the tokenizer. A tied ``lm_head`` that is quantized is stored untied (its embedding
-dense, ``tie_word_embeddings: false``).
+dense, ``tie_word_embeddings: false``). A model loaded block by block (``low_cpu_mem_usage``) is
+walked part by part (:func:`autoround.model_sources.blockwise.resident_parts`), each block in
+memory only while its tensors are taken; the files are the same.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tqdm.auto import tqdm
 
 from autoround.io import DEFAULT_MAX_SHARD_BYTES, save_safetensors_sharded
 from autoround.layer_quant import LayerQuant
+from autoround.model_sources.blockwise import resident_parts
 from autoround.modeling.blocks import linear_weight
 from autoround.quantized_model import QuantizedModel
 
@@ -56,19 +59,46 @@ def write_checkpoint(
     untie = tied_quantized(qm.model, qm.layers)
     if untie:
         logger.info("%s is tied to the embedding and quantized: saved untied", untie)
-    tensors = dense_tensors(qm, export_dtype)
-    tensors.update(_packed_tensors(qm, layer_tensors, bias_dtype))
+    tensors = _checkpoint_tensors(qm, layer_tensors, export_dtype, bias_dtype)
     save_safetensors_sharded(tensors, directory, max_shard_bytes=max_shard_bytes)
     write_configs(qm, directory, quant_config, bool(untie))
     if export_dtype is not None and export_dtype != _model_dtype(qm.model):
         _state_dtype(directory / "config.json", export_dtype)
 
 
+def _checkpoint_tensors(
+    qm: QuantizedModel,
+    layer_tensors: LayerTensors,
+    export_dtype: torch.dtype | None,
+    bias_dtype: torch.dtype | None,
+) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint: the dense ones in the state dict's order, then the packed
+    layers in the plan's. A block-wise model (``low_cpu_mem_usage``) is walked part by part, each
+    block's weights in memory only while its tensors are taken; the result is the same."""
+    dense: dict[str, torch.Tensor] = {}
+    packed: dict[str, torch.Tensor] = {}
+    taken: set[str] = set()  # names an earlier part gave (tied aliases it dropped included)
+    with tqdm(total=len(qm.layers), desc="packing", unit="layer") as bar:
+        for _ in resident_parts(qm.model):
+            dense.update(dense_tensors(qm, export_dtype, skip=taken))
+            packed.update(_packed_tensors(qm, layer_tensors, bias_dtype, bar))
+            taken.update(k for k, t in qm.model.state_dict().items() if not t.is_meta)
+    order = [*qm.model.state_dict(), *qm.layers]
+    dense = {k: dense[k] for k in order if k in dense}
+    prefixes = {name: i for i, name in enumerate(qm.layers)}
+    packed = dict(sorted(packed.items(), key=lambda item: prefixes[item[0].rpartition(".")[0]]))
+    return {**dense, **packed}
+
+
 def _packed_tensors(
-    qm: QuantizedModel, layer_tensors: LayerTensors, bias_dtype: torch.dtype | None
+    qm: QuantizedModel, layer_tensors: LayerTensors, bias_dtype: torch.dtype | None, bar: Any
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    for name, quant in tqdm(qm.layers.items(), desc="packing", unit="layer"):
+    """The packed tensors of the quantized layers whose weights are in memory."""
+    for name, quant in qm.layers.items():
         module = qm.model.get_submodule(name)
+        if linear_weight(module).is_meta:
+            continue
+        bar.update()
         weight = linear_weight(module).detach().cpu()
         for key, tensor in layer_tensors(name, weight, quant).items():
             yield f"{name}.{key}", tensor
@@ -78,15 +108,18 @@ def _packed_tensors(
             yield f"{name}.bias", bias if bias_dtype is None else bias.to(bias_dtype)
 
 
-def dense_tensors(qm: QuantizedModel, export_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Unquantized tensors, with later aliases of one storage (tied weights) dropped; float32
-    ones cast to ``export_dtype`` when given (except modules the model keeps in float32)."""
-    skip = {f"{name}.{p}" for name in qm.layers for p in ("weight", "bias")}
+def dense_tensors(
+    qm: QuantizedModel, export_dtype: torch.dtype | None = None, skip: set[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Unquantized tensors in memory (not on meta, not named in ``skip``), with later aliases of
+    one storage (tied weights) dropped; float32 ones cast to ``export_dtype`` when given (except
+    modules the model keeps in float32)."""
+    skip = {*(skip or ()), *(f"{name}.{p}" for name in qm.layers for p in ("weight", "bias"))}
     keep_fp32 = _kept_in_fp32(qm.model)
     seen: set[tuple[int, int | torch.SymInt]] = set()
     out: dict[str, torch.Tensor] = {}
     for key, tensor in qm.model.state_dict().items():
-        if key in skip:
+        if key in skip or tensor.is_meta:
             continue
         ident = _ident(tensor)
         if ident in seen:
