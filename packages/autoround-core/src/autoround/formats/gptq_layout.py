@@ -23,8 +23,13 @@ if TYPE_CHECKING:
 
 def pack_layer(weight: torch.Tensor, quant: LayerQuant, zero_offset: int) -> dict[str, torch.Tensor]:
     """Tensors of one layer from its quantize-dequantized (out, in) weight."""
-    bits = quant.scheme.bits
     codes = codes_of(weight, quant)
+    return layer_tensors(pack_int32(codes.t().contiguous(), quant.scheme.bits, dim=0), quant, zero_offset)
+
+
+def layer_tensors(qweight: torch.Tensor, quant: LayerQuant, zero_offset: int) -> dict[str, torch.Tensor]:
+    """A layer's ``qweight`` (its codes, already packed along the inputs) with the ``qzeros`` and
+    ``scales`` of ``quant``; a zero point the ``zero_offset`` convention cannot store is refused."""
     stored_zero = quant.zero - zero_offset
     if stored_zero.min() < 0:
         raise CheckpointError(
@@ -32,8 +37,8 @@ def pack_layer(weight: torch.Tensor, quant: LayerQuant, zero_offset: int) -> dic
             "use a packing without the offset (auto_round's asymmetric layout)"
         )
     return {
-        "qweight": pack_int32(codes.t().contiguous(), bits, dim=0),
-        "qzeros": pack_int32(stored_zero.t().contiguous(), bits, dim=1),
+        "qweight": qweight,
+        "qzeros": pack_int32(stored_zero.t().contiguous(), quant.scheme.bits, dim=1),
         "scales": quant.scale.t().contiguous().to(torch.float16),
     }
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 
 from autoround.dtypes import DTYPES, from_groups, to_groups
-from autoround.errors import CheckpointError
+from autoround.formats.gptq_layout import layer_tensors
 from autoround.layer_quant import LayerQuant
 from autoround.packing import pack_int32
 from autoround.schemes import PER_TENSOR, Scheme
@@ -69,17 +69,7 @@ def quantize_rows(rows: torch.Tensor, scheme: Scheme, zero_offset: int) -> dict[
     qparams = dtype.qparams(grouped, bits, scheme.sym)
     codes = from_groups(dtype.quantize(grouped, qparams, bits), layout).to(torch.uint8).cpu()
     quant = LayerQuant.from_grouped(scheme, qparams, rows.shape[0]).cpu()
-    stored_zero = quant.zero - zero_offset
-    if stored_zero.min() < 0:
-        raise CheckpointError(
-            "a zero point of 0 cannot be stored in the GPTQ 'zero minus one' convention; "
-            "use a packing without the offset (auto_round's asymmetric layout)"
-        )
-    return {
-        "qweight": pack_along_inputs(codes, bits),
-        "qzeros": pack_int32(stored_zero.t().contiguous(), bits, dim=1),
-        "scales": quant.scale.t().contiguous().to(torch.float16),
-    }
+    return layer_tensors(pack_along_inputs(codes, bits), quant, zero_offset)
 
 
 def row_blocks(weight: torch.Tensor, scheme: Scheme) -> list[torch.Tensor]:
