@@ -71,18 +71,7 @@ def run(tool: str, job: dict, work: Path, logs: Path) -> dict:
     job = dict(job, tool=tool, threads=cpu_small.THREADS, result_path=str(work / f"{name}.result.json"))
     Path(job["result_path"]).unlink(missing_ok=True)
     (work / f"{name}.job.json").write_text(json.dumps(job, indent=2))
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        OMP_NUM_THREADS="2",
-        MKL_NUM_THREADS="2",
-    )
-    if tool != "ours":
-        env.pop("PYTHONPATH", None)
-        env.pop("VIRTUAL_ENV", None)
+    env = cpu_small.worker_env(tool)
     if tool == "intel":
         # Intel's AutoScheme keeps each option's scores in ~/.cache/auto_round and reuses them when
         # model, option and data match (a second budget over a shared option then skips its
@@ -98,13 +87,7 @@ def run(tool: str, job: dict, work: Path, logs: Path) -> dict:
             str(work / f"{name}.job.json"),
         ]
         rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(work)).returncode
-    try:
-        result = json.loads(Path(job["result_path"]).read_text())
-    except (OSError, ValueError):
-        tail = (logs / f"{name}.log").read_text()[-1500:]
-        result = {"status": "error", "message": f"worker exited {rc} without a result; log tail:\n{tail}"}
-    result["process_s"] = time.perf_counter() - start
-    return result
+    return cpu_small.worker_result(job, logs / f"{name}.log", rc, start)
 
 
 VLLM_VENV = Path(os.environ.get("AUTOROUND_VLLM_VENV", Path.home() / ".cache/autoround-dev/vllm-venv"))

@@ -174,18 +174,7 @@ def run_job(tool: str, job: dict, work: Path, logs: Path, timeout: float | None)
         "intel_noamp_algext": "_intel_worker.py",
         "llmc": "_llmc_worker.py",
     }[tool]
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        OMP_NUM_THREADS=str(THREADS),
-        MKL_NUM_THREADS=str(THREADS),
-    )
-    if tool != "ours":
-        env.pop("PYTHONPATH", None)
-        env.pop("VIRTUAL_ENV", None)
+    env = worker_env(tool)
     start = time.perf_counter()
     with open(logs / f"{name}.log", "w") as log:
         proc = subprocess.Popen(
@@ -205,10 +194,33 @@ def run_job(tool: str, job: dict, work: Path, logs: Path, timeout: float | None)
                 "message": f"killed after {timeout:.0f} s",
                 "process_s": time.perf_counter() - start,
             }
+    return worker_result(job, logs / f"{name}.log", rc, start)
+
+
+def worker_env(tool: str) -> dict[str, str]:
+    """A worker's environment: offline, :data:`THREADS` threads, and for peers none of our venv's
+    paths (each runs in its own venv)."""
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS=str(THREADS),
+        MKL_NUM_THREADS=str(THREADS),
+    )
+    if tool != "ours":
+        env.pop("PYTHONPATH", None)
+        env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def worker_result(job: dict, log: Path, rc: int | None, start: float) -> dict:
+    """The worker's result file, or an error with its exit code and log tail; plus the process time."""
     try:
         res = json.loads(Path(job["result_path"]).read_text())
     except (OSError, ValueError):
-        tail = (logs / f"{name}.log").read_text()[-1500:]
+        tail = log.read_text()[-1500:]
         res = {"status": "error", "message": f"worker exited {rc} without a result; log tail:\n{tail}"}
     res["process_s"] = time.perf_counter() - start
     return res
