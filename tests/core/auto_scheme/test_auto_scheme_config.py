@@ -83,7 +83,7 @@ def test_shared_layers_become_tuples() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("method", "greedy", r"method='greedy' is not built; allowed: \['default'\]"),
+        ("method", "greedy", r"method='greedy' is not built; allowed: \['default', 'block'\]"),
         ("nsamples", 0, "nsamples must be a positive integer or None, got 0"),
         ("seqlen", 12.5, "seqlen must be a positive integer"),
         ("batch_size", True, "batch_size must be a positive integer"),

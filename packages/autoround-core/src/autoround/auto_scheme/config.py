@@ -23,8 +23,10 @@ from autoround.schemes import PRESETS, Scheme, SchemeLike, parse_scheme
 
 logger = logging.getLogger(__name__)
 
-#: The only search method built (Intel's ``"default"`` / ``"DeltaLoss"`` name its own).
-METHODS = ("default",)
+#: The measures built (docs/auto_scheme.md): ``"default"``, each layer's Fisher-weighted output
+#: error in closed form; ``"block"``, each unit's Fisher-weighted decoder-block output error, the
+#: block re-run per option (slower). Intel's ``"default"`` / ``"DeltaLoss"`` name its own measure.
+METHODS = ("default", "block")
 #: Intel's defaults for the search's calibration, used when a field is None.
 DEFAULT_NSAMPLES = 16
 DEFAULT_SEQLEN = 256

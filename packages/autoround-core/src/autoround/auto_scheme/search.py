@@ -7,18 +7,29 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from autoround.auto_scheme.sensitivity import measure
+from autoround.auto_scheme.config import METHODS
+from autoround.auto_scheme.layer_error import measure as layer_measure
+from autoround.auto_scheme.sensitivity import measure as block_measure
 from autoround.auto_scheme.solver import solve
 from autoround.auto_scheme.space import SearchSpace, Unit
 from autoround.errors import SchemeError
 from autoround.schemes import Scheme, SchemeLike
 
 logger = logging.getLogger(__name__)
+
+#: How each unit's error at each option is measured: (model, space, input_ids, device, progress)
+#: -> ``errors[unit][option]``.
+Measure = Callable[[nn.Module, SearchSpace, torch.Tensor, torch.device | str | None, bool], list[list[float]]]
+#: ``AutoScheme.method`` -> its measure (docs/auto_scheme.md says why the default).
+MEASURES: dict[str, Measure] = {"default": layer_measure, "block": block_measure}
+if set(MEASURES) != set(METHODS):  # config validates against METHODS without importing this
+    raise AssertionError(f"AutoScheme methods {METHODS} and measures {sorted(MEASURES)} differ")
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ def search(
     start = time.perf_counter()
     heads = head_options(space)
     head_bits = sum(unit.costs[i] for unit, i in zip(space.heads, heads, strict=True))
-    errors = measure(model, space, input_ids, device, progress)
+    errors = MEASURES[space.auto.method](model, space, input_ids, device, progress)
     left = space.budget - space.fixed_bits - head_bits
     choice = solve([u.costs for u in space.units], errors, left)
     picked = [*zip(space.units, choice, strict=True), *zip(space.heads, heads, strict=True)]

@@ -1,5 +1,6 @@
-"""How much each unit's quantization costs: its decoder block's output error, each hidden
-dimension weighted by how much the model's loss cares about it there.
+"""The ``"block"`` measure: each unit's decoder-block output error, each hidden dimension weighted
+by how much the model's loss cares about it there (the default, cheaper measure is
+:mod:`autoround.auto_scheme.layer_error`).
 
 First the loss gradients at every block's output are summed squared over the calibration tokens
 (:mod:`autoround.auto_scheme.fisher`: a diagonal Fisher of the residual stream, one vector per
@@ -10,7 +11,7 @@ Fisher-weighted squared distance to the full-precision output is summed, the wei
 A unit's error is that sum over its blocks, divided by the number of calibration tokens: about
 twice the loss the unit's quantization adds (the second-order term). Memory: the model, one
 block's float32 copy and two activation buffers of (nsamples, seqlen, hidden), plus one
-sample's full forward and backward for the gradients. docs/auto_scheme.md says why this measure.
+batch's full forward and backward for the gradients. docs/auto_scheme.md says why this measure.
 """
 
 from __future__ import annotations
