@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,42 @@ def test_quantize_without_saving_reads_the_model_whole(model_dir) -> None:
     result = ar.quantize()
     assert source_of(ar.model) is None
     assert not any(p.is_meta for p in result.model.parameters())
+
+
+def test_the_outer_tensors_leave_memory_while_blocks_are_tuned(tmp_path, model_dir, monkeypatch) -> None:
+    _one_model_is_enough(model_dir)
+    ar = AutoRound(str(model_dir), None, low_cpu_mem_usage=True, **{**ARGS, "iters": 2})
+    outer = ar.model.get_submodule("model.embed_tokens")
+    seen: list[bool] = []
+    save_block = ResumeStore.save_block
+
+    def save_and_look(self, *args, **kwargs):
+        seen.append(outer.weight.is_meta and ar.model.get_submodule("lm_head").weight.is_meta)
+        save_block(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResumeStore, "save_block", save_and_look)
+    ar.quantize_and_save(tmp_path / "low")
+    assert seen == [True] * 3, "embedding and tied lm_head on meta while every block is tuned"
+    _save(model_dir, tmp_path / "normal", False)
+    assert_same_checkpoint(tmp_path / "low", tmp_path / "normal")  # read again to save
+
+
+def test_the_save_holds_one_part_at_a_time(tmp_path, model_dir, monkeypatch) -> None:
+    """Each part's tensors are freed before the next part is made: the packed tensors of all
+    blocks are never in memory together (watched through weak references)."""
+    _one_model_is_enough(model_dir)
+    from autoround.formats.streamed import PartSpill
+
+    alive: list[weakref.ref] = []
+    parts: list[list[str]] = []
+    add = PartSpill.add
+
+    def add_and_watch(self, tensors):
+        assert not [ref for ref in alive if ref() is not None], "an earlier part is still in memory"
+        parts.append(sorted({name.split(".")[2] for name in tensors if name.startswith("model.layers.")}))
+        alive.extend(weakref.ref(t) for t in tensors.values())
+        add(self, tensors)
+
+    monkeypatch.setattr(PartSpill, "add", add_and_watch)
+    _save(model_dir, tmp_path / "low", True)
+    assert parts == [[], ["0"], ["1"], ["2"]], "the outer tensors, then one block per part"

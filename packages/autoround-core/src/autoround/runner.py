@@ -28,6 +28,7 @@ from autoround.formats.gguf import QUANT_METHOD as GGUF_METHOD
 from autoround.formats.preflight import check_plan, require_quantized
 from autoround.model_sources import load_model_and_tokenizer
 from autoround.model_sources.blockwise import (
+    TuningResidency,
     checkpoint_problem,
     load_blockwise_and_tokenizer,
     materialize,
@@ -82,8 +83,9 @@ def execute(
         raise ValueError(
             f"{algorithm.title} needs calibration token ids of shape (nsamples, seqlen): pass calibration="
         )
-    residency = source_of(model)
-    if residency is not None and on_block_done is None:  # nowhere to keep tuned blocks
+    source = source_of(model)
+    residency = TuningResidency(source) if source is not None else None
+    if source is not None and on_block_done is None:  # nowhere to keep tuned blocks
         materialize(model)
         residency = None
     job = AlgorithmJob(

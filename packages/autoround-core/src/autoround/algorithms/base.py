@@ -26,7 +26,11 @@ BlockRestore = Callable[[int, nn.Module], dict[str, LayerQuant] | None]
 
 class BlockResidency(Protocol):
     """Brings a block's weights into memory before its turn and drops them after
-    (``low_cpu_mem_usage``: the model's blocks wait on the meta device)."""
+    (``low_cpu_mem_usage``: the model's blocks wait on the meta device).
+
+    The walk calls :meth:`load` only once the first block's inputs are captured: from then on
+    the tensors outside the blocks (embeddings, final norm, ``lm_head``) may be released.
+    """
 
     def load(self, index: int) -> None: ...
 

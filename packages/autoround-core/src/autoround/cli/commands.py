@@ -22,7 +22,6 @@ from typing import Any, NoReturn
 
 import torch
 
-from autoround import runner
 from autoround.cli.checks import check_quantize_args, evaluated_checkpoint
 from autoround.cli.evaluate import (
     TORCH_DTYPES,
@@ -209,6 +208,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     check_quantize_args(args, run, output_dir)
     if run.auto_scheme is None and model_free_chosen(args, run):  # the search needs the model
         return run_model_free(args, run, output_dir)
+    from autoround import runner  # the model-based stack (transformers), which model-free RTN never imports
+
     evaluated = evaluated_checkpoint(run, output_dir)  # of several formats, the first autoround reads
     task_runs = plan_quantize_evals(args, evaluated)  # lm-eval and its tasks checked before any work
     torch.manual_seed(args.seed)
@@ -232,6 +233,8 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 def _load_model(args: argparse.Namespace, run: Any) -> tuple[Any, Any]:
     """The model ``--model`` names: block by block where ``low_cpu_mem_usage`` applies."""
+    from autoround import runner
+
     if args.eval_ppl:  # the 16-bit perplexity needs the whole model
         runner.use_low_cpu_mem(run.low_cpu_mem_usage, "--eval_ppl measures the whole 16-bit model first")
         return load_model(args)

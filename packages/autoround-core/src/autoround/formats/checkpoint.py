@@ -7,7 +7,9 @@ weights written once), shards them with :func:`autoround.io.save_safetensors_sha
 config and the tokenizer. A tied ``lm_head`` that is quantized is stored untied (its embedding
 dense, ``tie_word_embeddings: false``). A model loaded block by block (``low_cpu_mem_usage``) is
 walked part by part (:func:`autoround.model_sources.blockwise.resident_parts`), each block in
-memory only while its tensors are taken; the files are the same.
+memory only while its tensors are taken, and each part's tensors are spilled to a file as they
+are made; the weight files are assembled from those (:mod:`autoround.formats.streamed`) and are
+the same, byte for byte.
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 from tqdm.auto import tqdm
 
+from autoround.formats.streamed import PartSpill, write_sharded
 from autoround.io import DEFAULT_MAX_SHARD_BYTES, save_safetensors_sharded
 from autoround.layer_quant import LayerQuant
-from autoround.model_sources.blockwise import resident_parts
 from autoround.modeling.blocks import linear_weight
 from autoround.quantized_model import QuantizedModel
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: ``(layer name, quantize-dequantized (out, in) weight on the CPU, its parameters)`` -> the
 #: layer's tensors by suffix (``qweight``, ...). The bias is added by :func:`write_checkpoint`.
@@ -59,30 +62,66 @@ def write_checkpoint(
     untie = tied_quantized(qm.model, qm.layers)
     if untie:
         logger.info("%s is tied to the embedding and quantized: saved untied", untie)
-    tensors = _checkpoint_tensors(qm, layer_tensors, export_dtype, bias_dtype)
-    save_safetensors_sharded(tensors, directory, max_shard_bytes=max_shard_bytes)
+    from autoround.model_sources.blockwise import source_of  # imports transformers: on use
+
+    parts = _part_tensors(qm, layer_tensors, export_dtype, bias_dtype)
+    if source_of(qm.model) is None:  # held whole: one part
+        dense, packed = next(parts)
+        parts.close()
+        save_safetensors_sharded(_ordered(qm, dense, packed), directory, max_shard_bytes=max_shard_bytes)
+    else:
+        _write_streamed(qm, parts, directory, max_shard_bytes)
     write_configs(qm, directory, quant_config, bool(untie))
     if export_dtype is not None and export_dtype != _model_dtype(qm.model):
         _state_dtype(directory / "config.json", export_dtype)
 
 
-def _checkpoint_tensors(
+def _write_streamed(
+    qm: QuantizedModel, parts: Generator[tuple[Tensors, Tensors]], directory: Path, max_shard_bytes: int
+) -> None:
+    """A block-wise model's weight files (``low_cpu_mem_usage``): each part's tensors spilled to
+    a file of their own as the part is walked, then the files assembled from those: the packed
+    tensors of all blocks are never in memory together. The files are the normal path's."""
+    spill = PartSpill(directory / ".autoround-parts")
+    try:
+        dense: list[str] = []
+        packed: list[str] = []
+        for part_dense, part_packed in parts:
+            spill.add({**part_dense, **part_packed})
+            dense += part_dense
+            packed += part_packed
+        order = _ordered(qm, dict.fromkeys(dense), dict.fromkeys(packed))
+        write_sharded({name: spill.tensors[name] for name in order}, directory, max_shard_bytes)
+    finally:
+        spill.close()
+
+
+Tensors = dict[str, torch.Tensor]
+
+
+def _part_tensors(
     qm: QuantizedModel,
     layer_tensors: LayerTensors,
     export_dtype: torch.dtype | None,
     bias_dtype: torch.dtype | None,
-) -> dict[str, torch.Tensor]:
-    """Every tensor of the checkpoint: the dense ones in the state dict's order, then the packed
-    layers in the plan's. A block-wise model (``low_cpu_mem_usage``) is walked part by part, each
-    block's weights in memory only while its tensors are taken; the result is the same."""
-    dense: dict[str, torch.Tensor] = {}
-    packed: dict[str, torch.Tensor] = {}
+) -> Generator[tuple[Tensors, Tensors]]:
+    """The checkpoint's tensors part by part, ``(dense, packed)``: once for a model held whole; a
+    block-wise one (``low_cpu_mem_usage``) is walked part by part, each block's weights in
+    memory only while its tensors are taken."""
+    from autoround.model_sources.blockwise import resident_parts
+
     taken: set[str] = set()  # names an earlier part gave (tied aliases it dropped included)
     with tqdm(total=len(qm.layers), desc="packing", unit="layer") as bar:
         for _ in resident_parts(qm.model):
-            dense.update(dense_tensors(qm, export_dtype, skip=taken))
-            packed.update(_packed_tensors(qm, layer_tensors, bias_dtype, bar))
+            dense = dense_tensors(qm, export_dtype, skip=taken)
+            packed = dict(_packed_tensors(qm, layer_tensors, bias_dtype, bar))
             taken.update(k for k, t in qm.model.state_dict().items() if not t.is_meta)
+            yield dense, packed
+
+
+def _ordered(qm: QuantizedModel, dense: dict[str, _T], packed: dict[str, _T]) -> dict[str, _T]:
+    """The checkpoint's order: the dense tensors in the state dict's order, then the packed
+    layers' in the plan's (each layer's tensors in the order its packing gave them)."""
     order = [*qm.model.state_dict(), *qm.layers]
     dense = {k: dense[k] for k in order if k in dense}
     prefixes = {name: i for i, name in enumerate(qm.layers)}

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM
 
 from autoround.formats.awq_layout import awq_to_gptq
 from autoround.formats.base import CheckpointSpec
@@ -69,6 +68,8 @@ def load_dense(checkpoint_dir: str | Path, dtype: torch.dtype | None = None) -> 
     Raises:
         FormatError / CheckpointError: as :func:`~autoround.loading.load_quantized`.
     """
+    from transformers import AutoModelForCausalLM  # when a model is built, not on import
+
     # The reference backend serves every scheme a format stores: the empty packed model is only
     # the specification the files are checked against.
     empty, spec, resolved = empty_model(checkpoint_dir, dtype, backend="torch")

@@ -18,12 +18,10 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
-from accelerate import init_empty_weights
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from autoround.formats.awq_layout import convert_layer, expect_awq
 from autoround.formats.base import CheckpointSpec
@@ -34,6 +32,9 @@ from autoround.loading.tensor_check import check_checkpoint_tensors, read_header
 from autoround.modeling.blocks import find_block_names
 from autoround.modeling.moe import unfuse_experts
 from autoround.nn import QuantLinear, replace_linears
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def load_quantized(
     """
     model, spec, dtype = empty_model(checkpoint_dir, dtype, backend, device)
     _assign_tensors(model, Path(checkpoint_dir), dtype, spec.ignored_tensors)
-    cast(PreTrainedModel, model).tie_weights()  # built by from_config: a transformers model
+    cast("PreTrainedModel", model).tie_weights()  # built by from_config: a transformers model
     if spec.layout == "awq":
         for name, module in model.named_modules():
             if isinstance(module, QuantLinear):
@@ -86,6 +87,9 @@ def empty_model(
     backends chosen for ``device``), the spec (blocks filled in from the model when the config
     names none) and the resolved dtype.
     """
+    from accelerate import init_empty_weights  # with transformers: when a model is built, not on import
+    from transformers import AutoModelForCausalLM
+
     spec = checkpoint_spec(checkpoint_dir)
     config = checkpoint_config(checkpoint_dir, spec)
     resolved = _resolve_dtype(dtype or getattr(config, "dtype", None))
@@ -109,6 +113,9 @@ def checkpoint_config(checkpoint_dir: str | Path, spec: CheckpointSpec) -> Pretr
     A quantized ``lm_head`` has no dense weight to share with the embedding; checkpoints we write
     say ``tie_word_embeddings: false`` then, and this also covers ones that do not.
     """
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     config = AutoConfig.from_pretrained(checkpoint_dir)
     del config.quantization_config
     configs = tie_configs(config)

@@ -15,7 +15,10 @@ None when it can.
 from __future__ import annotations
 
 import ctypes
+import io
+import json
 import logging
+import struct
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +62,8 @@ class BlockSource:
     #: Called on each block right after its weights are read (a finished run puts its
     #: quantized weights back from where it stored them: the resume store).
     overlay: Callable[[int, nn.Module], object] | None = None
+    #: Whether the tensors outside the blocks are on meta (:meth:`release_outer`).
+    outer_released: bool = False
 
     def _module(self) -> nn.Module:
         model = self.model()
@@ -93,11 +98,26 @@ class BlockSource:
         """Put block ``index``'s parameters back on the meta device."""
         model = self._module()
         for name in self.block_names(index):
-            module, attr = _owner(model, name)
-            old = module._parameters[attr]
-            assert old is not None
-            module._parameters[attr] = nn.Parameter(torch.empty_like(old, device="meta"), old.requires_grad)
-        del old
+            _to_meta(model, name)
+        _return_freed_memory()
+
+    def load_outer(self) -> None:
+        """Read the tensors outside the blocks (embeddings, final norm, ``lm_head``) again from
+        the files, as :func:`load_blockwise` first read them; ties restored."""
+        model = self._module()
+        _assign(model, self.outer_names(), self.files)
+        _tie(model)
+        self.outer_released = False
+
+    def release_outer(self) -> None:
+        """Put the tensors outside the blocks back on meta (:meth:`load_outer` reads them again).
+        A tuning walk needs them only to capture the first block's inputs; the fp32 embedding
+        (with its tied ``lm_head``) is the largest tensor a small model holds besides one block."""
+        model = self._module()
+        for name in self.outer_names():
+            _to_meta(model, name)
+        _tie(model)  # else a tied lm_head keeps the old embedding alive
+        self.outer_released = True
         _return_freed_memory()
 
     @contextmanager
@@ -108,6 +128,38 @@ class BlockSource:
             yield
         finally:
             self.release(index)
+
+
+@dataclass(frozen=True)
+class TuningResidency:
+    """The :class:`~autoround.algorithms.base.BlockResidency` a block-wise tuning walk gets: the
+    first block load releases the outer tensors (the walk has captured the first block's inputs
+    by then and needs them no more); saving reads them again (:func:`resident_parts`)."""
+
+    source: BlockSource
+
+    def load(self, index: int) -> None:
+        """Block ``index``'s weights in; the outer tensors out, if still in."""
+        if not self.source.outer_released:
+            self.source.release_outer()
+        self.source.load(index)
+
+    def release(self, index: int) -> None:
+        """Block ``index``'s weights back to meta."""
+        self.source.release(index)
+
+
+def _to_meta(model: nn.Module, name: str) -> None:
+    module, attr = _owner(model, name)
+    old = module._parameters[attr]
+    assert old is not None
+    module._parameters[attr] = nn.Parameter(torch.empty_like(old, device="meta"), old.requires_grad)
+
+
+def _tie(model: nn.Module) -> None:
+    tie = getattr(model, "tie_weights", None)
+    if callable(tie):
+        tie()
 
 
 def _return_freed_memory() -> None:
@@ -127,13 +179,27 @@ def resident_parts(model: nn.Module) -> Iterator[None]:
     """Walk ``model`` part by part, yielding once per part while it is in memory: once for a
     model held whole; for a block-wise one, once with its outer tensors, then once per decoder
     block with that block loaded (released when the walk moves on). Whoever takes tensors at
-    each step takes those not on meta."""
-    yield
+    each step takes those not on meta. The outer tensors are in memory for the first step only
+    (read again if a tuning walk released them: :class:`TuningResidency`); the walk leaves them
+    as it found them."""
     source = source_of(model)
-    if source is not None:
+    if source is None:
+        yield
+        return
+    was_released = source.outer_released
+    try:
+        if was_released:
+            source.load_outer()
+        yield
+        source.release_outer()  # the blocks' step needs them no more (the resume fingerprint's)
         for index in range(len(source)):
             with source.loaded(index):
                 yield
+    finally:
+        if source.outer_released and not was_released:
+            source.load_outer()
+        elif was_released and not source.outer_released:
+            source.release_outer()
 
 
 def tensor_files(directory: Path) -> dict[str, Path]:
@@ -201,20 +267,65 @@ def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 
 
 def _read(names: list[str], files: dict[str, Path], model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """Each of ``names`` read from its file and cast to the model parameter's dtype; each file is
-    opened once per call and closed after (its mapping then leaves memory)."""
+    """Each of ``names`` read from its file and cast to the model parameter's dtype, in order."""
     by_file: dict[Path, list[str]] = {}
     for name in names:
         by_file.setdefault(files[name], []).append(name)
     order = {name: i for i, name in enumerate(names)}
     read: list[tuple[str, torch.Tensor]] = []
     for path, group in by_file.items():
-        with safe_open(str(path), "pt") as handle:
-            for name in group:
-                module, attr = _owner(model, name)
-                dtype = cast(torch.Tensor, getattr(module, attr)).dtype
-                read.append((name, handle.get_tensor(name).to(dtype, copy=True)))
+        for name, tensor in _read_file(path, group):
+            module, attr = _owner(model, name)
+            dtype = cast(torch.Tensor, getattr(module, attr)).dtype
+            read.append((name, tensor if tensor.dtype == dtype else tensor.to(dtype)))
     yield from sorted(read, key=lambda item: order[item[0]])
+
+
+#: safetensors dtype names -> torch dtypes (a file holding another one is read by safetensors).
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _read_file(path: Path, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """``names`` of one safetensors file, each read by plain file reads into a tensor of its own.
+
+    Not safetensors' ``get_tensor``: it maps the file (the pages it touches count in the
+    process's RSS while the file is open) and copies the bytes into a buffer, so a tensor cast
+    afterwards was in memory three times at once (the 113 MB embedding of SmolLM2: the peak of
+    loading). The values are the same bytes."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        for name in names:
+            info = header[name]
+            if info["dtype"] not in _DTYPES:
+                with safe_open(str(path), "pt") as fallback:
+                    yield name, fallback.get_tensor(name)
+                continue
+            start, end = info["data_offsets"]
+            tensor = torch.empty(info["shape"], dtype=_DTYPES[info["dtype"]])
+            handle.seek(8 + length + start)
+            _read_into(handle, tensor.reshape(-1).view(torch.uint8).numpy().data, end - start, path)
+            yield name, tensor
+
+
+def _read_into(handle: io.BufferedReader, target: memoryview, nbytes: int, path: Path) -> None:
+    done = 0
+    while done < nbytes:
+        got = handle.readinto(target[done:])
+        if not got:
+            raise OSError(f"{path} ended inside a tensor's data (truncated?)")
+        done += got
 
 
 def _assign(model: nn.Module, names: list[str], files: dict[str, Path]) -> None:
@@ -228,6 +339,8 @@ def materialize(model: nn.Module) -> None:
     """Read every block of a block-wise model into memory: an ordinary model from then on."""
     source = _SOURCES.pop(model, None)
     if source is not None:
+        if source.outer_released:
+            source.load_outer()
         for index in range(len(source)):
             _assign(model, source.block_names(index), source.files)
         logger.info("read the remaining %d blocks: the model is held whole", len(source))

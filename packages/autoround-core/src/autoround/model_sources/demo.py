@@ -19,10 +19,13 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +156,8 @@ def _make_shareable(directory: Path) -> None:
 
 def _convert(gguf_file: Path, out_dir: Path) -> None:
     """Load the GGUF dequantized and save model, tokenizer and generation config to ``out_dir``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # resolving a path needs neither
+
     logger.info("Dequantizing %s (transformers GGUF loader)", gguf_file)
     source_dir, name = str(gguf_file.parent), gguf_file.name
     loaded = AutoModelForCausalLM.from_pretrained(source_dir, gguf_file=name, dtype=torch.bfloat16)

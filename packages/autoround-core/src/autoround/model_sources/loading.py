@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from autoround.errors import CheckpointError
 from autoround.io import tensor_names
 from autoround.model_sources.demo import DEMO_MODELS, resolve_model_path
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 #: Tensor-name endings of packed quantized layers (GPTQ / AWQ / auto_round layouts).
@@ -44,6 +46,8 @@ def load_model_and_tokenizer(
         CheckpointError: a local checkpoint is malformed, quantized, or incomplete (named).
         OSError: a Hub id could not be loaded (e.g. offline); the message says what to pass instead.
     """
+    from transformers import AutoModelForCausalLM  # read_config and the checks need no transformers
+
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating-point torch.dtype or None, got {dtype!r}")
     path = resolve_model_path(name_or_path)
@@ -72,6 +76,8 @@ def load_model_and_tokenizer(
 
 
 def _load_tokenizer(path: str, local: bool) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
-LINEAR_TYPES: tuple[type[nn.Module], ...]
-try:  # GPT-2 style models store Linear weights transposed in Conv1D
-    from transformers.pytorch_utils import Conv1D
 
-    LINEAR_TYPES = (nn.Linear, Conv1D)
-except ImportError:  # pragma: no cover - transformers is a dependency, this is belt and braces
-    LINEAR_TYPES = (nn.Linear,)
+@functools.cache
+def _linear_types() -> tuple[type[nn.Module], ...]:
+    """``nn.Linear`` and transformers' ``Conv1D`` (GPT-2 style models store Linear weights
+    transposed in it), imported on first use: what imports this module without a model
+    (model-free RTN, the format registry) does not import transformers."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover - transformers is a dependency, this is belt and braces
+        return (nn.Linear,)
+    return (nn.Linear, Conv1D)
 
 
 def is_linear_like(module: nn.Module) -> bool:
     """True for the layer types weight quantization applies to (``nn.Linear``, ``Conv1D``)."""
-    return isinstance(module, LINEAR_TYPES)
+    return isinstance(module, _linear_types())
 
 
 def linear_shape(module: nn.Module) -> tuple[int, int]:
