@@ -2,8 +2,12 @@
 
 SignRound runs this on every weight of a block at every iteration. Through plain autograd the
 formula of :mod:`autoround.dtypes.int_formulas` costs some twenty passes over the weight (forward and
-backward, masks included); written out (:func:`straight_through_grads`), about nine, keeping
-the codes and a bool mask for the backward. The forward is bit-identical to
+backward, masks included); written out (:func:`straight_through_grads`), about ten. The
+backward recomputes the codes and their clamp mask from the weight, ``v`` and the scale
+(:func:`clamped_codes`, the forward's own operations, so the same values) instead of keeping
+them from the forward: a block's backward would otherwise start with 5 bytes per weight of every
+layer alive (float32 codes and a bool mask), where recomputing holds them for one layer at a time
+(18 MB of a SmolLM2-135M block at the peak of its tuning). The forward is bit-identical to
 :meth:`IntDataType.qdq`; the gradients are those of its straight-through rounding (checked
 against autograd in the tests):
 
@@ -36,16 +40,21 @@ def _scale(
     return scale, positive_wins, scale == raw
 
 
-def rounded_codes(
+def clamped_codes(
     grouped: torch.Tensor, v: torch.Tensor, scale32: torch.Tensor, levels: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The forward of the tuning qdq: ``out = scale * codes`` in ``grouped``'s dtype, the codes
-    ``clamp(round(w / scale + v), -levels, levels - 1)`` (float32), and where the clamp left them
-    alone (a bool mask, 1 byte per weight, kept for :func:`straight_through_grads` instead of
-    the unclamped codes)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The codes ``clamp(round(w / scale + v), -levels, levels - 1)`` (float32) and where the
+    clamp left them alone (a bool mask)."""
     rounded = torch.addcdiv(v, grouped, scale32).round_()
     codes = rounded.clamp(-levels, levels - 1)
-    return (scale32 * codes).to(grouped.dtype), codes, rounded == codes
+    return codes, rounded == codes
+
+
+def rounded_codes(grouped: torch.Tensor, v: torch.Tensor, scale32: torch.Tensor, levels: int) -> torch.Tensor:
+    """The forward of the tuning qdq: ``out = scale * codes`` in ``grouped``'s dtype, with the
+    codes of :func:`clamped_codes` (which the backward recomputes)."""
+    codes = torch.addcdiv(v, grouped, scale32).round_().clamp_(-levels, levels - 1)
+    return (scale32 * codes).to(grouped.dtype)
 
 
 def straight_through_grads(
@@ -68,10 +77,11 @@ def straight_through_grads(
     """
     grad, grouped = grad.float(), grouped.float()  # no-ops when tuning in float32
     inside_grad = torch.where(inside, grad, 0.0)
-    grad_v = inside_grad * scale32 if need_v else None
     per_group = None
     if need_scale:
         per_group = _row_dot(grad, codes) - _row_dot(inside_grad, grouped) / scale32
+    # in place: inside_grad is ours and used up, and one weight-sized tensor less is alive
+    grad_v = inside_grad.mul_(scale32) if need_v else None
     return grad_v, per_group
 
 
@@ -90,19 +100,22 @@ class SymmetricQDQ(torch.autograd.Function):
         scale, positive_wins, unclamped = _scale(wmin, wmax, min_scale, max_scale, levels)
         scale = scale.unsqueeze(-1)
         scale32 = scale.float()  # fp16 -> fp32 is exact; torch's promotion does the same
-        out, codes, inside = rounded_codes(grouped, v, scale32, levels)
-        ctx.save_for_backward(grouped, codes, inside, scale, wmin, wmax, positive_wins, unclamped)
+        out = rounded_codes(grouped, v, scale32, levels)
+        ctx.save_for_backward(grouped, v, scale, wmin, wmax, positive_wins, unclamped)
         ctx.levels = levels
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        grouped, codes, inside, scale, wmin, wmax, positive_wins, unclamped = ctx.saved_tensors
+        grouped, v, scale, wmin, wmax, positive_wins, unclamped = ctx.saved_tensors
         levels = ctx.levels
         need_scale = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
+        scale32 = scale.float()
+        codes, inside = clamped_codes(grouped, v, scale32, levels)
         grad_v, per_group = straight_through_grads(
-            grad, grouped, codes, inside, scale.float(), ctx.needs_input_grad[3], need_scale
+            grad, grouped, codes, inside, scale32, ctx.needs_input_grad[3], need_scale
         )
+        del codes, inside
         grad_min = grad_max = None
         if need_scale:
             if per_group is None:  # straight_through_grads computes it whenever need_scale

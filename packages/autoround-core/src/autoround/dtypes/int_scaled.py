@@ -15,7 +15,7 @@ import torch
 
 from autoround.dtypes.base import QParams
 from autoround.dtypes.int_formulas import SCALE_DTYPE, SCALE_THRESHOLD, clamp_scale_magnitude, round_ste
-from autoround.dtypes.int_fused import rounded_codes, straight_through_grads
+from autoround.dtypes.int_fused import clamped_codes, rounded_codes, straight_through_grads
 
 
 def _scale(base_scale: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,16 +52,20 @@ class ScaledQDQ(torch.autograd.Function):
         levels = 2 ** (bits - 1)
         scale, unclamped = _scale(base_scale, factor)
         scale32 = scale.float()
-        out, codes, inside = rounded_codes(grouped, v, scale32, levels)
-        ctx.save_for_backward(grouped, codes, inside, scale32, base_scale, unclamped)
+        out = rounded_codes(grouped, v, scale32, levels)
+        # the codes and their clamp mask are recomputed in the backward (see int_fused)
+        ctx.save_for_backward(grouped, v, scale32, base_scale, unclamped)
+        ctx.levels = levels
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        grouped, codes, inside, scale32, base_scale, unclamped = ctx.saved_tensors
+        grouped, v, scale32, base_scale, unclamped = ctx.saved_tensors
+        codes, inside = clamped_codes(grouped, v, scale32, ctx.levels)
         grad_v, per_group = straight_through_grads(
             grad, grouped, codes, inside, scale32, ctx.needs_input_grad[3], ctx.needs_input_grad[2]
         )
+        del codes, inside
         grad_factor = None
         if per_group is not None:
             grad_factor = (per_group * unclamped * base_scale).squeeze(-1)

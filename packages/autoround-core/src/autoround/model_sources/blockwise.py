@@ -49,6 +49,12 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 _LIBC = _glibc()
+#: glibc's ``M_MMAP_THRESHOLD`` option, and the size from which a block-wise run's allocations get
+#: their own mapping: glibc otherwise raises its threshold each time a large chunk is freed, so
+#: the tuning loop's weight-sized temporaries land in its heap and stay counted in the RSS after
+#: they are freed (about 80 MB of SmolLM2's low-memory peak, docs/low_memory.md).
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
 _SOURCES: weakref.WeakKeyDictionary[nn.Module, BlockSource] = weakref.WeakKeyDictionary()
 
 
@@ -257,8 +263,16 @@ def load_blockwise(directory: str | Path, dtype: torch.dtype | None) -> PreTrain
     _assign(model, source.outer_names(), files)
     model.tie_weights()
     _SOURCES[model] = source
+    _map_large_allocations()
     logger.info("loaded %s block by block: %d blocks wait on meta", directory, len(source))
     return model
+
+
+def _map_large_allocations() -> None:
+    """From now on in this process, allocations of :data:`MMAP_THRESHOLD` bytes or more are
+    mapped on their own and returned to the system when freed (glibc; elsewhere a no-op)."""
+    if _LIBC is not None and _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1:
+        logger.debug("allocations of %d bytes or more are mapped on their own", MMAP_THRESHOLD)
 
 
 def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
