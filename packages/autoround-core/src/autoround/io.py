@@ -23,6 +23,24 @@ from autoround.errors import CheckpointError, OutputWriteError
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+#: safetensors dtype names and the torch dtypes they hold.
+TORCH_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U64": torch.uint64,
+    "U32": torch.uint32,
+    "U16": torch.uint16,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
 DEFAULT_MAX_SHARD_BYTES = 5 * 2**30
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 #: errno values that mean the filesystem took no more bytes: no space, quota, file size limit.
@@ -172,10 +190,7 @@ def save_safetensors_sharded(
         )
     header = {"format": "pt", **(metadata or {})}
     shards = _plan_shards(tensors, max_shard_bytes)
-    if len(shards) == 1:
-        names = [SINGLE_FILE]
-    else:
-        names = [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    names = shard_file_names(len(shards))
     written: list[Path] = []
     try:
         weight_map: dict[str, str] = {}
@@ -353,3 +368,10 @@ def _read_file(path: Path, expected: list[str] | None) -> Iterator[tuple[str, to
         raise CheckpointError(
             f"{path} is not a readable safetensors file (corrupt or truncated?): {err}"
         ) from err
+
+
+def shard_file_names(count: int) -> list[str]:
+    """The weight files' names of a checkpoint in ``count`` shards (transformers' names)."""
+    if count == 1:
+        return [SINGLE_FILE]
+    return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]

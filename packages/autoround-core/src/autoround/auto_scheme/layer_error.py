@@ -26,11 +26,10 @@ from tqdm.auto import tqdm
 from autoround.algorithms.block_activations import WORK_DTYPE, outputs
 from autoround.algorithms.block_placement import blocks_on_host
 from autoround.auto_scheme.fisher import output_fisher
-from autoround.auto_scheme.sensitivity import as_written, parts_by_block
+from autoround.auto_scheme.sensitivity import as_written, first_block_inputs, parts_by_block
 from autoround.auto_scheme.space import SearchSpace
 from autoround.layer_quant import quantize_weight
 from autoround.modeling.blocks import linear_weight
-from autoround.modeling.capture import capture_block_inputs, cast_kwargs
 from autoround.schemes import Scheme
 
 
@@ -58,13 +57,7 @@ def measure(
     fisher = dict(zip(names, found, strict=True))
     errors = [[0.0] * len(space.auto.schemes) for _ in space.units]
     with blocks_on_host(blocks, device):
-        model_device = next(model.parameters()).device
-        captured = capture_block_inputs(
-            model, blocks[0], input_ids, model_device, progress, WORK_DTYPE, device
-        )
-        kwargs = cast_kwargs(captured.kwargs, WORK_DTYPE, device)
-        hidden = captured.hidden
-        del captured
+        hidden, kwargs = first_block_inputs(model, blocks[0], input_ids, device, progress)
         for index in tqdm(range(len(blocks)), desc="AutoScheme", unit="block", disable=not progress):
             work = copy.deepcopy(blocks[index]).to(device, WORK_DTYPE)
             block_parts = parts.get(index, [])

@@ -66,13 +66,7 @@ def measure(
     batch = space.auto.search_batch_size
     weights = block_fisher(model, list(blocks), input_ids, progress) if fisher else None
     with blocks_on_host(blocks, device):
-        model_device = next(model.parameters()).device
-        captured = capture_block_inputs(
-            model, blocks[0], input_ids, model_device, progress, WORK_DTYPE, device
-        )
-        kwargs = cast_kwargs(captured.kwargs, WORK_DTYPE, device)
-        hidden = captured.hidden
-        del captured
+        hidden, kwargs = first_block_inputs(model, blocks[0], input_ids, device, progress)
         for index in tqdm(range(len(blocks)), desc="AutoScheme", unit="block", disable=not progress):
             work = copy.deepcopy(blocks[index]).to(device, WORK_DTYPE)
             target = outputs(work, hidden, kwargs, batch)
@@ -84,6 +78,15 @@ def measure(
             del work
     tokens = input_ids.numel()
     return [[e / tokens for e in row] for row in errors]
+
+
+def first_block_inputs(
+    model: nn.Module, first_block: nn.Module, input_ids: torch.Tensor, device: torch.device, progress: bool
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The first block's inputs on ``input_ids`` and its other arguments, float32 on ``device``."""
+    model_device = next(model.parameters()).device
+    captured = capture_block_inputs(model, first_block, input_ids, model_device, progress, WORK_DTYPE, device)
+    return captured.hidden, cast_kwargs(captured.kwargs, WORK_DTYPE, device)
 
 
 def parts_by_block(space: SearchSpace, prefix: str) -> dict[int, Parts]:

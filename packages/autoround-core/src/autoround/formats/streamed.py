@@ -23,9 +23,9 @@ from safetensors.torch import save as serialize
 
 from autoround.io import (
     INDEX_FILE,
-    SINGLE_FILE,
     _plan_shards,
     _prepare_shard,
+    shard_file_names,
     write_error,
     write_safetensors,
 )
@@ -84,10 +84,7 @@ def write_sharded(tensors: dict[str, Spilled], directory: Path, max_shard_bytes:
         )
     sizes = {name: spilled.stand_in() for name, spilled in tensors.items()}
     shards = _plan_shards(sizes, max_shard_bytes)
-    if len(shards) == 1:
-        names = [SINGLE_FILE]
-    else:
-        names = [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    names = shard_file_names(len(shards))
     written: list[Path] = []
     try:
         for file_name, keys in zip(names, shards, strict=True):

@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 import torch
 
-from autoround.io import INDEX_FILE, SINGLE_FILE, write_error, write_safetensors
+from autoround.io import INDEX_FILE, SINGLE_FILE, shard_file_names, write_error, write_safetensors
 from autoround.model_free.source import TORCH_DTYPES
 
 #: Header metadata of every file (transformers refuses files without ``format: pt``).
@@ -258,10 +258,7 @@ class ShardWriter:
         if count == 0:
             write_safetensors({}, self.directory / SINGLE_FILE, HEADER)
             return [SINGLE_FILE]
-        if count == 1:
-            names = [SINGLE_FILE]
-        else:
-            names = [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+        names = shard_file_names(count)
         weight_map: dict[str, str] = {}
         for (path, keys), name in zip(self._written, names, strict=True):
             path.rename(self.directory / name)

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from autoround.errors import CheckpointError
-from autoround.io import INDEX_FILE, PICKLE_SUFFIXES, weight_file_paths
+from autoround.io import INDEX_FILE, PICKLE_SUFFIXES, TORCH_DTYPES, weight_file_paths
 from autoround.model_sources import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -33,24 +33,6 @@ NOT_COPIED = frozenset(
 FOREIGN_WEIGHTS = ("*.msgpack", "*.h5", "*.onnx", "*.gguf", "*.tflite", "*.ot")
 #: safetensors dtypes of floating-point tensors (the ones a Linear weight can be quantized from).
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
-#: safetensors dtype names and the torch dtypes they hold.
-TORCH_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U64": torch.uint64,
-    "U32": torch.uint32,
-    "U16": torch.uint16,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-}
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 
-from autoround.io import weight_file_paths
+from autoround.io import TORCH_DTYPES, weight_file_paths
 from autoround.model_sources.demo import resolve_model_path
 from autoround.model_sources.loading import check_dense_checkpoint
 from autoround.modeling.blocks import find_block_names
@@ -295,21 +295,6 @@ def _read(names: list[str], files: dict[str, Path], model: nn.Module) -> Iterato
     yield from sorted(read, key=lambda item: order[item[0]])
 
 
-#: safetensors dtype names -> torch dtypes (a file holding another one is read by safetensors).
-_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
 def _read_file(path: Path, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
     """``names`` of one safetensors file, each read by plain file reads into a tensor of its own.
 
@@ -322,12 +307,12 @@ def _read_file(path: Path, names: list[str]) -> Iterator[tuple[str, torch.Tensor
         header = json.loads(handle.read(length))
         for name in names:
             info = header[name]
-            if info["dtype"] not in _DTYPES:
+            if info["dtype"] not in TORCH_DTYPES:
                 with safe_open(str(path), "pt") as fallback:
                     yield name, fallback.get_tensor(name)
                 continue
             start, end = info["data_offsets"]
-            tensor = torch.empty(info["shape"], dtype=_DTYPES[info["dtype"]])
+            tensor = torch.empty(info["shape"], dtype=TORCH_DTYPES[info["dtype"]])
             handle.seek(8 + length + start)
             _read_into(handle, tensor.reshape(-1).view(torch.uint8).numpy().data, end - start, path)
             yield name, tensor
