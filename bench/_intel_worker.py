@@ -12,7 +12,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _worker_common import find_checkpoint, load_fp32, peak_rss_mb, run_worker, timed, versions
+from _worker_common import (
+    find_checkpoint,
+    load_fp32,
+    peak_rss_mb,
+    run_worker,
+    save_qdq_linears,
+    timed,
+    versions,
+)
 
 
 def body(job: dict) -> dict:
@@ -44,14 +52,18 @@ def body(job: dict) -> dict:
     amp = {"amp": getattr(ctx, "amp", None), "amp_dtype": str(getattr(ctx, "amp_dtype", None))}
     _, seconds, rss = timed(ar.quantize)
     out = job["out_dir"]
-    ar.save_quantized(out, format="auto_round")
+    if job.get("save") == "qdq":  # weight-only float schemes: Intel keeps the qdq weights in place
+        checkpoint, kind = save_qdq_linears(ar.model, out), "qdq_state_dict"
+    else:
+        ar.save_quantized(out, format="auto_round")
+        checkpoint, kind = find_checkpoint(out), "auto_round"
     return {
         "status": "ok",
         "time_s": seconds,
         "peak_rss_mb": rss,
         "rss_after_load_mb": rss_loaded,
-        "checkpoint": find_checkpoint(out),
-        "checkpoint_kind": "auto_round",
+        "checkpoint": checkpoint,
+        "checkpoint_kind": kind,
         "compressor": type(ar).__name__,
         "model_dtype_after": str(next(model.parameters()).dtype),
         **amp,

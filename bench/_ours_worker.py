@@ -12,7 +12,15 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _worker_common import find_checkpoint, load_fp32, peak_rss_mb, run_worker, timed, versions
+from _worker_common import (
+    find_checkpoint,
+    load_fp32,
+    peak_rss_mb,
+    run_worker,
+    save_qdq_linears,
+    timed,
+    versions,
+)
 
 
 def quantize_job(job: dict) -> dict:
@@ -44,14 +52,18 @@ def quantize_job(job: dict) -> dict:
     except NotImplementedError as exc:
         return {"status": "not built", "message": str(exc)[:500]}
     out = job["out_dir"]
-    save(qm, out, format="auto_round", overwrite=True)
+    if job.get("save") == "qdq":  # schemes no format of both tools stores: the fake-quantized weights
+        checkpoint, kind = save_qdq_linears(qm.model, out), "qdq_state_dict"
+    else:
+        save(qm, out, format="auto_round", overwrite=True)
+        checkpoint, kind = find_checkpoint(out), "auto_round"
     return {
         "status": "ok",
         "time_s": seconds,
         "peak_rss_mb": rss,
         "rss_after_load_mb": rss_loaded,
-        "checkpoint": find_checkpoint(out),
-        "checkpoint_kind": "auto_round",
+        "checkpoint": checkpoint,
+        "checkpoint_kind": kind,
         "same_calibration_rows": same_rows,
         "call": {
             k: (v if k != "dataset" else f"list of {len(v)} tensors {tuple(v[0].shape)}")

@@ -101,3 +101,25 @@ def find_checkpoint(root: str) -> str:
     if not hits:
         raise FileNotFoundError(f"no config.json under {root}")
     return sorted(hits, key=len)[0]
+
+
+def save_qdq_linears(model, out_dir: str) -> str:
+    """Every ``nn.Linear`` weight but the LM head, as fp32, into ``out_dir/qdq.safetensors``.
+
+    After a quantize call the tools hold the quantize-dequantized weights in place (ours, and
+    Intel's for weight-only schemes), so this is the fake-quantized model every tool's
+    perplexity is computed on, whatever formats the tool can or cannot save the scheme in.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    # Intel leaves a wrapper around some layers (WrapperWALayer, its Linear as ``orig_layer``)
+    state = {
+        f"{name.removesuffix('.orig_layer')}.weight": module.weight.detach().to(torch.float32).contiguous()
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "qdq.safetensors")
+    save_file(state, path)
+    return path

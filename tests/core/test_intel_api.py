@@ -46,3 +46,21 @@ def test_quantize_and_save_accepts_intels_inplace_with_a_warning(tmp_path, tiny_
 def test_a_device_map_of_several_devices_is_refused_before_any_work(tiny_llama, device_map) -> None:
     with pytest.raises(NotImplementedError, match="several devices"):
         AutoRound(tiny_llama, iters=0, device_map=device_map)
+
+
+def test_intels_scheme_field_keywords_override_the_preset(tiny_llama) -> None:
+    """As in Intel's AutoRound, ``act_bits=16`` asks for a preset's weight-only form and
+    ``data_type`` swaps the weight type; the preset's other fields stay."""
+    rounder = AutoRound(tiny_llama, scheme="MXFP4", act_bits=16, iters=0)
+    assert (rounder.scheme.data_type, rounder.scheme.bits, rounder.scheme.group_size) == ("mx_fp", 4, 32)
+    assert rounder.scheme.is_weight_only
+    assert AutoRound(tiny_llama, scheme="MXFP4", data_type="mx_fp_rceil", act_bits=16).scheme.data_type == (
+        "mx_fp_rceil"
+    )
+
+
+def test_an_activation_scheme_without_the_override_is_refused_before_any_work(tiny_llama) -> None:
+    rounder = AutoRound(tiny_llama, scheme="MXFP4", iters=0)
+    with pytest.raises(NotImplementedError, match="act_bits=16"):
+        rounder.quantize()
+    assert rounder.result is None

@@ -156,6 +156,15 @@ def test_light_recipe_tunes_with_the_shipped_calibration_text(tmp_path, tiny_mod
         (["--scheme", "W9A16"], "unknown scheme 'W9A16'"),
         (["--bits", "9"], "bits=9 is not allowed"),
         (["--group_size", "-3"], "group_size=-3 is invalid"),
+        (
+            ["--scheme", "MXFP4", "--act_bits", "16", "--bits", "3"],
+            "bits=3 is not allowed for data_type 'mx_fp'",
+        ),
+        (
+            ["--scheme", "NVFP4", "--act_bits", "16", "--group_size", "32"],
+            "group_size=32 is not allowed for data_type 'nv_fp'",
+        ),
+        (["--data_type", "float4"], "data_type"),
         (["--format", "onnx"], "unknown format 'onnx'; allowed: ['auto_round', 'auto_round:auto_gptq'"),
         (["--format", "auto_awq", "--scheme", "W2A16"], "formats that can store it: ['auto_round'"),
         (["--layer_config", "{not json"], "--layer_config is neither a JSON object"),

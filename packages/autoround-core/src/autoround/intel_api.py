@@ -137,7 +137,10 @@ class AutoRound:
         return runner.calibration_ids(self.run, self.tokenizer)
 
     def quantize(self) -> QuantizedModel:
-        """Quantize the model in place; returns the result (also kept on ``self.result``)."""
+        """Quantize the model in place; returns the result (also kept on ``self.result``).
+
+        A scheme no layer quantizer builds is refused before the calibration data is read
+        (:func:`autoround.runner.plan_layers`)."""
         self.run = runner.choose_schemes(self.model, self.tokenizer, self.run)
         plan = runner.plan_layers(self.model, self.run)
         calibration = self.calibration() if runner.needs_calibration(self.run, plan) else None

@@ -30,6 +30,12 @@ class IntelArgs:
     bits: int | None = None
     group_size: int | None = None
     sym: bool | None = None
+    data_type: str | None = None
+    act_bits: int | None = None
+    act_group_size: int | None = None
+    act_sym: bool | None = None
+    act_data_type: str | None = None
+    act_dynamic: bool | None = None
     layer_config: Any = None
     iters: int = 200
     lr: float | None = None
@@ -55,6 +61,19 @@ class IntelArgs:
     #: Ours: how optimized RTN searches (None: its default, float32 importance without ``amp``).
     opt_rtn_settings: Any = None
 
+
+#: The arguments that override a field of the scheme (None: keep the scheme's own).
+SCHEME_OVERRIDES = (
+    "bits",
+    "group_size",
+    "sym",
+    "data_type",
+    "act_bits",
+    "act_group_size",
+    "act_sym",
+    "act_data_type",
+    "act_dynamic",
+)
 
 #: The table every entry point reads its defaults from.
 INTEL = IntelArgs()

@@ -21,7 +21,7 @@ from autoround.auto_scheme import AutoScheme
 from autoround.errors import SchemeError
 from autoround.formats import check_formats, run_scheme
 from autoround.hardware import check_device
-from autoround.intel_defaults import INTEL, IntelArgs, check_iters
+from autoround.intel_defaults import INTEL, SCHEME_OVERRIDES, IntelArgs, check_iters
 from autoround.layer_plan import LayerConfig
 from autoround.schemes import Scheme
 
@@ -130,14 +130,14 @@ def _scheme(args: IntelArgs, formats: str | Sequence[str]) -> Scheme:
     given, so a GGUF recipe alone picks its own; :func:`autoround.formats.run_scheme`). With an
     :class:`AutoScheme`, its first quantized option stands in until the search."""
     if isinstance(args.scheme, AutoScheme):
-        given = [name for name in ("bits", "group_size", "sym") if getattr(args, name) is not None]
+        given = [name for name in SCHEME_OVERRIDES if getattr(args, name) is not None]
         if given:
             raise SchemeError(
                 f"{given} override one scheme, but scheme is an AutoScheme whose options carry "
                 f"their own: leave them out, or name the scheme with them in AutoScheme's options"
             )
         return next(s for s in args.scheme.schemes if s.is_quantized)
-    return run_scheme(args.scheme, formats, bits=args.bits, group_size=args.group_size, sym=args.sym)
+    return run_scheme(args.scheme, formats, **{name: getattr(args, name) for name in SCHEME_OVERRIDES})
 
 
 def for_formats(run: Run, args: IntelArgs, formats: str | Sequence[str]) -> Run:

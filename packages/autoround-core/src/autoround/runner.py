@@ -39,6 +39,7 @@ from autoround.output_guard import check_output_dir, run_inputs
 from autoround.quantized_model import QuantizedModel
 from autoround.resume import ResumeStore, fingerprint
 from autoround.run import Run
+from autoround.schemes import require_weight_only
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -55,6 +56,10 @@ def plan_layers(model: nn.Module, run: Run) -> layer_plan.LayerPlan:
     block_names = list(run.block_names) if run.block_names is not None else None
     plan = layer_plan.resolve(model, run.scheme, run.layer_config, run.quant_lm_head, block_names)
     plan = formats.adapt_plan(model, plan, run.formats)  # the formats' own choices (GGUF recipes)
+    for name, scheme in plan.quantized().items():
+        # before calibration or tuning: a scheme the layer quantizers do not build is never
+        # silently quantized as its weight-only form
+        require_weight_only(scheme, f"layer {name}")
     logger.info("layer plan: %s", layer_plan.describe(plan))
     return plan
 

@@ -142,6 +142,19 @@ def build_parser(default_recipe: str = "default") -> argparse.ArgumentParser:
     sym.add_argument("--sym", dest="sym", action="store_true", default=None, help="symmetric quantization")
     sym.add_argument("--asym", dest="sym", action="store_false", help="asymmetric quantization")
     parser.add_argument(
+        "--data_type",
+        "--data-type",
+        default=None,
+        help="override the weight data type (int, mx_fp, nv_fp, fp, ...; `autoround list scheme`)",
+    )
+    parser.add_argument(
+        "--act_bits",
+        "--act-bits",
+        type=int,
+        default=None,
+        help="override the activation bits (16: the weight-only form of e.g. MXFP4 or NVFP4)",
+    )
+    parser.add_argument(
         "--layer_config",
         "--layer-config",
         default=None,

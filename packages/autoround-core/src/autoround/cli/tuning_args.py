@@ -10,7 +10,7 @@ from typing import Any
 from autoround.algorithms import CLIP_INITS, OptRtnSettings
 from autoround.auto_scheme import AutoScheme, check_options
 from autoround.errors import UsageError
-from autoround.intel_defaults import IntelArgs, intel_args, recipe
+from autoround.intel_defaults import SCHEME_OVERRIDES, IntelArgs, intel_args, recipe
 from autoround.run import Run
 
 
@@ -140,9 +140,7 @@ def auto_scheme_of(args: argparse.Namespace) -> AutoScheme | None:
             f"(e.g. --avg_bits 3 --options W2A16G64,W4A16,W8A16)"
         )
     clashing = [
-        f"--{name}"
-        for name in ("scheme", "bits", "group_size", "sym")
-        if getattr(args, name, None) is not None
+        f"--{name}" for name in ("scheme", *SCHEME_OVERRIDES) if getattr(args, name, None) is not None
     ]
     if clashing:
         raise UsageError(
@@ -244,9 +242,7 @@ def intel_arguments(args: argparse.Namespace) -> IntelArgs:
     auto = auto_scheme_of(args)
     return intel_args(
         scheme=auto if auto is not None else args.scheme,
-        bits=args.bits,
-        group_size=args.group_size,
-        sym=args.sym,
+        **{name: getattr(args, name, None) for name in SCHEME_OVERRIDES},
         layer_config=_layer_config(args.layer_config),
         quant_lm_head=bool(args.quant_lm_head),
         device_map=args.device,
