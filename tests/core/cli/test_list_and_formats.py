@@ -116,3 +116,13 @@ def test_refused_before_the_model_loads(
     assert main_rtn(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_preset_that_quantizes_activations_lists_them_and_its_weight_only_writers(capsys) -> None:
+    assert main(["list", "scheme"]) == 0
+    out = capsys.readouterr().out
+    paragraph = out[out.index("INT8_W8A8  (") :].split("\n\n")[0]
+    assert paragraph.startswith(
+        "INT8_W8A8  (int 8-bit, per channel, sym; activations int 8-bit dynamic, per token)"
+    )
+    assert "\n  written by no format yet\n  weight-only form (act_bits=16):\n    auto_round: " in paragraph

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from autoround.formats import FORMATS, writable_formats
-from autoround.schemes import PRESETS, Scheme
+from autoround.schemes import PRESETS, UNQUANTIZED_BITS, Scheme
 
 TOPICS = ("format", "scheme")
 
@@ -45,9 +45,33 @@ def matrix() -> list[Pair]:
     ]
 
 
+def _group(group_size: int, per_row: str = "per channel") -> str:
+    return {-1: per_row, 0: "per tensor"}.get(group_size, f"group {group_size}")
+
+
 def _describe(scheme: Scheme) -> str:
-    group = {-1: "per channel", 0: "per tensor"}.get(scheme.group_size, f"group {scheme.group_size}")
-    return f"{scheme.data_type} {scheme.bits}-bit, {group}, {'sym' if scheme.sym else 'asym'}"
+    """Weights, their 2-D blocks if any, and activations: ``mx_fp 4-bit, group 32, sym; activations
+    mx_fp 4-bit dynamic, group 32``."""
+    symmetry = "sym" if scheme.sym else "asym"
+    words = f"{scheme.data_type} {scheme.bits}-bit, {_group(scheme.group_size)}, {symmetry}"
+    if scheme.block_shape is not None:
+        words += f", {scheme.block_shape[0]}x{scheme.block_shape[1]} blocks"
+    if scheme.is_weight_only:
+        return words
+    kind = "dynamic" if scheme.act_dynamic else "static"
+    return (
+        f"{words}; activations {scheme.act_data_type} {scheme.act_bits}-bit {kind}, "
+        f"{_group(scheme.act_group_size, 'per token')}"
+    )
+
+
+def _writer_lines(scheme: Scheme, indent: str = "  ") -> list[str]:
+    writers = [name for name in writable_formats() if FORMATS[name].stores(scheme)]
+    if not writers:
+        return [f"{indent}written by no format yet"]
+    return [
+        f"{indent}{name}: {', '.join(FORMATS[name].runtimes) or '(no runtime recorded)'}" for name in writers
+    ]
 
 
 def format_lines() -> list[str]:
@@ -72,12 +96,13 @@ def scheme_lines() -> list[str]:
     """One paragraph per quantizing preset: the formats that write it, and who loads each."""
     lines = []
     for preset, scheme in quantizing_presets().items():
-        writers = [name for name in writable_formats() if FORMATS[name].stores(scheme)]
-        lines.append(f"{preset}  ({_describe(scheme)})")
-        if not writers:
-            lines.append("  written by no format yet")
-        for name in writers:
-            lines.append(f"  {name}: {', '.join(FORMATS[name].runtimes) or '(no runtime recorded)'}")
+        lines += [f"{preset}  ({_describe(scheme)})", *_writer_lines(scheme)]
+        if not scheme.is_weight_only:  # activation quantization is not built: what the override gives
+            weight_only = scheme.replace(act_bits=UNQUANTIZED_BITS)
+            lines += [
+                f"  weight-only form (act_bits={UNQUANTIZED_BITS}):",
+                *_writer_lines(weight_only, "    "),
+            ]
         lines.append("")
     return lines
 
