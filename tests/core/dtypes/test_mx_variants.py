@@ -196,7 +196,7 @@ def test_the_variants_are_rtn_only() -> None:
     "scheme",
     [
         Scheme(bits=4, group_size=32, data_type="mx_int"),
-        Scheme(bits=8, group_size=32, data_type="mx_fp_rceil"),
+        Scheme(bits=8, group_size=32, data_type="mx_fp8e5m2"),
         Scheme(bits=6, group_size=32, data_type="mx_fp6e3m2"),
     ],
     ids=lambda s: s.data_type,

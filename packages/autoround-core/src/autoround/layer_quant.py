@@ -37,20 +37,26 @@ class LayerQuant:
 
     ``scale`` is (out, groups) in the data type's scale dtype; ``zero`` is (out, groups) int32
     with the true zero point (``2**(bits-1)`` everywhere for symmetric integers).
+    ``global_scale`` is the 0-dim float32 per-tensor scale of a type that has one (NVFP4's, which
+    its block scales are relative to; ``scale`` holds the effective per-block scales), else None.
     """
 
     scheme: Scheme
     scale: torch.Tensor
     zero: torch.Tensor
+    global_scale: torch.Tensor | None = None
 
     @classmethod
     def from_grouped(cls, scheme: Scheme, qparams: QParams, out_features: int) -> LayerQuant:
         """The layer's parameters from a data type's grouped ones (one row per group, as
-        :func:`~autoround.dtypes.to_groups` cuts an (out, in) weight), detached, on their device."""
+        :func:`~autoround.dtypes.to_groups` cuts an (out, in) weight), detached, on their device;
+        a ``global_scale`` the qparams carry (NVFP4's) is kept."""
+        global_scale = getattr(qparams, "global_scale", None)
         return cls(
             scheme,
             _per_row(qparams.scale.detach(), out_features),
             _per_row(qparams.zero.detach(), out_features).to(torch.int32),
+            None if global_scale is None else global_scale.detach().reshape(()),
         )
 
     @property
@@ -60,7 +66,8 @@ class LayerQuant:
 
     def cpu(self) -> LayerQuant:
         """The same parameters on the CPU (where results are kept between layers)."""
-        return LayerQuant(self.scheme, self.scale.cpu(), self.zero.cpu())
+        gs = None if self.global_scale is None else self.global_scale.cpu()
+        return LayerQuant(self.scheme, self.scale.cpu(), self.zero.cpu(), gs)
 
 
 def quantize_weight(

@@ -259,6 +259,8 @@ class ResumeStore:
                 quant.scale.contiguous(),
                 quant.zero.contiguous(),
             )
+            if quant.global_scale is not None:  # NVFP4's, which its checkpoint layout stores
+                tensors[f"{name}.global_scale"] = quant.global_scale.reshape(1).contiguous()
             schemes[name] = quant.scheme.to_dict()
         target = self.path / f"block-{index:04d}.safetensors"
         tmp = target.with_name(target.name + ".tmp")
@@ -287,8 +289,12 @@ class ResumeStore:
                 weight = linear_weight(block.get_submodule(name[len(block_name) + 1 :]))
                 with torch.no_grad():
                     weight.copy_(tensors[f"{name}.weight"])
+                gs = tensors.get(f"{name}.global_scale")
                 quants[name] = LayerQuant(
-                    Scheme.from_dict(fields), tensors[f"{name}.scale"], tensors[f"{name}.zero"]
+                    Scheme.from_dict(fields),
+                    tensors[f"{name}.scale"],
+                    tensors[f"{name}.zero"],
+                    None if gs is None else gs.reshape(()),
                 )
         except (OSError, SafetensorError, ValueError, KeyError, TypeError) as e:
             raise self._unreadable(path, e) from e

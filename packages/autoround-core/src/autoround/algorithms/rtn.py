@@ -35,7 +35,7 @@ def quantize_rtn(
         work = weight.to(device) if device is not None else weight
         qdq, quant = quantize_weight(work, scheme)
         weight.copy_(qdq.to(weight.device))
-        results[name] = LayerQuant(quant.scheme, quant.scale.cpu(), quant.zero.cpu())
+        results[name] = quant.cpu()  # with any per-tensor global scale (NVFP4)
     logger.info("RTN quantized %d layers", len(results))
     return results
 

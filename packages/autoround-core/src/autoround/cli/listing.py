@@ -59,10 +59,10 @@ def _describe(scheme: Scheme) -> str:
     if scheme.is_weight_only:
         return words
     kind = "dynamic" if scheme.act_dynamic else "static"
-    return (
-        f"{words}; activations {scheme.act_data_type} {scheme.act_bits}-bit {kind}, "
-        f"{_group(scheme.act_group_size, 'per token')}"
-    )
+    act = f"activations {scheme.act_data_type or scheme.data_type} {scheme.act_bits}-bit {kind}"
+    if scheme.act_group_size is not None:
+        act += f", {_group(scheme.act_group_size, 'per token')}"
+    return f"{words}; {act}"
 
 
 def _writer_lines(scheme: Scheme, indent: str = "  ") -> list[str]:

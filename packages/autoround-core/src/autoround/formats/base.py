@@ -102,7 +102,9 @@ class Capabilities:
     ``per_tensor``: whether ``group_size=0`` (one scale per tensor) can be stored; ``whole_groups``:
     whether every quantized layer's input width must be a whole number of groups (AWQ's gemm
     layout has no partial last group); ``mixed``: whether layers may have different schemes
-    (AWQ's config states one).
+    (AWQ's config states one). ``check``: the format's own limits beyond these fields (which bits
+    of which data type, a group size the input width must divide), ``(scheme, in_features or
+    None) -> why not or None``, told in words by ``note``.
     """
 
     data_types: tuple[str, ...]
@@ -111,9 +113,12 @@ class Capabilities:
     per_tensor: bool = True
     whole_groups: bool = False
     mixed: bool = True
+    check: Callable[[Scheme, int | None], str | None] | None = None
+    note: str = ""
 
-    def why_not(self, scheme: Scheme) -> str | None:
-        """What of ``scheme`` cannot be stored (None: it can)."""
+    def why_not(self, scheme: Scheme, in_features: int | None = None) -> str | None:
+        """What of ``scheme`` cannot be stored (None: it can); with ``in_features``, on a layer
+        of that input width."""
         if not scheme.is_weight_only:
             return f"activation quantization act_bits={scheme.act_bits}"
         if scheme.block_shape is not None:
@@ -124,7 +129,7 @@ class Capabilities:
             return "symmetric" if scheme.sym else "asymmetric"
         if scheme.group_size == PER_TENSOR and not self.per_tensor:
             return "per-tensor (group_size 0)"
-        return None
+        return None if self.check is None else self.check(scheme, in_features)
 
     def stores(self, scheme: Scheme) -> bool:
         """Whether a layer quantized with ``scheme`` can be stored."""
@@ -146,6 +151,8 @@ class Capabilities:
             parts.append("input widths a whole number of groups")
         if not self.mixed:
             parts.append("one scheme for every layer")
+        if self.note:
+            parts.append(self.note)
         return ", ".join(parts)
 
 
@@ -239,6 +246,8 @@ class Format:
                 in_features = linear_shape(model.get_submodule(name))[1]
                 if caps.partial_group(scheme, in_features):
                     why = f"group_size {scheme.group_size} on {in_features} inputs (a partial last group)"
+                else:
+                    why = caps.why_not(scheme, in_features)
             if why is not None:
                 found.append(
                     f"{name}: {why} cannot be stored in format {self.name!r} (it stores {caps.describe()})"

@@ -1,5 +1,6 @@
-"""compressed-tensors ``pack-quantized`` checkpoints (``quant_method: compressed-tensors``): Intel's
-``llm_compressor`` export, for integer weight-only schemes.
+"""compressed-tensors checkpoints (``quant_method: compressed-tensors``): Intel's ``llm_compressor``
+export, for integer weight-only schemes (``pack-quantized``, below) and the float ones (FP8,
+NVFP4, MXFP4, MXFP8: :mod:`autoround.formats.compressed_tensors_float`).
 
 compressed-tensors quantizes ``q = clamp(round(w / scale) + zp, -2**(b-1), 2**(b-1) - 1)`` with
 signed codes and dequantizes ``(q - zp) * scale``; autoround's integers (Intel's conventions) are
@@ -16,10 +17,14 @@ autoround-llmc's modifier uses too). On disk, per quantized layer:
 - ``weight_shape`` int64 ``[out, in]``;
 - asymmetric only: ``weight_zero_point`` int32 (out * b / 32, groups), ``z`` packed along the output.
 
-The config has one ``config_groups`` entry per scheme (targets ``["Linear"]`` when there is one,
-the layer names otherwise, as Intel rewrites them) and ``ignore`` lists the Linear layers left in
-16 bits. autoround does not read these checkpoints; transformers (with compressed-tensors) and
-vLLM do.
+The config has one ``config_groups`` entry per scheme, with its own ``format`` (targets
+``["Linear"]`` when there is one, the layer names otherwise, as Intel rewrites them); the
+top-level ``format`` is the groups' one, or ``mixed-precision`` where they differ (as
+compressed-tensors names a model of several layouts); ``ignore`` lists the Linear layers left in
+16 bits. Integers are stored at 2, 3, 4 and 8 bits, not per tensor; floats as
+:mod:`~autoround.formats.compressed_tensors_float` lists (not MX 6-bit, whose layout
+compressed-tensors lacks). autoround does not read these checkpoints; transformers (with
+compressed-tensors) and vLLM do.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ import torch
 
 from autoround.formats.base import Capabilities, Format
 from autoround.formats.checkpoint import write_checkpoint
+from autoround.formats.compressed_tensors_float import (
+    FLOAT_TYPES,
+    MX_NV_TYPES,
+    float_problem,
+    float_weight_args,
+    group_format,
+    pack_float_layer,
+)
 from autoround.layer_quant import LayerQuant, codes_of
 from autoround.packing import SUPPORTED_BITS, pack_int32
 from autoround.quantized_model import QuantizedModel
@@ -38,10 +51,33 @@ from autoround.schemes import PER_CHANNEL, Scheme
 
 METHOD = "compressed-tensors"
 PACKED = "pack-quantized"
-#: Integers of the bit widths the int32 stream packing is built for; no per-tensor scale (its
-#: tensors differ in shape; Intel's export does not write one either).
-CAPABILITIES = Capabilities(data_types=("int",), bits=SUPPORTED_BITS, per_tensor=False)
-RUNTIMES = ("transformers + compressed-tensors", "vLLM compressed-tensors (stock; on the CPU 4-bit only)")
+MIXED = "mixed-precision"
+
+
+def _layout_problem(scheme: Scheme, in_features: int | None) -> str | None:
+    """What ``CAPABILITIES``' fields cannot say: integers have no per-tensor scale here (its
+    tensors differ in shape; Intel's export does not write one either); floats as
+    :func:`~autoround.formats.compressed_tensors_float.float_problem` says."""
+    if scheme.data_type == "int":
+        return "int per-tensor (group_size 0)" if scheme.group_size == 0 else None
+    return float_problem(scheme, in_features)
+
+
+#: Integers of the bit widths the int32 stream packing is built for, and the float types
+#: compressed-tensors has layouts for (their own fields limit their bits and group sizes).
+CAPABILITIES = Capabilities(
+    data_types=("int", *FLOAT_TYPES),
+    bits=SUPPORTED_BITS,
+    check=_layout_problem,
+    note=(
+        "int no per-tensor group; fp 8-bit, nv_fp 4-bit, mx_fp(_rceil) 4 and 8 bits; "
+        "float groups dividing the input width"
+    ),
+)
+RUNTIMES = (
+    "transformers + compressed-tensors",
+    "vLLM compressed-tensors (stock; on the CPU integer 4-bit only; floats on GPUs that have their kernels)",
+)
 
 
 def ct_qparams(quant: LayerQuant) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,6 +107,11 @@ def weight_args(scheme: Scheme) -> dict[str, Any]:
     }
 
 
+def _format_of(scheme: Scheme) -> str:
+    """A scheme's compressed-tensors layout."""
+    return group_format(scheme) if scheme.data_type in FLOAT_TYPES else PACKED
+
+
 def to_config(qm: QuantizedModel) -> dict[str, Any]:
     """The ``quantization_config``: one group per scheme, in order of first use."""
     members: dict[Scheme, list[str]] = {}
@@ -79,27 +120,33 @@ def to_config(qm: QuantizedModel) -> dict[str, Any]:
     several = len(members) > 1
     groups = {
         f"group_{i}": {
-            "format": PACKED,
+            "format": _format_of(scheme),
             "input_activations": None,
             "output_activations": None,
             "targets": sorted(names) if several else ["Linear"],
-            "weights": weight_args(scheme),
+            "weights": float_weight_args(scheme) if scheme.data_type in FLOAT_TYPES else weight_args(scheme),
         }
         for i, (scheme, names) in enumerate(members.items())
     }
-    return {
+    formats = {group["format"] for group in groups.values()}
+    config = {
         "config_groups": groups,
-        "format": PACKED,
+        "format": formats.pop() if len(formats) == 1 else MIXED,
         "global_compression_ratio": None,
         "ignore": [name for name, decision in qm.plan.layers.items() if decision.scheme is None],
         "kv_cache_scheme": None,
         "quant_method": METHOD,
         "quantization_status": "compressed",
     }
+    if any(scheme.data_type in MX_NV_TYPES for scheme in members):
+        config["provider"] = "auto-round"  # Intel's MX / NV exporter says so (its int and FP8 one not)
+    return config
 
 
 def pack_layer(weight: torch.Tensor, quant: LayerQuant) -> dict[str, torch.Tensor]:
     """One layer's tensors from its quantize-dequantized (out, in) weight."""
+    if quant.scheme.data_type in FLOAT_TYPES:
+        return pack_float_layer(weight, quant)
     bits = quant.scheme.bits
     scale, _ = ct_qparams(quant)
     tensors = {

@@ -12,9 +12,10 @@ that serve them cannot load, naming the layers, the formats that can store it an
 * Activation quantization (``act_bits`` below 16) and 2-D weight blocks (``block_shape``) are
   not built: :func:`require_quantized` refuses them in the plan (every run's first check) and
   :func:`check_schemes` in the named schemes, naming the scheme (NotImplementedError).
-* A data type no format stores yet (``mx_fp``, ``mx_fp_rceil``, ``mx_int``, ``nv_fp``, ``fp``, ...)
-  is refused by every format's ``Capabilities``, naming the data type and the formats that can
-  store it (none yet).
+* The float data types (``fp`` FP8, ``nv_fp`` NVFP4, ``mx_fp`` / ``mx_fp_rceil`` MXFP4 and MXFP8)
+  are stored by ``llm_compressor`` only; what no format stores (MX 6-bit, ``mx_int``,
+  ``mx_fp6e3m2``, ``mx_fp8e5m2``, ...) is refused by every format's ``Capabilities``. Either way
+  the message names the data type and the formats that can store it (or says that none can).
 * Stock vLLM cannot load a layer whose input width the group size does not divide (its last
   group is partial); autoround-vllm can. That is a warning, not an error.
 """
@@ -125,8 +126,15 @@ def check_schemes(
     ]
     if problems:
         able = [n for n in writable_formats() if all(FORMATS[n].stores(s) for s in named.values())]
-        raise SchemeError("; ".join(problems) + f"; formats that can store it: {able}")
+        raise SchemeError("; ".join(problems) + f"; {_able_words(able)}")
     return tuple(writers)
+
+
+def _able_words(able: list[str], what: str = "can store it") -> str:
+    """The formats that can store what was refused, in words (saying so where none can)."""
+    if able:
+        return f"formats that {what}: {able}"
+    return f"formats that {what}: [] (none: choose schemes some format stores; `autoround list` shows them)"
 
 
 def warn_partial_groups(model: nn.Module, plan: LayerPlan) -> None:
@@ -171,7 +179,7 @@ def check_plan(model: nn.Module, plan: LayerPlan, formats: str | Sequence[str]) 
     if problems:
         shown = "\n  - ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        able = f" (formats that store this plan: {able_formats(plan, model)})" if stored else ""
+        able = f" ({_able_words(able_formats(plan, model), 'store this plan')})" if stored else ""
         raise SchemeError(
             f"the layer configuration cannot be saved and served as planned:\n  - {shown}{more}\n"
             f"Fix: give the parts of each fused weight the same scheme in layer_config (e.g. one pattern "
