@@ -26,7 +26,7 @@ from autoround.formats import GPTQ_IGNORED_TENSORS, CheckpointSpec, convert_awq_
 from autoround.io import PICKLE_SUFFIXES
 from autoround.loading import check_checkpoint_tensors, read_headers
 from autoround.modeling import find_block_names, unfuse_experts
-from autoround.nn import QuantLinear, replace_linears
+from autoround.nn import FloatQuantLinear, QuantLinear, replace_linears
 from autoround_hf.config import AUTO, AutoRoundConfig
 
 #: GPTQ's act-order indices, trivial when desc_act is False (which the GPTQ reader requires); left
@@ -94,11 +94,13 @@ class AutoRoundHfQuantizer(HfQuantizer):
     def _process_model_after_weight_loading(self, model: Any, **kwargs: Any) -> Any:
         config: AutoRoundConfig = self.quantization_config
         for name, module in model.named_modules():
-            if not isinstance(module, QuantLinear):
+            if not isinstance(module, QuantLinear | FloatQuantLinear):  # float: Intel's MX/NV/FP8
                 continue
-            if self._spec.layout == "awq":
+            if self._spec.layout == "awq" and isinstance(module, QuantLinear):
                 convert_awq_layer(module, name)
             for key, dtype in self._layer_dtypes.get(name, {}).items():
+                if isinstance(module, FloatQuantLinear) and key not in module.exact_dtype_leaves:
+                    continue  # a float scale or bias of any dtype: kept as loaded (fp32, exact)
                 buf = getattr(module, key)
                 if buf is not None and buf.dtype != dtype:
                     module.register_buffer(key, buf.to(dtype))

@@ -16,6 +16,7 @@ tied ``lm_head`` is quantized: then the embedding is stored dense, ``lm_head`` p
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from autoround.formats.base import (
 from autoround.formats.checkpoint import LayerTensors, write_checkpoint
 from autoround.formats.gptq_layout import pack_layer, zero_problems
 from autoround.layer_plan import LayerPlan
+from autoround.nn.float_weights import LLM_COMPRESSOR_PACKING, is_float_type, why_not
 from autoround.packing import SUPPORTED_BITS
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import UNQUANTIZED_BITS, Scheme
@@ -123,7 +125,9 @@ def _dense_block_matrices(qm: QuantizedModel) -> list[str]:
 
 
 def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
-    """Validate a ``quantization_config``; errors name the offending key and what is allowed."""
+    """Validate an integer ``quantization_config``; errors name the offending key and what is
+    allowed. Float layouts are refused here (the vLLM / SGLang methods serve integers only);
+    :func:`read_spec`, the loaders' entry, reads them with :func:`parse_float_config`."""
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise CheckpointError(
@@ -144,9 +148,12 @@ def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
     except (ValueError, NotImplementedError) as exc:
         raise CheckpointError(f"quantization_config: {exc}") from exc
     if default.data_type not in CAPABILITIES.data_types:
+        floats = ""
+        if is_float_type(default.data_type):
+            floats = f" (float types: with packing_format {LLM_COMPRESSOR_PACKING!r}, or none for FP8)"
         raise CheckpointError(
             f"quantization_config.data_type={default.data_type!r} cannot be read from this format; "
-            f"allowed: {list(CAPABILITIES.data_types)}"
+            f"allowed: {list(CAPABILITIES.data_types)}{floats}"
         )
     if default.bits not in CAPABILITIES.bits:
         raise CheckpointError(
@@ -163,6 +170,86 @@ def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
     return CheckpointSpec(
         default, config["packing_format"], tuple(blocks), {k: dict(v) for k, v in extra.items()}
     )
+
+
+#: Intel's float ``data_type`` spelled with its bits (``mx_fp4``, ``nv_fp4``, ``fp8``).
+_TYPE_WITH_BITS = re.compile(r"^(mx_fp|nv_fp|fp)\d+$")
+#: The packings an FP8 config may name: Intel writes none (the HF config then fills in its
+#: default for a symmetric scheme), or ours after a save_pretrained.
+_FP8_PACKINGS = (None, PLAIN_PACKING, GPTQ_PACKING)
+
+
+def _float_config(config: Mapping[str, Any]) -> bool:
+    """Whether a config is one of Intel's float layouts: an MX / NV type in packing
+    ``auto_round:llm_compressor``, or FP8 (Intel names no packing for it)."""
+    match = _TYPE_WITH_BITS.match(str(config.get("data_type")))
+    family = match.group(1) if match else str(config.get("data_type"))
+    if family == "fp":
+        return config.get("packing_format") in _FP8_PACKINGS
+    return is_float_type(family) and config.get("packing_format") == LLM_COMPRESSOR_PACKING
+
+
+def parse_float_config(config: Mapping[str, Any]) -> CheckpointSpec:
+    """The spec of Intel's weight-only float checkpoints (layouts: :mod:`autoround.nn.float_weights`).
+
+    MX / NV layers name packing ``auto_round:llm_compressor``; FP8 ones (``FPW8A16``) none, and
+    ``fmt`` ``e4m3``. Activation quantization (``act_bits`` below 16) stays refused, as for integer
+    checkpoints; every quantized layer, ``extra_config`` ones included, must have a float layout.
+    """
+    missing = [k for k in ("quant_method", *SCHEME_KEYS) if k not in config]
+    if missing:
+        raise CheckpointError(f"quantization_config is missing key(s) {missing}")
+    if config["quant_method"] != QUANT_METHOD:
+        raise CheckpointError(
+            f"quantization_config.quant_method is {config['quant_method']!r}; "
+            f"this format reads {QUANT_METHOD!r}"
+        )
+    try:
+        default = Scheme.from_dict({k: config[k] for k in SCHEME_KEYS})
+    except (ValueError, NotImplementedError) as exc:
+        raise CheckpointError(f"quantization_config: {exc}") from exc
+    act_bits = config.get("act_bits")
+    if act_bits is not None and int(act_bits) < UNQUANTIZED_BITS:
+        raise CheckpointError(
+            f"quantization_config.act_bits={act_bits}: activation quantization is not built; "
+            f"float checkpoints are read weight-only (act_bits=16)"
+        )
+    packing = config.get("packing_format")
+    if default.data_type == "fp":
+        if packing not in _FP8_PACKINGS or config.get("fmt", "e4m3") != "e4m3":
+            raise CheckpointError(
+                f"quantization_config: an FP8 checkpoint with packing_format={packing!r}, "
+                f"fmt={config.get('fmt')!r} is not read; allowed: no packing_format, fmt 'e4m3'"
+            )
+        packing = PLAIN_PACKING
+    elif packing != LLM_COMPRESSOR_PACKING:
+        raise CheckpointError(
+            f"quantization_config.packing_format {packing!r} is not read for data_type "
+            f"{default.data_type!r}; allowed: {LLM_COMPRESSOR_PACKING!r}"
+        )
+    blocks = config.get("block_name_to_quantize") or ""
+    if isinstance(blocks, str):
+        blocks = [b.strip() for b in blocks.split(",") if b.strip()]
+    extra = config.get("extra_config") or {}
+    if not isinstance(extra, Mapping):
+        raise CheckpointError(
+            f"quantization_config.extra_config must be a mapping, got {type(extra).__name__}"
+        )
+    spec = CheckpointSpec(default, packing, tuple(blocks), {k: dict(v) for k, v in extra.items()})
+    for name in ["", *extra]:  # "": a block layer of the default scheme
+        scheme = default if not name else _extra_scheme(spec, name)
+        reason = None if scheme is None else why_not(scheme.data_type, scheme.bits, scheme.group_size)
+        if reason is not None:
+            where = f"extra_config[{name!r}]" if name else "quantization_config"
+            raise CheckpointError(f"{where}: {reason}")
+    return spec
+
+
+def _extra_scheme(spec: CheckpointSpec, name: str) -> Scheme | None:
+    try:
+        return spec.scheme_for(name)
+    except (ValueError, NotImplementedError) as exc:  # activation quantization, a bad field
+        raise CheckpointError(f"quantization_config.extra_config[{name!r}]: {exc}") from exc
 
 
 def _pack_for(packing: str) -> LayerTensors:
@@ -198,8 +285,10 @@ def to_auto_round(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_spec(config: Mapping[str, Any], block_names: Sequence[str] = ()) -> CheckpointSpec:
-    """:func:`parse_config`, blocks filled in from ``block_names`` when the config names none."""
-    return parse_config(config).with_default_blocks(block_names)
+    """:func:`parse_config` (or :func:`parse_float_config` for Intel's float layouts, which the
+    loaders read), blocks filled in from ``block_names`` when the config names none."""
+    spec = parse_float_config(config) if _float_config(config) else parse_config(config)
+    return spec.with_default_blocks(block_names)
 
 
 FORMAT = Format(

@@ -22,8 +22,10 @@ from autoround.io import iter_safetensors_dir
 from autoround.layer_quant import dequantize_codes
 from autoround.loading.quantized import empty_model
 from autoround.loading.tensor_check import PACKED_LEAVES
-from autoround.modeling.blocks import linear_shape
+from autoround.modeling.blocks import is_linear_like, linear_shape
 from autoround.modeling.moe import unfuse_experts
+from autoround.nn.float_weights import dequantize as dequantize_float
+from autoround.nn.float_weights import is_float_type, layout_for
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ def dense_state_dict(
     The files must have passed :func:`~autoround.loading.tensor_check.check_checkpoint_tensors`.
     """
     packed: dict[str, dict[str, torch.Tensor]] = {}
+    floats: dict[str, dict[str, torch.Tensor]] = {}  # Intel's float layouts, by layer
     state: dict[str, torch.Tensor] = {}
     ignored = [re.compile(p) for p in spec.ignored_tensors]
     for key, tensor in iter_safetensors_dir(Path(checkpoint_dir)):
@@ -44,6 +47,8 @@ def dense_state_dict(
         module_name, _, leaf = key.rpartition(".")
         if leaf in PACKED_LEAVES:
             packed.setdefault(module_name, {})[leaf] = tensor
+        elif leaf != "bias" and _float_layer(spec, model, module_name):
+            floats.setdefault(module_name, {})[leaf] = tensor
         else:
             state[key] = tensor
     for name, tensors in packed.items():
@@ -54,9 +59,32 @@ def dense_state_dict(
             tensors = awq_to_gptq(tensors, scheme, in_features, out_features, name)
         codes, quant = unpack_layer(tensors, scheme, in_features, out_features, spec.zero_offset, name)
         state[f"{name}.weight"] = dequantize_codes(codes, quant, dtype)
+    for name, tensors in floats.items():
+        state[f"{name}.weight"] = dequantize_float(_float_kind(spec, name), tensors).to(dtype)
+    for name in [*packed, *floats]:
         if f"{name}.bias" in state:
             state[f"{name}.bias"] = state[f"{name}.bias"].to(dtype)
     return state
+
+
+def _float_layer(spec: CheckpointSpec, model: nn.Module, name: str) -> bool:
+    """Whether ``name`` is a Linear stored in a float layout (a block's norms are not)."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return False
+    if not is_linear_like(module):
+        return False
+    scheme = spec.scheme_for(name)
+    return scheme is not None and is_float_type(scheme.data_type)
+
+
+def _float_kind(spec: CheckpointSpec, name: str) -> str:
+    scheme = spec.scheme_for(name)
+    assert scheme is not None, f"{name}: float tensors are collected for quantized layers only"
+    layout = layout_for(scheme.data_type, scheme.bits, scheme.group_size)
+    assert layout is not None, f"{name}: the tensor check built this layer, so its layout exists"
+    return layout.kind
 
 
 def load_dense(checkpoint_dir: str | Path, dtype: torch.dtype | None = None) -> nn.Module:

@@ -31,7 +31,7 @@ from autoround.io import iter_safetensors_dir, weight_file_paths
 from autoround.loading.tensor_check import check_checkpoint_tensors, read_headers
 from autoround.modeling.blocks import find_block_names
 from autoround.modeling.moe import unfuse_experts
-from autoround.nn import QuantLinear, replace_linears
+from autoround.nn import FloatQuantLinear, QuantLinear, replace_linears
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -68,7 +68,7 @@ def load_quantized(
                 convert_layer(module, name)
     model.to(device)
     for module in model.modules():
-        if isinstance(module, QuantLinear):
+        if isinstance(module, QuantLinear | FloatQuantLinear):
             module.prepare()
     model.eval()
     logger.info("loaded %s packed (%s, device %s)", checkpoint_dir, dtype, device)
@@ -146,7 +146,8 @@ def _assign_tensors(model: nn.Module, directory: Path, dtype: torch.dtype, ignor
             continue
         module_name, _, leaf = key.rpartition(".")
         module = modules[module_name]
-        if not isinstance(module, QuantLinear) and tensor.is_floating_point():
+        # a float layer's codes and scales are kept as stored too (an FP8 weight is floating point)
+        if not isinstance(module, QuantLinear | FloatQuantLinear) and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         _put(module, leaf, tensor)
 

@@ -22,10 +22,12 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from autoround.errors import CheckpointError
-from autoround.nn import QuantLinear
+from autoround.nn import FloatQuantLinear, PackedLinear, QuantLinear
 
 #: The tensors of a packed layer; a file holding one for a layer the config leaves dense is refused.
 PACKED_LEAVES = ("qweight", "qzeros", "scales")
+#: The tensors of a float layer (Intel's MX / NV / FP8 layouts) that a dense layer never has.
+FLOAT_LEAVES = ("weight_packed", "weight_scale", "weight_global_scale")
 
 #: safetensors header dtype codes, as torch dtypes.
 _DTYPES: dict[str, torch.dtype] = {
@@ -111,22 +113,26 @@ def check_checkpoint_tensors(
         raise CheckpointError(f"{missing[0]} is missing from {where} ({len(missing)} tensor(s) missing)")
 
 
-def _quantized_layers(model: nn.Module) -> dict[str, QuantLinear]:
-    """Packed tensor name → the QuantLinear that holds it."""
-    return {
-        f"{name}.{leaf}": module
-        for name, module in model.named_modules()
-        if isinstance(module, QuantLinear)
-        for leaf in PACKED_LEAVES
-    }
+def _quantized_layers(model: nn.Module) -> dict[str, PackedLinear]:
+    """Tensor name → the layer that holds it, for tensors whose dtype is the layout's own
+    (every packed integer tensor; a float layer's codes, E8M0 / FP8 scales and global scale)."""
+    found: dict[str, PackedLinear] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, QuantLinear):
+            found.update({f"{name}.{leaf}": module for leaf in PACKED_LEAVES})
+        elif isinstance(module, FloatQuantLinear):
+            found.update({f"{name}.{leaf}": module for leaf in module.exact_dtype_leaves})
+    return found
 
 
-def _check_one(key: str, stored: StoredTensor, target: torch.Tensor, layer: QuantLinear | None) -> None:
+def _check_one(key: str, stored: StoredTensor, target: torch.Tensor, layer: PackedLinear | None) -> None:
     if stored.shape != tuple(target.shape):
         need = "the model's config needs"
         if layer is not None:
+            s = layer.scheme
+            kind = f"data_type={s.data_type}, " if isinstance(layer, FloatQuantLinear) else ""
             need = (
-                f"config.json's scheme (bits={layer.scheme.bits}, group_size={layer.scheme.group_size}) "
+                f"config.json's scheme ({kind}bits={s.bits}, group_size={s.group_size}) "
                 f"and the layer size ({layer.out_features}x{layer.in_features}) need"
             )
         raise CheckpointError(
@@ -146,12 +152,12 @@ def _check_one(key: str, stored: StoredTensor, target: torch.Tensor, layer: Quan
 
 def _unplaced(key: str, stored: StoredTensor, model: nn.Module) -> str:
     layer, _, leaf = key.rpartition(".")
-    if leaf in PACKED_LEAVES:
+    if leaf in PACKED_LEAVES or leaf in FLOAT_LEAVES:
         try:
             module = model.get_submodule(layer)
         except AttributeError:
             module = None
-        if module is not None and not isinstance(module, QuantLinear):
+        if module is not None and not isinstance(module, QuantLinear | FloatQuantLinear):
             return (
                 f"{key} in {stored.file} is a packed tensor, but config.json's quantization_config "
                 f"leaves {layer} unquantized"

@@ -1,4 +1,5 @@
-"""Swap a model's Linear layers for :class:`QuantLinear` as a checkpoint's config describes them."""
+"""Swap a model's Linear layers for :class:`QuantLinear` (integer schemes) or
+:class:`FloatQuantLinear` (Intel's float layouts) as a checkpoint's config describes them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ from torch import nn
 
 from autoround.backends import select
 from autoround.modeling.blocks import is_linear_like, linear_shape
+from autoround.nn.float_linear import FloatQuantLinear
+from autoround.nn.float_weights import is_float_type
 from autoround.nn.quant_linear import QuantLinear
 from autoround.schemes import Scheme
+
+#: A layer whose weight stays as the checkpoint stores it.
+PackedLinear = QuantLinear | FloatQuantLinear
 
 
 class LayerSpecs(Protocol):
@@ -31,6 +37,9 @@ def replace_linears(
 ) -> list[str]:
     """Replace every Linear-like layer ``spec`` says is quantized; returns their names.
 
+    A float scheme (MX / NV / FP data types) gets a :class:`FloatQuantLinear`, any other a
+    :class:`QuantLinear` (only those read ``spec.zero_offset``).
+
     The new layers' buffers are made on ``device`` (``"meta"``: nothing allocated until the
     checkpoint's tensors are assigned); the backend is chosen for ``target_device``, where the
     layers will run. The old dense weights are dropped, never copied.
@@ -41,15 +50,22 @@ def replace_linears(
         if scheme is None:
             continue
         out_features, in_features = linear_shape(module)
-        layer = QuantLinear(
-            in_features,
-            out_features,
-            scheme,
-            spec.zero_offset,
-            bias=getattr(module, "bias", None) is not None,
-            backend=select(scheme, (in_features, out_features), target_device, requested=backend).name,
-            device=device,
-        )
+        has_bias = getattr(module, "bias", None) is not None
+        layer: nn.Module
+        if is_float_type(scheme.data_type):  # Intel's float layouts: the torch backend only
+            layer = FloatQuantLinear(
+                in_features, out_features, scheme, bias=has_bias, backend=backend, device=device
+            )
+        else:
+            layer = QuantLinear(
+                in_features,
+                out_features,
+                scheme,
+                spec.zero_offset,
+                bias=has_bias,
+                backend=select(scheme, (in_features, out_features), target_device, requested=backend).name,
+                device=device,
+            )
         _set_submodule(model, name, layer)
         replaced.append(name)
     return replaced
