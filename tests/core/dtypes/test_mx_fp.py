@@ -132,9 +132,9 @@ def test_ties_round_to_the_even_mantissa() -> None:
 # --- schemes ---
 
 
-def test_mx_fp_is_not_tunable_but_searches_its_scale_in_optimized_rtn() -> None:
-    # the search: test_mx_opt_rtn.py
-    assert MX.allowed_bits == (4, 6, 8) and not MX.tunable and MX.searches_scale(4, True)
+def test_mx_fp_is_tunable_and_searches_its_scale_in_optimized_rtn() -> None:
+    # the search: test_mx_opt_rtn.py; the tuning step: test_float_tuning.py
+    assert MX.allowed_bits == (4, 6, 8) and MX.tunable and MX.searches_scale(4, True)
 
 
 @pytest.mark.parametrize(

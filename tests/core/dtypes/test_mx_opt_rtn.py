@@ -113,16 +113,3 @@ def test_optimized_rtn_of_a_model_uses_it(tiny_llama) -> None:
         grouped, layout = to_groups(before[name], 32)
         searched += not torch.equal(expected, from_groups(MX.qdq(grouped, 8, True)[0], layout))
     assert searched, "the search changed no layer: this test would not tell it from plain RTN"
-
-
-@pytest.mark.parametrize(
-    "scheme",
-    [Scheme(bits=4, group_size=32, data_type="mx_fp"), Scheme(bits=4, group_size=16, data_type="nv_fp")],
-    ids=["mx_fp", "nv_fp"],
-)
-def test_signround_still_refuses_the_types_whose_scale_optimized_rtn_searches(
-    tiny_llama, scheme: Scheme
-) -> None:
-    calibration = torch.randint(0, 64, (2, 8))
-    with pytest.raises(ValueError, match=rf"SignRound cannot tune data_type '{scheme.data_type}'"):
-        autoround.quantize(tiny_llama, scheme, iters=1, calibration=calibration, progress=False)

@@ -118,11 +118,11 @@ def test_fp8_scale_maps_each_rows_maximum_to_448() -> None:
 # --- schemes ---
 
 
-def test_neither_is_tunable_and_only_nvfp4_searches_its_scale() -> None:
+def test_both_are_tunable_and_only_nvfp4_searches_its_scale() -> None:
     # NVFP4's optimized RTN search: test_nv_fp_opt_rtn.py; Intel has none for FP8 weights.
     for name, bits, searches in (("nv_fp", (4,), True), ("fp", (8,), False)):
         dtype = DTYPES[name]
-        assert dtype.allowed_bits == bits and not dtype.tunable
+        assert dtype.allowed_bits == bits and dtype.tunable
         assert dtype.searches_scale(bits[0], True) is searches
 
 

@@ -3,8 +3,8 @@ SignRound side of it.
 
 Plain SignRound derives each group's scale from its min/max and tunes two clipping factors that
 can only shrink that range. With ``enable_alg_ext`` a layer whose data type searches scales
-(``DataType.searches_scale``: symmetric integers) instead starts from the scale optimized RTN
-would pick (``DataType.searched_scale``: the importance-weighted search of
+(``DataType.searches_scale``: symmetric integers, ``mx_fp`` and NVFP4) instead starts from the
+scale optimized RTN would pick (``DataType.searched_scale``: the importance-weighted search of
 :mod:`autoround.dtypes.int_search`, the importance being the squared inputs the block's
 full-precision forward feeds the layer; here followed by the least-squares refinement of
 :mod:`autoround.dtypes.int_refine`, which Intel does not do) and tunes one factor on it
@@ -13,7 +13,9 @@ full-precision forward feeds the layer; here followed by the least-squares refin
 leaves out the 0.1 % of output elements with the largest error (a few outlier activations
 otherwise dominate the signed gradients). Checkpoints are ordinary symmetric integer
 checkpoints: the stored scale is ``base * factor`` in fp16 and the zero point the constant
-``2**(bits-1)``.
+``2**(bits-1)``. For ``mx_fp`` and NVFP4 the searched start is, as in Intel's SignRoundV2,
+a multiplier of each group maximum (Intel's ``init_scale``: :mod:`autoround.dtypes.mx_search`,
+:mod:`autoround.dtypes.nv_fp_search`) that the tuned factor multiplies again.
 
 It is autoround's default (Intel's is off): on SmolLM2 (cpu-small, 20 iterations) it turns
 W2A16G64 perplexity from 1.4 % worse than Intel's classic SignRound into 26 % better, and gains

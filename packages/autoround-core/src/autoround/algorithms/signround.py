@@ -9,10 +9,10 @@ at 1 (``init_clipping="mse"`` starts them where the weight error is smallest ins
 (``2 / iters`` for <= 3 bits with >= 1000 iters), decaying linearly to 0; the parameters of
 the iteration with the lowest loss are kept.
 
-One default is not Intel's: ``enable_alg_ext=True`` (Intel: False) tunes symmetric integer
-layers from optimized RTN's searched scale, with one factor on it kept in [0, 2] and learning at
-a quarter of the rounding lr (and, below 4 bits, a loss without the largest 0.1 % of errors); see
-:mod:`autoround.algorithms.scale_init`.
+One default is not Intel's: ``enable_alg_ext=True`` (Intel: False) tunes symmetric integer,
+``mx_fp`` and NVFP4 layers from optimized RTN's searched scale (as Intel's SignRoundV2 does),
+with one factor on it kept in [0, 2] and learning at a quarter of the rounding lr (and, below 4
+bits, a loss without the largest 0.1 % of errors); see :mod:`autoround.algorithms.scale_init`.
 
 With ``amp`` (Intel's default) the block's forward and backward run under bf16 autocast, where
 the device multiplies bf16 natively only; everything else stays float32.

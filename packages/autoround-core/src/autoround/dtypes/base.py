@@ -138,8 +138,10 @@ class DataType(Protocol):
     def searched_scale(
         self, grouped: torch.Tensor, bits: int, group_size: int, imatrix: torch.Tensor | None
     ) -> torch.Tensor:
-        """SignRound's searched starting scale of each group, (groups, 1) float32: optimized
-        RTN's pick with its default settings."""
+        """SignRound's searched start of each group, (groups, 1) float32, from optimized RTN's
+        pick with its default settings: the scale itself (integers) or what the type derives it
+        from (MX floats, NVFP4: the multiplier of the group maximum, Intel's ``init_scale``).
+        Only :meth:`scaled_qdq` / :meth:`scaled_tuning_qdq` of the same type read it."""
         ...
 
     def scaled_qdq(
@@ -150,8 +152,8 @@ class DataType(Protocol):
         factor: torch.Tensor,
         v: torch.Tensor | float,
     ) -> tuple[torch.Tensor, QParams]:
-        """Quantize-dequantize with the scale ``base_scale * factor`` (``factor`` (groups,)),
-        in ``grouped``'s dtype."""
+        """Quantize-dequantize with the start ``base_scale`` (:meth:`searched_scale`) times
+        ``factor`` (groups,), in ``grouped``'s dtype."""
         ...
 
     def scaled_tuning_qdq(
@@ -190,7 +192,8 @@ class RtnOnly:
 
     A subclass adds ``name``, ``allowed_bits`` and the four plain methods (:meth:`qparams`,
     :meth:`quantize`, :meth:`dequantize`, :meth:`qdq`); SignRound then refuses its layers and
-    optimized RTN quantizes them with plain RTN.
+    optimized RTN quantizes them with plain RTN. A subclass that overrides :attr:`tunable`,
+    :meth:`group_range` and :meth:`tuning_qdq` (the float types) keeps the other defaults.
     """
 
     @property

@@ -15,8 +15,11 @@ A tuple group size (Intel's ``FP8_BLOCK`` scheme: (128, 128) tiles of the weight
 ``block_fp8`` instead; a :class:`~autoround.schemes.Scheme` names it with ``block_shape``
 (:attr:`FpDataType.block_tiles`), and :func:`block_qdq` reproduces it for callers that tile
 themselves (its scale is computed in the weight's dtype, not float32); no layer quantizer tiles
-yet, so pre-flight refuses a ``block_shape`` plan. SignRound tuning and optimized RTN are not built
-(:class:`~autoround.dtypes.base.RtnOnly`); :meth:`FpDataType.quantize` returns the E4M3 values.
+yet, so pre-flight refuses a ``block_shape`` plan. SignRound tunes row groups as Intel's wrapper
+does (:meth:`FpDataType.tuning_qdq`): the offset ``v`` added before the E4M3 cast and the factor
+``max_scale`` on each group maximum (``min_scale`` is unused), kept in [0, 1], both through
+Intel's straight-through estimator of the cast. Optimized RTN has no search for FP8 (plain RTN;
+Intel's SignRoundV2 has no FP8 start either). :meth:`FpDataType.quantize` returns the E4M3 values.
 No format saves FP8 yet (formats' ``Capabilities``).
 """
 
@@ -28,17 +31,19 @@ import torch
 import torch.nn.functional as F
 
 from autoround.dtypes.base import QParams, RtnOnly, compose_qdq
+from autoround.dtypes.ste import Through, forward_only, straight_through
 
 E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)
 #: Smallest scale (Intel copies it from vLLM): ``1 / (448 * 512)``.
 MIN_SCALE = float(1.0 / (E4M3_MAX * 512.0))
 
 
-def e4m3(x: torch.Tensor) -> torch.Tensor:
+def e4m3(x: torch.Tensor, through: Through = forward_only) -> torch.Tensor:
     """``x`` rounded to FP8 E4M3 (nearest even), in ``x``'s dtype. Written as Intel's
     straight-through estimator computes it, ``(e4m3(x) - x) + x``, which equals the cast except
-    that a negative value rounding to zero gives +0.0."""
-    return (x.to(torch.float8_e4m3fn).to(x.dtype) - x) + x
+    that a negative value rounding to zero gives +0.0; ``through`` says whether the gradient
+    passes (:mod:`autoround.dtypes.ste`)."""
+    return through(x.to(torch.float8_e4m3fn).to(x.dtype), x)
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.Tensor:
@@ -48,11 +53,39 @@ def _compute_dtype(weight: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class FpDataType(RtnOnly):
-    """FP8 E4M3 weights, registered as ``"fp"``: plain round-to-nearest only (see the module
-    docstring). Any group size Intel's grouping allows (-1, 0, N); symmetric only."""
+    """FP8 E4M3 weights, registered as ``"fp"``: round-to-nearest and SignRound tuning (see the
+    module docstring). Any group size Intel's grouping allows (-1, 0, N); symmetric only."""
 
     name: str = "fp"
     allowed_bits: tuple[int, ...] = (8,)
+
+    @property
+    def tunable(self) -> bool:
+        """SignRound tunes the offsets and the factor on each group maximum."""
+        return True
+
+    def group_range(self, grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each group's symmetric range ``(-max|w|, max|w|)`` (groups, 1) in the weight's dtype
+        (informative: :meth:`tuning_qdq` takes the maximum through :meth:`qparams`, as the
+        final :meth:`qdq` does, so the two agree bit for bit)."""
+        amax = torch.max(torch.abs(grouped), dim=-1, keepdim=True)[0]
+        return -amax, amax
+
+    def tuning_qdq(
+        self,
+        grouped: torch.Tensor,
+        group_range: tuple[torch.Tensor, torch.Tensor],
+        bits: int,
+        sym: bool,
+        v: torch.Tensor,
+        min_scale: torch.Tensor,
+        max_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`qdq`'s values with Intel's straight-through gradients for ``v`` and
+        ``max_scale`` (``min_scale`` is unused: it gets no gradient)."""
+        qp = self.qparams(grouped, bits, sym, 1.0, max_scale)
+        codes = self._codes(grouped, qp, v, straight_through)
+        return self.dequantize(codes, qp).to(grouped.dtype)
 
     @property
     def block_tiles(self) -> bool:
@@ -90,8 +123,12 @@ class FpDataType(RtnOnly):
         self, grouped: torch.Tensor, qp: QParams, bits: int, v: torch.Tensor | float = 0.0
     ) -> torch.Tensor:
         """E4M3 values (float32), after adding the offset ``v`` to the scaled weights."""
+        return self._codes(grouped, qp, v, forward_only)
+
+    @staticmethod
+    def _codes(grouped: torch.Tensor, qp: QParams, v: torch.Tensor | float, through: Through) -> torch.Tensor:
         scaled = torch.clip(_compute_dtype(grouped) / qp.scale + v, -E4M3_MAX, E4M3_MAX)
-        return e4m3(scaled)
+        return e4m3(scaled, through)
 
     def dequantize(self, codes: torch.Tensor, qp: QParams) -> torch.Tensor:
         """``codes * scale`` (zero is 0)."""

@@ -27,6 +27,11 @@ class MxElement:
     emax: int
     max_normal: float
 
+    @property
+    def fixed_point(self) -> bool:
+        """Whether the element has no exponent bits (MX integers: one binade, ``emax`` 0)."""
+        return self.emax == 0
+
 
 E2M1 = MxElement(mantissa_bits=1, min_exp=0, emax=2, max_normal=6.0)
 E2M3 = MxElement(mantissa_bits=3, min_exp=0, emax=2, max_normal=7.5)

@@ -20,11 +20,15 @@ bit (``tests/fixtures/intel/mx_fp_qdq.safetensors`` and ``fp_qdq.safetensors``):
 The element formats and exponent rules are :mod:`autoround.dtypes.mx_elements`. Intel's
 optimized RTN for ``"mx_fp"`` (trying 0.5x and 2x the shared scale per group) is
 :mod:`autoround.dtypes.mx_search`; the other MX types fall back to plain RTN there. SignRound
-tuning is not built: the type derives from :class:`~autoround.dtypes.base.RtnOnly` (SignRound
-refuses it). :meth:`MxFpDataType.quantize` returns the element values on the float grid (E2M1: 0, 0.5,
-1, 1.5, 2, 3, 4, 6 and negatives), not bit patterns: :meth:`dequantize` gets no ``bits`` to
-decode them by, and ``scale * (codes - 0)`` is then the plain affine formula. No format packs
-these yet (formats' ``Capabilities`` list ``"int"`` only).
+tunes every MX type as Intel's wrapper does (:mod:`autoround.dtypes.mx_tuning`): the offset
+``v`` before the element rounding and the factor ``max_scale`` on each group maximum
+(``min_scale`` is unused), kept in [0, 1]; with ``enable_alg_ext`` an ``"mx_fp"`` layer starts
+instead from the searched multiplier of its maximum (:meth:`MxFpDataType.searched_scale`) and
+tunes a factor in [0, 2] on it, as Intel's SignRoundV2 does. :meth:`MxFpDataType.quantize`
+returns the element values on the float grid (E2M1: 0, 0.5, 1, 1.5, 2, 3, 4, 6 and negatives),
+not bit patterns: :meth:`dequantize` gets no ``bits`` to decode them by, and
+``scale * (codes - 0)`` is then the plain affine formula. No format packs these yet
+(formats' ``Capabilities`` list ``"int"`` only).
 """
 
 from __future__ import annotations
@@ -35,14 +39,15 @@ import torch
 
 from autoround.dtypes.base import QParams, RtnOnly, compose_qdq
 from autoround.dtypes.mx_elements import ELEMENTS, MX_BLOCK, MxElement, round_to_element, shared_exponent
-from autoround.dtypes.mx_search import mx_opt_rtn
+from autoround.dtypes.mx_search import importance_of, mx_opt_rtn, searched_multiplier
+from autoround.dtypes.mx_tuning import group_amax, mx_tuning_qdq
 
 
 @dataclass(frozen=True)
 class MxFpDataType(RtnOnly):
-    """OCP MX types: plain round-to-nearest only (no SignRound tuning, no scale search; see the
-    module docstring). ``elements`` pairs each allowed bit width with its element format;
-    ``scale_rounding`` names the shared-exponent rule in :data:`SHARED_EXPONENTS`."""
+    """OCP MX types: round-to-nearest, SignRound tuning and, where :attr:`search` is set, the
+    searched shared scale (see the module docstring). ``elements`` pairs each allowed bit width
+    with its element format; ``scale_rounding`` names the shared-exponent rule in :data:`SHARED_EXPONENTS`."""
 
     name: str = "mx_fp"
     elements: tuple[tuple[int, MxElement], ...] = tuple(ELEMENTS.items())
@@ -59,9 +64,34 @@ class MxFpDataType(RtnOnly):
         """The element format of ``bits``-wide weights."""
         return dict(self.elements)[bits]
 
+    @property
+    def tunable(self) -> bool:
+        """SignRound tunes the offsets and the factor on each group maximum."""
+        return True
+
     def searches_scale(self, bits: int, sym: bool) -> bool:
         """Where :attr:`search` is set: optimized RTN tries 0.5x and 2x the shared scale."""
         return self.search
+
+    def group_range(self, grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each group's symmetric range ``(-max|w|, max|w|)`` (groups, 1) float32."""
+        amax = group_amax(grouped)
+        return -amax, amax
+
+    def tuning_qdq(
+        self,
+        grouped: torch.Tensor,
+        group_range: tuple[torch.Tensor, torch.Tensor],
+        bits: int,
+        sym: bool,
+        v: torch.Tensor,
+        min_scale: torch.Tensor,
+        max_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`qdq`'s values with Intel's straight-through gradients for ``v`` and
+        ``max_scale`` (``min_scale`` is unused: it gets no gradient)."""
+        element = self.element(bits)
+        return mx_tuning_qdq(grouped, group_range[1], element, self.scale_rounding, v, max_scale)
 
     def opt_rtn_qdq(
         self,
@@ -83,13 +113,44 @@ class MxFpDataType(RtnOnly):
         qdq, scale = mx_opt_rtn(grouped, bits, self.element(bits), group_size, imatrix)
         return qdq.to(out_dtype), QParams(scale, torch.zeros_like(scale))
 
+    @torch.no_grad()
     def searched_scale(
         self, grouped: torch.Tensor, bits: int, group_size: int, imatrix: torch.Tensor | None
     ) -> torch.Tensor:
-        """Optimized RTN's shared scale (groups, 1) float32 (SignRound itself refuses MX)."""
+        """SignRound's searched start: optimized RTN's multiplier of each group maximum
+        (groups, 1) float32 (1, 0.5 or 2; Intel's ``init_scale``), not the shared scale itself,
+        which follows from the maximum times this multiplier times the tuned factor."""
         if not self.search:
             return super().searched_scale(grouped, bits, group_size, imatrix)
-        return self.opt_rtn_qdq(grouped, bits, True, group_size, imatrix, True, 0, torch.float32)[1].scale
+        importance = importance_of(grouped, bits, group_size, imatrix)
+        return searched_multiplier(grouped, self.element(bits), importance)
+
+    def scaled_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        base_scale: torch.Tensor,
+        factor: torch.Tensor,
+        v: torch.Tensor | float,
+    ) -> tuple[torch.Tensor, QParams]:
+        """Quantize-dequantize with each group maximum times ``base_scale * factor`` (the
+        searched multiplier of :meth:`searched_scale` and the tuned factor), as Intel's
+        ``init_scale * max_scale``."""
+        coeff = base_scale * factor.reshape(-1, 1).to(base_scale.device)
+        return compose_qdq(self, grouped, bits, True, v, 1.0, coeff)
+
+    def scaled_tuning_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        base_scale: torch.Tensor,
+        factor: torch.Tensor,
+        v: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`scaled_qdq`'s values with straight-through gradients for ``v`` and ``factor``."""
+        coeff = base_scale * factor.reshape(-1, 1)
+        element = self.element(bits)
+        return mx_tuning_qdq(grouped, group_amax(grouped), element, self.scale_rounding, v, coeff)
 
     def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
         """MX blocks are 32 weights and its elements carry their own sign (no zero point)."""

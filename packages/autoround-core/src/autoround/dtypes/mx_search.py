@@ -30,24 +30,40 @@ def element_qdq(scaled: torch.Tensor, element: MxElement) -> torch.Tensor:
     return torch.sign(scaled) * round_to_element(scaled, element).abs()
 
 
+def searched_multiplier(
+    grouped: torch.Tensor, element: MxElement, importance: torch.Tensor | float
+) -> torch.Tensor:
+    """Each group's multiplier of its maximum (groups, 1) float32, one of :data:`MAX_FACTORS`,
+    whose shared exponent gives the smallest weighted error (Intel's ``search_mx_scale``)."""
+    weight = grouped.float()
+    best = best_loss = torch.empty(0)
+    for factor in MAX_FACTORS:
+        scale = torch.exp2(shared_exponent(weight, element, factor))
+        err = (element_qdq(weight / scale, element) * scale - weight).pow(2)
+        loss = (err * importance if isinstance(importance, torch.Tensor) else err).sum(dim=-1)
+        if factor == MAX_FACTORS[0]:  # Intel's baseline: kept unless strictly beaten (NaN, inf too)
+            best, best_loss = torch.ones_like(scale), loss
+            continue
+        better = loss < best_loss
+        best = torch.where(better.unsqueeze(-1), factor, best)
+        best_loss = torch.where(better, loss, best_loss)
+    return best
+
+
 def searched_exponent(
     grouped: torch.Tensor, element: MxElement, importance: torch.Tensor | float
 ) -> torch.Tensor:
     """Each group's shared exponent (groups, 1) float32 with the smallest weighted error."""
+    return shared_exponent(grouped, element, searched_multiplier(grouped, element, importance))
+
+
+def importance_of(
+    grouped: torch.Tensor, bits: int, group_size: int, imatrix: torch.Tensor | None
+) -> torch.Tensor | float:
+    """The search's weights: the imatrix repeated per row and repaired where it holds zeros,
+    or 1 without one."""
     weight = grouped.float()
-    best = best_loss = torch.empty(0)
-    for factor in MAX_FACTORS:
-        exponent = shared_exponent(weight, element, factor)
-        scale = torch.exp2(exponent)
-        err = (element_qdq(weight / scale, element) * scale - weight).pow(2)
-        loss = (err * importance if isinstance(importance, torch.Tensor) else err).sum(dim=-1)
-        if factor == MAX_FACTORS[0]:  # Intel's baseline: kept unless strictly beaten (NaN, inf too)
-            best, best_loss = exponent, loss
-            continue
-        better = loss < best_loss
-        best = torch.where(better.unsqueeze(-1), exponent, best)
-        best_loss = torch.where(better, loss, best_loss)
-    return best
+    return 1.0 if imatrix is None else group_importance(imatrix.to(weight.device), weight, group_size, bits)
 
 
 def mx_opt_rtn(
@@ -56,6 +72,6 @@ def mx_opt_rtn(
     """Optimized RTN of grouped weights: the quantize-dequantize (float32) with each group's
     searched shared scale, and that scale (groups, 1) float32."""
     weight = grouped.float()
-    importance = 1.0 if imatrix is None else group_importance(imatrix, weight, group_size, bits)
+    importance = importance_of(weight, bits, group_size, imatrix)
     scale = torch.exp2(searched_exponent(weight, element, importance))
     return element_qdq(weight / scale, element) * scale, scale

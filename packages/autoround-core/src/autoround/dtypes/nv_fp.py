@@ -20,8 +20,17 @@ The global scale is that of the tensor given to :meth:`NvFpDataType.qdq` (the wh
 and gate/up projections of one block their smallest global scale (``update_fused_layer_global_
 scales``, on by default); that model-level step is not built. Intel's optimized RTN for NVFP4
 (``opt_rtn_nv_fp4``, a per-block search of 0.5x-1.51x factors) is
-:mod:`autoround.dtypes.nv_fp_search`; SignRound tuning is not built, so the type derives from
-:class:`~autoround.dtypes.base.RtnOnly` (SignRound refuses it). :meth:`NvFpDataType.quantize`
+:mod:`autoround.dtypes.nv_fp_search`.
+
+SignRound tunes NVFP4 as Intel's wrapper does (:func:`nv_tuning_qdq`): the offset ``v`` added
+before the E2M1 rounding, and the factor ``max_scale`` on each block maximum (Intel's
+``scale_coeff``; ``min_scale`` is unused), kept in [0, 1], the global scale fixed at the
+weight's. Every rounding (block scale to E4M3, elements to E2M1) is Intel's straight-through
+estimator, so ``max_scale`` gets its gradient through the block scale. With ``enable_alg_ext``
+a layer starts from the searched factor of each block (:meth:`NvFpDataType.searched_scale`,
+Intel's SignRoundV2 ``init_scale``) and tunes a factor in [0, 2] on it. Where a block scale
+underflows to 0 Intel's gradient is NaN (``1/0`` under a ``where``); here it is 0.
+:meth:`NvFpDataType.quantize`
 returns the E2M1 values, not bit patterns (as ``mx_fp`` does); ``QParams.scale`` is each block's
 effective float32 scale ``1/o``. No format saves NVFP4 yet (formats' ``Capabilities``).
 """
@@ -33,7 +42,8 @@ from dataclasses import dataclass
 import torch
 
 from autoround.dtypes.base import QParams, RtnOnly
-from autoround.dtypes.nv_fp_search import nv_opt_rtn
+from autoround.dtypes.nv_fp_search import nv_opt_rtn, searched_factors
+from autoround.dtypes.ste import Through, forward_only, reciprocal_ste, straight_through
 
 #: Weights per E4M3 block scale (the only size Intel's NVFP4 accepts).
 NV_BLOCK = 16
@@ -47,12 +57,6 @@ def reciprocal(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == 0, torch.zeros_like(x), 1.0 / x)
 
 
-def ste_equal(rounded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``(rounded - x) + x``: the forward value of Intel's straight-through estimators, which
-    is ``rounded`` except that a negative ``x`` rounding to zero gives +0.0 (kept for bits)."""
-    return (rounded - x) + x
-
-
 def global_scale(weight: torch.Tensor) -> torch.Tensor:
     """The tensor's float32 global scale ``448 * 6 / max|W|`` (0-dim; 0 for an all-zero one)."""
     return E4M3_MAX * E2M1_MAX * reciprocal(weight.to(torch.float32).abs().max())
@@ -63,22 +67,43 @@ def inverse_scale(block_scale: torch.Tensor, global_scale: torch.Tensor) -> torc
     return reciprocal(block_scale * reciprocal(global_scale))
 
 
-def e4m3(x: torch.Tensor) -> torch.Tensor:
-    """float32 values rounded to FP8 E4M3 (nearest even), back in float32."""
-    return ste_equal(x.to(torch.float8_e4m3fn).to(x.dtype), x)
+def e4m3(x: torch.Tensor, through: Through = forward_only) -> torch.Tensor:
+    """float32 values rounded to FP8 E4M3 (nearest even), back in float32; ``through`` combines
+    the rounded value with ``x`` (Intel's straight-through estimator, by default without the
+    gradient: :mod:`autoround.dtypes.ste`)."""
+    return through(x.to(torch.float8_e4m3fn).to(x.dtype), x)
 
 
-def e2m1(x: torch.Tensor) -> torch.Tensor:
-    """float32 values in [-6, 6] rounded to the E2M1 grid (Intel's ``cast_to_fp4``)."""
+def e2m1(x: torch.Tensor, through: Through = forward_only) -> torch.Tensor:
+    """float32 values in [-6, 6] rounded to the E2M1 grid (Intel's ``cast_to_fp4``), each
+    rounding combined by ``through`` as in :func:`e4m3`."""
     sign = torch.sign(x)
     x = torch.abs(x)
-    halves = ste_equal((2.0 * x).round(), 2.0 * x) / 2.0
-    ones = ste_equal(x.round(), x)
-    twos = 2.0 * ste_equal((x / 2.0).round(), x / 2.0)
+    halves = through((2.0 * x).round(), 2.0 * x) / 2.0
+    ones = through(x.round(), x)
+    twos = 2.0 * through((x / 2.0).round(), x / 2.0)
     below2 = x < 2.0
     below4 = x < 4.0
     x = halves * below2 + ones * (~below2) * below4 + twos * (~below2) * (~below4)
     return x.clamp(-E2M1_MAX, E2M1_MAX) * sign
+
+
+def nv_tuning_qdq(
+    grouped: torch.Tensor, amax: torch.Tensor, v: torch.Tensor, max_coeff: torch.Tensor
+) -> torch.Tensor:
+    """NVFP4 quantize-dequantize for the tuning loop (``grouped``'s dtype): the values of
+    :meth:`NvFpDataType.qdq` with straight-through gradients for ``v`` and ``max_coeff``.
+
+    ``amax`` is each block's largest magnitude (groups, 1) float32 (the largest of them the
+    tensor's, giving the global scale); ``max_coeff`` multiplies it (clipping factor, or the
+    searched factor times the tuned one), (groups,) or (groups, 1).
+    """
+    gs = E4M3_MAX * E2M1_MAX * reciprocal(amax.max())
+    block_max = amax * max_coeff.reshape(-1, 1).to(amax.device)
+    block = e4m3((gs * (block_max * (1.0 / E2M1_MAX))).clamp(-E4M3_MAX, E4M3_MAX), straight_through)
+    inverse = reciprocal_ste(block * reciprocal(gs))
+    scaled = (grouped.to(torch.float32) * inverse + v).clamp(-E2M1_MAX, E2M1_MAX)
+    return (e2m1(scaled, straight_through) * reciprocal_ste(inverse)).to(grouped.dtype)
 
 
 @dataclass(frozen=True)
@@ -98,10 +123,34 @@ class NvFpQParams(QParams):
 
 @dataclass(frozen=True)
 class NvFpDataType(RtnOnly):
-    """NVFP4, registered as ``"nv_fp"``: plain round-to-nearest only (see the module docstring)."""
+    """NVFP4, registered as ``"nv_fp"``: round-to-nearest, SignRound tuning and the searched
+    block factors (see the module docstring)."""
 
     name: str = "nv_fp"
     allowed_bits: tuple[int, ...] = (4,)
+
+    @property
+    def tunable(self) -> bool:
+        """SignRound tunes the offsets and the factor on each block maximum."""
+        return True
+
+    def group_range(self, grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each block's symmetric range ``(-max|w|, max|w|)`` (groups, 1) float32."""
+        amax = torch.max(torch.abs(grouped), dim=-1, keepdim=True)[0].to(torch.float32)
+        return -amax, amax
+
+    def tuning_qdq(
+        self,
+        grouped: torch.Tensor,
+        group_range: tuple[torch.Tensor, torch.Tensor],
+        bits: int,
+        sym: bool,
+        v: torch.Tensor,
+        min_scale: torch.Tensor,
+        max_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """:func:`nv_tuning_qdq` (``min_scale`` is unused: it gets no gradient)."""
+        return nv_tuning_qdq(grouped, group_range[1], v, max_scale)
 
     def searches_scale(self, bits: int, sym: bool) -> bool:
         """Optimized RTN searches each block's scale factor (:mod:`~autoround.dtypes.nv_fp_search`)."""
@@ -123,11 +172,38 @@ class NvFpDataType(RtnOnly):
         qdq, qp = nv_opt_rtn(self, grouped, group_size, imatrix)
         return qdq.to(out_dtype), qp
 
+    @torch.no_grad()
     def searched_scale(
         self, grouped: torch.Tensor, bits: int, group_size: int, imatrix: torch.Tensor | None
     ) -> torch.Tensor:
-        """Optimized RTN's effective block scale (groups, 1) float32 (SignRound refuses NVFP4)."""
-        return nv_opt_rtn(self, grouped.float(), group_size, imatrix)[1].scale
+        """SignRound's searched start: optimized RTN's factor of each block maximum (groups, 1)
+        float32 (0.5 to 1.51; Intel's ``init_scale``), not the block scale itself."""
+        return searched_factors(self, grouped, group_size, imatrix)
+
+    def scaled_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        base_scale: torch.Tensor,
+        factor: torch.Tensor,
+        v: torch.Tensor | float,
+    ) -> tuple[torch.Tensor, QParams]:
+        """Quantize-dequantize with each block maximum times ``factor * base_scale`` (the
+        tuned factor and the searched one, Intel's ``max_scale * init_scale``)."""
+        coeff = factor.reshape(-1, 1).to(base_scale.device) * base_scale
+        return self.qdq(grouped, bits, True, v, max_scale=coeff)
+
+    def scaled_tuning_qdq(
+        self,
+        grouped: torch.Tensor,
+        bits: int,
+        base_scale: torch.Tensor,
+        factor: torch.Tensor,
+        v: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`scaled_qdq`'s values with straight-through gradients for ``v`` and ``factor``."""
+        amax = self.group_range(grouped)[1]
+        return nv_tuning_qdq(grouped, amax, v, factor.reshape(-1, 1) * base_scale)
 
     def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
         """NVFP4 blocks are 16 weights and its elements carry their own sign (no zero point)."""

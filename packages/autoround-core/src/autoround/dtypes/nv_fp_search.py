@@ -21,7 +21,17 @@ from autoround.dtypes.int_search import group_importance
 FACTORS = tuple(n / 100.0 for n in range(50, 152) if n != 100)
 
 
-def searched_factors(dtype: DataType, grouped: torch.Tensor, importance: torch.Tensor | None) -> torch.Tensor:
+def searched_factors(
+    dtype: DataType, grouped: torch.Tensor, group_size: int, imatrix: torch.Tensor | None
+) -> torch.Tensor:
+    """Each block's searched factor (groups, 1) float32 for the layer's ``imatrix`` (or None)."""
+    importance = None
+    if imatrix is not None:
+        importance = group_importance(imatrix.to(grouped.device), grouped, group_size, 4)
+    return best_factors(dtype, grouped, importance)
+
+
+def best_factors(dtype: DataType, grouped: torch.Tensor, importance: torch.Tensor | None) -> torch.Tensor:
     """Each block's factor (groups, 1) float32 with the smallest weighted error, searched on the
     float32 weights."""
     weight = grouped.float()
@@ -32,9 +42,9 @@ def searched_factors(dtype: DataType, grouped: torch.Tensor, importance: torch.T
         return (err * importance if importance is not None else err).sum(dim=-1)
 
     best_loss = loss(1.0)
-    best = torch.ones(weight.shape[0], 1)
+    best = torch.ones(weight.shape[0], 1, device=weight.device)
     for value in FACTORS:
-        factor = torch.full((weight.shape[0], 1), value)
+        factor = torch.full((weight.shape[0], 1), value, device=weight.device)
         candidate = loss(factor)
         better = candidate < best_loss
         best_loss = torch.where(better, candidate, best_loss)
@@ -47,6 +57,5 @@ def nv_opt_rtn(
 ) -> tuple[torch.Tensor, QParams]:
     """Optimized RTN of grouped NVFP4 weights: the quantize-dequantize (``grouped``'s dtype) with
     each block's searched factor, and its parameters."""
-    importance = None if imatrix is None else group_importance(imatrix, grouped, group_size, 4)
-    factors = searched_factors(dtype, grouped, importance)
+    factors = searched_factors(dtype, grouped, group_size, imatrix)
     return dtype.qdq(grouped, 4, True, max_scale=factors)
