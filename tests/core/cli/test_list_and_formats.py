@@ -122,7 +122,12 @@ def test_a_preset_that_quantizes_activations_lists_them_and_its_weight_only_writ
     assert main(["list", "scheme"]) == 0
     out = capsys.readouterr().out
     paragraph = out[out.index("INT8_W8A8  (") :].split("\n\n")[0]
-    assert paragraph.startswith(
-        "INT8_W8A8  (int 8-bit, per channel, sym; activations int 8-bit dynamic, per token)"
-    )
-    assert "\n  written by no format yet\n  weight-only form (act_bits=16):\n    auto_round: " in paragraph
+    lines = paragraph.splitlines()
+    assert lines[0] == "INT8_W8A8  (int 8-bit, per channel, sym; activations int 8-bit dynamic, per token)"
+    # W8A8 as given: compressed-tensors only; its weight-only form: every integer format
+    assert [line.split(":")[0] for line in lines[1 : lines.index("  weight-only form (act_bits=16):")]] == [
+        "  llm_compressor"
+    ]
+    assert "\n  weight-only form (act_bits=16):\n    auto_round: " in paragraph
+    fp8_block = out[out.index("FP8_BLOCK  (") :].split("\n\n")[0]
+    assert "128x128 blocks" in fp8_block and "\n  written by no format yet\n" in fp8_block

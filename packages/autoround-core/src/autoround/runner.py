@@ -35,11 +35,12 @@ from autoround.model_sources.blockwise import (
     source_of,
 )
 from autoround.modeling import unfuse_experts
+from autoround.nn.act_hooks import attach_act_quant
 from autoround.output_guard import check_output_dir, run_inputs
 from autoround.quantized_model import QuantizedModel
 from autoround.resume import ResumeStore, fingerprint
 from autoround.run import Run
-from autoround.schemes import require_weight_only
+from autoround.schemes import require_built
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -59,7 +60,7 @@ def plan_layers(model: nn.Module, run: Run) -> layer_plan.LayerPlan:
     for name, scheme in plan.quantized().items():
         # before calibration or tuning: a scheme the layer quantizers do not build is never
         # silently quantized as its weight-only form
-        require_weight_only(scheme, f"layer {name}")
+        require_built(scheme, f"layer {name}", run.algorithm)
     logger.info("layer plan: %s", layer_plan.describe(plan))
     return plan
 
@@ -104,6 +105,8 @@ def execute(
         residency,
     )
     result = algorithm.quantize(model, plan, job)
+    # W8A8 layers quantize their inputs from now on, as the served checkpoint does
+    attach_act_quant(model, plan.quantized())
     return QuantizedModel(model, run.scheme, plan, result.layers, result.recorded, tokenizer, result.reports)
 
 

@@ -3,8 +3,9 @@
 A :class:`Scheme` is checked once, on creation; everything downstream trusts it. Presets follow
 Intel auto-round's names and values (``W4A16`` is 4-bit, group 128, symmetric integers; the
 floating-point, MX and W8A8 ones in :data:`FLOAT_PRESETS`). Activation fields are
-carried and validated, but activation quantization is not built: :func:`require_weight_only`
-refuses such a scheme before any work.
+carried and validated; of activation quantization only dynamic per-token INT8 / FP8 W8A8 with
+round-to-nearest is built (:func:`require_built` refuses every other such scheme before any
+work; :func:`require_weight_only` refuses them all, where only weights are read).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoround.dtypes import DTYPES
+from autoround.dtypes.activations import BUILT_WORDS, activation_problem
 from autoround.dtypes.gguf_blocks import BLOCK_TYPES as GGUF_BLOCK_TYPES
 from autoround.errors import SchemeError
 
@@ -49,7 +51,7 @@ class Scheme:
             that does not divide the input width leaves a partial last group (Intel's rule).
         sym: symmetric (no zero point stored per group) or asymmetric.
         data_type: a name in :data:`autoround.dtypes.DTYPES`.
-        act_bits: activation bits; 16 or more is weight-only (the only kind built so far).
+        act_bits: activation bits; 16 or more is weight-only (8: W8A8, see :func:`require_built`).
         act_group_size: activations sharing one scale (-1 per token, 0 per tensor); None: unset.
         act_sym: symmetric activations; None: unset.
         act_data_type: a name in :data:`ACT_DATA_TYPES`; None: unset (as the weights).
@@ -232,8 +234,9 @@ def _blocks_translated(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def require_weight_only(scheme: Scheme, where: str = "scheme") -> None:
-    """Refuse a scheme that quantizes activations, or tiles weights in 2-D blocks: neither is
-    built yet. Called before any work (pre-flight); ``where`` names the scheme in the message.
+    """Refuse a scheme that quantizes activations, or tiles weights in 2-D blocks: where only
+    weights are read (autoround's loaders) or quantized; ``where`` names the scheme in the
+    message. Quantizing checks :func:`require_built` (which accepts W8A8) instead.
 
     Raises:
         NotImplementedError: naming the field and the weight-only alternative.
@@ -249,6 +252,38 @@ def require_weight_only(scheme: Scheme, where: str = "scheme") -> None:
             f"{where}: 2-D weight blocks (block_shape={scheme.block_shape}) are not built yet in "
             "the layer quantizers; use an integer group_size (e.g. group_size=-1, per channel)"
         )
+
+
+#: The algorithms that quantize weights without looking at activations, so a W8A8 scheme's
+#: activations can be quantized after them (SignRound tunes against activations: not built).
+ACT_ALGORITHMS = ("rtn", "opt_rtn")
+
+
+def require_built(scheme: Scheme, where: str = "scheme", algorithm: str | None = None) -> None:
+    """Refuse, before any work, a scheme the quantizers do not build: activation quantization
+    other than dynamic per-token INT8 / FP8 W8A8, W8A8 with an algorithm that tunes (SignRound),
+    2-D weight blocks. ``algorithm`` (a registry name; None: not known yet) is checked when given.
+
+    Raises:
+        NotImplementedError: naming the field, what is allowed, and the weight-only alternative.
+    """
+    if not scheme.is_weight_only:
+        problem = activation_problem(scheme)
+        if problem is not None:
+            raise NotImplementedError(
+                f"{where}: activation quantization (act_bits={scheme.act_bits}, act_data_type="
+                f"{scheme.act_data_type!r}): {problem}. Built: {BUILT_WORDS}; or use "
+                f"act_bits={UNQUANTIZED_BITS} for the weight-only form of the scheme"
+            )
+        if algorithm is not None and algorithm not in ACT_ALGORITHMS:
+            act_type = scheme.act_data_type or scheme.data_type
+            raise NotImplementedError(
+                f"{where}: scheme {scheme.data_type} {scheme.bits}-bit weights with {act_type} "
+                f"{scheme.act_bits}-bit dynamic per-token activations (W8A8, act_bits="
+                f"{scheme.act_bits}) with {algorithm} is not built yet; round-to-nearest quantizes "
+                f"this scheme (iters=0; algorithms {list(ACT_ALGORITHMS)})"
+            )
+    require_weight_only(scheme.replace(act_bits=UNQUANTIZED_BITS), where)
 
 
 def _check_fields(data: Mapping[str, Any]) -> None:
@@ -295,8 +330,10 @@ def _int_w_a(bits: int) -> Scheme:
 
 #: Intel 0.16.1's floating-point, MX and W8A8 presets, field for field (compared with Intel's in
 #: tests/fixtures/intel/presets.json). Intel's tuple group_size is block_shape. Those with act_bits
-#: below 16 are refused before work (:func:`require_weight_only`); ``act_bits=16`` gives their
-#: weight-only form. Not here: NVFP4_E5M3 (data type nvfp4_v2, not built), W4A16_MIXED.
+#: below 16 are refused before work (:func:`require_built`) except INT8 / INT8_W8A8 (dynamic
+#: per-token W8A8); ``act_bits=16`` gives their weight-only form. Intel has no FP8 dynamic preset:
+#: ``FP8_STATIC`` with ``act_dynamic=True, act_group_size=-1`` is FP8 W8A8. Not here: NVFP4_E5M3
+#: (data type nvfp4_v2, not built), W4A16_MIXED.
 FLOAT_PRESETS: dict[str, Scheme] = {
     "MXFP4": _mx(4, "mx_fp", "mx_fp"),
     "MXFP4_RCEIL": _mx(4, "mx_fp", "mx_fp_rceil"),

@@ -97,7 +97,7 @@ def scheme_lines() -> list[str]:
     lines = []
     for preset, scheme in quantizing_presets().items():
         lines += [f"{preset}  ({_describe(scheme)})", *_writer_lines(scheme)]
-        if not scheme.is_weight_only:  # activation quantization is not built: what the override gives
+        if not scheme.is_weight_only:  # what the act_bits=16 override gives, where more formats store it
             weight_only = scheme.replace(act_bits=UNQUANTIZED_BITS)
             lines += [
                 f"  weight-only form (act_bits={UNQUANTIZED_BITS}):",

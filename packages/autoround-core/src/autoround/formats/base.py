@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from autoround.dtypes.activations import ActKind, activation_kind, activation_problem
 from autoround.errors import FormatError
 from autoround.io import atomic_dir
 from autoround.modeling.blocks import linear_shape
@@ -85,7 +86,9 @@ class CheckpointSpec:
         if int(fields.get("bits", self.default.bits)) >= UNQUANTIZED_BITS:
             return None
         scheme = self.default.replace(**fields)
-        require_weight_only(scheme, f"layer {layer_name}")  # activation quantization: not built
+        # autoround's loaders read weights only: a layer stored with activation quantization
+        # (W8A8 is read by transformers and vLLM through compressed-tensors) is refused
+        require_weight_only(scheme, f"layer {layer_name}")
         return scheme
 
     def with_default_blocks(self, block_names: Sequence[str]) -> CheckpointSpec:
@@ -97,7 +100,11 @@ class CheckpointSpec:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """The schemes a format stores (weight-only): data types, bit widths, symmetry, group sizes.
+    """The schemes a format stores: data types, bit widths, symmetry, group sizes, activations.
+
+    ``activations``: the activation kinds (:data:`~autoround.dtypes.activations.ActKind`, dynamic
+    per token) whose arguments the format stores beside the weights; empty (every format but
+    compressed-tensors) refuses every scheme with ``act_bits`` below 16.
 
     ``per_tensor``: whether ``group_size=0`` (one scale per tensor) can be stored; ``whole_groups``:
     whether every quantized layer's input width must be a whole number of groups (AWQ's gemm
@@ -115,11 +122,12 @@ class Capabilities:
     mixed: bool = True
     check: Callable[[Scheme, int | None], str | None] | None = None
     note: str = ""
+    activations: tuple[ActKind, ...] = ()
 
     def why_not(self, scheme: Scheme, in_features: int | None = None) -> str | None:
         """What of ``scheme`` cannot be stored (None: it can); with ``in_features``, on a layer
         of that input width."""
-        if not scheme.is_weight_only:
+        if not self.stores_activations(scheme):
             return f"activation quantization act_bits={scheme.act_bits}"
         if scheme.block_shape is not None:
             return f"2-D weight blocks {scheme.block_shape}"
@@ -134,6 +142,12 @@ class Capabilities:
     def stores(self, scheme: Scheme) -> bool:
         """Whether a layer quantized with ``scheme`` can be stored."""
         return self.why_not(scheme) is None
+
+    def stores_activations(self, scheme: Scheme) -> bool:
+        """Whether ``scheme``'s activation quantization (none: True) is built and stored here."""
+        if scheme.is_weight_only:
+            return True
+        return activation_problem(scheme) is None and activation_kind(scheme) in self.activations
 
     def partial_group(self, scheme: Scheme, in_features: int) -> bool:
         """Whether a layer of ``in_features`` inputs would need a partial last group it cannot store."""
@@ -153,6 +167,8 @@ class Capabilities:
             parts.append("one scheme for every layer")
         if self.note:
             parts.append(self.note)
+        if self.activations:
+            parts.append(f"activations dynamic per token: {list(self.activations)} (W8A8)")
         return ", ".join(parts)
 
 

@@ -17,6 +17,13 @@ autoround-llmc's modifier uses too). On disk, per quantized layer:
 - ``weight_shape`` int64 ``[out, in]``;
 - asymmetric only: ``weight_zero_point`` int32 (out * b / 32, groups), ``z`` packed along the output.
 
+W8A8 (dynamic per-token activations, :mod:`autoround.dtypes.activations`) is stored as
+compressed-tensors' own ``W8A8`` / ``FP8_DYNAMIC`` presets store it: the group's
+``input_activations`` are those presets' (8 bits, ``int`` / ``float``, strategy ``token``,
+symmetric, dynamic); INT8 weights in ``"int-quantized"`` (``weight`` int8 (out, in), the signed
+codes, and ``weight_scale`` (out, 1)), FP8 ones in ``"float-quantized"`` (the FP8 layout below,
+named as compressed-tensors names it when activations are quantized).
+
 The config has one ``config_groups`` entry per scheme, with its own ``format`` (targets
 ``["Linear"]`` when there is one, the layer names otherwise, as Intel rewrites them); the
 top-level ``format`` is the groups' one, or ``mixed-precision`` where they differ (as
@@ -34,6 +41,7 @@ from typing import Any
 
 import torch
 
+from autoround.dtypes.activations import activation_kind
 from autoround.formats.base import Capabilities, Format
 from autoround.formats.checkpoint import write_checkpoint
 from autoround.formats.compressed_tensors_float import (
@@ -51,6 +59,9 @@ from autoround.schemes import PER_CHANNEL, Scheme
 
 METHOD = "compressed-tensors"
 PACKED = "pack-quantized"
+#: The layouts compressed-tensors 0.19 infers for its W8A8 and FP8_DYNAMIC presets.
+INT_W8A8 = "int-quantized"
+FP8_W8A8 = "float-quantized"
 MIXED = "mixed-precision"
 
 
@@ -73,10 +84,12 @@ CAPABILITIES = Capabilities(
         "int no per-tensor group; fp 8-bit, nv_fp 4-bit, mx_fp(_rceil) 4 and 8 bits; "
         "float groups dividing the input width"
     ),
+    activations=("int8", "fp8"),
 )
 RUNTIMES = (
     "transformers + compressed-tensors",
-    "vLLM compressed-tensors (stock; on the CPU integer 4-bit only; floats on GPUs that have their kernels)",
+    "vLLM compressed-tensors (stock; on the CPU integer 4-bit and W8A8 (INT8, FP8 dynamic) only; "
+    "other floats on GPUs that have their kernels)",
 )
 
 
@@ -107,8 +120,33 @@ def weight_args(scheme: Scheme) -> dict[str, Any]:
     }
 
 
+def activation_args(scheme: Scheme) -> dict[str, Any] | None:
+    """A W8A8 scheme's ``input_activations``, as compressed-tensors' ``W8A8`` / ``FP8_DYNAMIC``
+    presets write them (dynamic, per token, symmetric); None for a weight-only scheme."""
+    kind = activation_kind(scheme)
+    if kind is None:
+        return None
+    return {
+        "actorder": None,
+        "block_structure": None,
+        "dynamic": True,
+        "group_size": None,
+        "num_bits": 8,
+        "observer": None,
+        "observer_kwargs": {},
+        "scale_dtype": None,
+        "strategy": "token",
+        "symmetric": True,
+        "type": "int" if kind == "int8" else "float",
+        "zp_dtype": None,
+    }
+
+
 def _format_of(scheme: Scheme) -> str:
     """A scheme's compressed-tensors layout."""
+    kind = activation_kind(scheme)
+    if kind is not None:
+        return INT_W8A8 if kind == "int8" else FP8_W8A8
     return group_format(scheme) if scheme.data_type in FLOAT_TYPES else PACKED
 
 
@@ -121,7 +159,7 @@ def to_config(qm: QuantizedModel) -> dict[str, Any]:
     groups = {
         f"group_{i}": {
             "format": _format_of(scheme),
-            "input_activations": None,
+            "input_activations": activation_args(scheme),
             "output_activations": None,
             "targets": sorted(names) if several else ["Linear"],
             "weights": float_weight_args(scheme) if scheme.data_type in FLOAT_TYPES else weight_args(scheme),
@@ -149,6 +187,9 @@ def pack_layer(weight: torch.Tensor, quant: LayerQuant) -> dict[str, torch.Tenso
         return pack_float_layer(weight, quant)
     bits = quant.scheme.bits
     scale, _ = ct_qparams(quant)
+    if activation_kind(quant.scheme) == "int8":  # int-quantized: the signed codes as they are
+        signed = codes_of(weight, quant).to(torch.int16) - quant.zero.to(torch.int16)
+        return {"weight": signed.to(torch.int8), "weight_scale": scale.contiguous()}
     tensors = {
         "weight_packed": pack_int32(codes_of(weight, quant), bits, dim=1),
         "weight_scale": scale.contiguous(),

@@ -9,9 +9,11 @@ that serve them cannot load, naming the layers, the formats that can store it an
 * vLLM fuses some layers into one weight: q/k/v into ``qkv_proj``, gate/up into
   ``gate_up_proj`` (``w1``/``w3`` in Mixtral's names), and all experts of a MoE layer into one
   tensor. The parts of a fused weight must share one scheme (or all stay unquantized).
-* Activation quantization (``act_bits`` below 16) and 2-D weight blocks (``block_shape``) are
-  not built: :func:`require_quantized` refuses them in the plan (every run's first check) and
-  :func:`check_schemes` in the named schemes, naming the scheme (NotImplementedError).
+* Activation quantization (``act_bits`` below 16) other than dynamic per-token INT8 / FP8 W8A8,
+  and 2-D weight blocks (``block_shape``), are not built: :func:`require_quantized` refuses them
+  in the plan (every run's first check) and :func:`check_schemes` in the named schemes, naming
+  the scheme (NotImplementedError, :func:`~autoround.schemes.require_built`); so is W8A8 in a
+  format that does not store activation arguments (every one but ``llm_compressor``).
 * The float data types (``fp`` FP8, ``nv_fp`` NVFP4, ``mx_fp`` / ``mx_fp_rceil`` MXFP4 and MXFP8)
   are stored by ``llm_compressor`` only; what no format stores (MX 6-bit, ``mx_int``,
   ``mx_fp6e3m2``, ``mx_fp8e5m2``, ...) is refused by every format's ``Capabilities``. Either way
@@ -30,11 +32,12 @@ from collections.abc import Mapping, Sequence
 from torch import nn
 
 from autoround.errors import SchemeError
+from autoround.formats.base import Format
 from autoround.formats.combine import entries
 from autoround.formats.registry import FORMATS, check_formats, writable_formats
 from autoround.layer_plan import LayerConfig, LayerPlan
 from autoround.modeling.blocks import linear_shape
-from autoround.schemes import Scheme, parse_scheme, require_weight_only
+from autoround.schemes import UNQUANTIZED_BITS, Scheme, parse_scheme, require_built
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +119,8 @@ def check_schemes(
     """
     writers = entries(formats)
     for where, chosen in _named_schemes(scheme, layer_config).items():
-        require_weight_only(chosen, where)
+        require_built(chosen, where)
+        _require_stored_activations(chosen, where, writers)
     named = {where: s for where, s in _named_schemes(scheme, layer_config).items() if s.is_quantized}
     problems = [
         f"{where} ({why}) cannot be stored in format {name!r} (it stores {entry.capabilities.describe()})"
@@ -128,6 +132,21 @@ def check_schemes(
         able = [n for n in writable_formats() if all(FORMATS[n].stores(s) for s in named.values())]
         raise SchemeError("; ".join(problems) + f"; {_able_words(able)}")
     return tuple(writers)
+
+
+def _require_stored_activations(scheme: Scheme, where: str, writers: Mapping[str, Format]) -> None:
+    """A built W8A8 scheme in a format that stores no activation arguments: not built there
+    (NotImplementedError, as for the schemes no quantizer builds), naming the formats that can."""
+    if scheme.is_weight_only:
+        return
+    refusing = [name for name, entry in writers.items() if not entry.capabilities.stores_activations(scheme)]
+    if refusing:
+        able = [n for n in writable_formats() if FORMATS[n].capabilities.stores_activations(scheme)]
+        raise NotImplementedError(
+            f"{where}: activation quantization (act_bits={scheme.act_bits}, act_data_type="
+            f"{scheme.act_data_type!r}) is not built for format(s) {refusing}; "
+            f"{_able_words(able)}; or act_bits={UNQUANTIZED_BITS} for the weight-only form"
+        )
 
 
 def _able_words(able: list[str], what: str = "can store it") -> str:
@@ -156,11 +175,11 @@ def warn_partial_groups(model: nn.Module, plan: LayerPlan) -> None:
 
 def require_quantized(plan: LayerPlan) -> None:
     """Refuse a plan that leaves every layer in 16 bits (it would save no quantized checkpoint),
-    or whose layers quantize activations or tile weights in 2-D blocks (not built:
-    :func:`~autoround.schemes.require_weight_only`'s NotImplementedError, naming a layer)."""
+    or whose layers quantize activations or tile weights in 2-D blocks in a way not built
+    (:func:`~autoround.schemes.require_built`'s NotImplementedError, naming a layer)."""
     for name, decision in plan.layers.items():
         if decision.scheme is not None:
-            require_weight_only(decision.scheme, f"layer {name}")
+            require_built(decision.scheme, f"layer {name}")
     if not plan.quantized():
         raise SchemeError(
             "the layer plan quantizes no layer (every layer stays in 16 bits): there is nothing to "
