@@ -171,10 +171,11 @@ def test_nvfp4_stores_the_dtypes_own_block_and_global_scales() -> None:
 MXFP4 = parse_scheme("MXFP4", act_bits=16)
 
 
-@pytest.mark.parametrize("fmt", ["auto_gptq", "auto_round", "auto_awq", "auto_round:auto_gptq"])
-def test_a_float_scheme_is_refused_by_integer_formats_naming_llm_compressor(fmt) -> None:
+@pytest.mark.parametrize("fmt", ["auto_gptq", "auto_awq", "auto_round:auto_gptq"])
+def test_a_float_scheme_is_refused_by_integer_formats_naming_the_formats_that_can(fmt) -> None:
     with pytest.raises(
-        SchemeError, match=rf"mx_fp 4-bit.*'{fmt}'.*formats that can store it: \['llm_compressor'\]"
+        SchemeError,
+        match=rf"mx_fp 4-bit.*'{fmt}'.*formats that can store it: \['auto_round', 'llm_compressor'\]",
     ):
         check_schemes(MXFP4, None, fmt)
 
@@ -200,7 +201,9 @@ def test_quantize_and_save_refuses_mxfp4_in_gptq_before_tuning(tmp_path, tiny_ll
 
     monkeypatch.setattr(runner, "execute", lambda *a, **k: pytest.fail("quantizing must not start"))
     rounder = AutoRound(tiny_llama, None, scheme=MXFP4, iters=0)
-    with pytest.raises(SchemeError, match=r"'auto_gptq'.*formats that can store it: \['llm_compressor'\]"):
+    with pytest.raises(
+        SchemeError, match=r"'auto_gptq'.*formats that can store it: \['auto_round', 'llm_compressor'\]"
+    ):
         rounder.quantize_and_save(tmp_path / "out", format="auto_gptq")
     assert not (tmp_path / "out").exists()
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from autoround.dtypes import DTYPES, from_groups, to_groups
-from autoround.dtypes.base import QParams
+from autoround.dtypes.base import QParams, with_shared_statistic
 from autoround.schemes import Scheme
 
 
@@ -76,14 +76,17 @@ def quantize_weight(
     v: torch.Tensor | float = 0.0,
     min_scale: torch.Tensor | float = 1.0,
     max_scale: torch.Tensor | float = 1.0,
+    tensor_stat: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, LayerQuant]:
     """Quantize-dequantize a (out, in) weight; returns the result in ``weight``'s dtype.
 
     ``v`` (same shape as the grouped weight or broadcastable) and the clipping factors
     ``min_scale`` / ``max_scale`` (one per group) are SignRound's tunables; RTN leaves them at
-    their neutral values.
+    their neutral values. ``tensor_stat`` is the per-tensor statistic of the fused group the
+    layer belongs to (NVFP4: its max|W|, so that the layer gets the group's global scale;
+    :func:`autoround.algorithms.fused_scales.fused_tensor_stats`), or None (the weight's own).
     """
-    dtype = DTYPES[scheme.data_type]
+    dtype = with_shared_statistic(DTYPES[scheme.data_type], tensor_stat)
     grouped, layout = to_groups(weight, scheme.group_size)
     qdq, qp = dtype.qdq(grouped, scheme.bits, scheme.sym, v, min_scale, max_scale)
     return from_groups(qdq, layout), LayerQuant.from_grouped(scheme, qp, weight.shape[0])

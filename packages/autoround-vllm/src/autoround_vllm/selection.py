@@ -102,7 +102,8 @@ def choose_method(
     """Our method's name when it should serve the checkpoint, else None (vLLM decides).
 
     The user's explicit choice wins: ``quantization="autoround"`` picks ours, any other name
-    (``"inc"``) leaves the choice to vLLM, and so does a config core cannot read (mxfp, fp8).
+    (``"inc"``) leaves the choice to vLLM, and so does a config core cannot read. Intel's float
+    weight-only layouts (MXFP4 / MXFP8 / NVFP4 / FP8) are read: ours on the CPU, stock on CUDA.
     """
     if not is_auto_round(quant_cfg):
         return None

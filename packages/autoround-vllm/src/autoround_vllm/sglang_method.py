@@ -18,6 +18,7 @@ from sglang.srt.utils import is_cuda
 
 from autoround.errors import CheckpointError
 from autoround.formats import CheckpointSpec, parse_config
+from autoround.nn import FloatQuantLinear
 from autoround_vllm.layers import describe, scheme_for_layer
 from autoround_vllm.linear_method import PackedLinearLogic, ParameterKinds
 from autoround_vllm.selection import METHOD_NAME, choose_method
@@ -81,6 +82,11 @@ class AutoRoundSglangConfig(QuantizationConfig):
             scheme = scheme_for_layer(self.spec, prefix, self.packed_modules_mapping)
             if scheme is None:
                 return UnquantizedLinearMethod()
+            if FloatQuantLinear.holds(scheme):
+                raise NotImplementedError(
+                    f"{prefix}: float weights ({describe(scheme)}) are served by autoround in vLLM only, "
+                    "not in SGLang yet"
+                )
             return AutoRoundSglangLinearMethod(scheme, self.spec.zero_offset, prefix)
         if "experts" in type(layer).__name__.lower() or "moe" in type(layer).__name__.lower():
             quantized = spec_experts_quantized(self.spec, prefix)

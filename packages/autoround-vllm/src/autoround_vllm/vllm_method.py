@@ -24,6 +24,8 @@ from vllm.platforms import current_platform
 
 from autoround.errors import CheckpointError
 from autoround.formats import CheckpointSpec, parse_config
+from autoround.nn import FloatQuantLinear
+from autoround_vllm.float_method import FloatLinearLogic, FloatParameterKinds
 from autoround_vllm.layers import describe, scheme_for_layer
 from autoround_vllm.linear_method import PackedLinearLogic, ParameterKinds
 from autoround_vllm.selection import METHOD_NAME, choose_method, input_widths
@@ -35,12 +37,28 @@ VLLM_KINDS = ParameterKinds(
     vllm_parameter.ChannelQuantScaleParameter,
 )
 
+VLLM_FLOAT_KINDS = FloatParameterKinds(
+    vllm_parameter.ModelWeightParameter,
+    vllm_parameter.PackedvLLMParameter,
+    vllm_parameter.GroupQuantScaleParameter,
+    vllm_parameter.ChannelQuantScaleParameter,
+    vllm_parameter.PerTensorScaleParameter,
+)
+
 
 @register_weight_loader_v2_supported_method
 class AutoRoundLinearMethod(PackedLinearLogic, LinearMethodBase):
     """vLLM linear method over autoround-core's :class:`~autoround.nn.QuantLinear`."""
 
     kinds = VLLM_KINDS
+
+
+@register_weight_loader_v2_supported_method
+class AutoRoundFloatLinearMethod(FloatLinearLogic, LinearMethodBase):
+    """vLLM linear method of float layers (MXFP4 / MXFP8 / NVFP4 / FP8 weight-only), dequantized
+    once at load by autoround-core's :class:`~autoround.nn.FloatQuantLinear`."""
+
+    float_kinds = VLLM_FLOAT_KINDS
 
 
 @register_quantization_config(METHOD_NAME)
@@ -96,6 +114,8 @@ class AutoRoundVllmConfig(QuantizationConfig):
             scheme = scheme_for_layer(self.spec, prefix, self.packed_modules_mapping)
             if scheme is None:
                 return UnquantizedLinearMethod()
+            if FloatQuantLinear.holds(scheme):
+                return AutoRoundFloatLinearMethod(scheme, prefix)
             return AutoRoundLinearMethod(scheme, self.spec.zero_offset, prefix)
         if isinstance(layer, ParallelLMHead):
             if self.spec.scheme_for(prefix) is not None:

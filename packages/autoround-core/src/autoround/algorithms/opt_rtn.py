@@ -34,9 +34,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from autoround.algorithms.base import AlgorithmJob, AlgorithmResult
+from autoround.algorithms.fused_scales import fused_tensor_stats
 from autoround.algorithms.imatrix import collect_imatrix
 from autoround.algorithms.rtn import RTN_RECORDED
 from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.dtypes.base import with_shared_statistic
 from autoround.dtypes.int_refine import DEFAULT_REFINE_STEPS
 from autoround.hardware import autocast_dtype
 from autoround.layer_plan import LayerPlan
@@ -99,17 +101,19 @@ def opt_rtn_weight(
     imatrix: torch.Tensor | None = None,
     compute_dtype: torch.dtype | None = None,
     settings: OptRtnSettings = OptRtnSettings(),
+    tensor_stat: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, LayerQuant]:
     """Quantize-dequantize one (out, in) weight with the searched scale; result in ``weight``'s dtype.
 
     ``imatrix`` is the layer's per-input-channel importance (in,) or None (uniform weights).
     Layers whose data type does not search scales (asymmetric integers) fall back to plain RTN
-    (in ``compute_dtype``).
+    (in ``compute_dtype``). ``tensor_stat`` is the layer's fused group's per-tensor statistic
+    (:func:`~autoround.algorithms.fused_scales.fused_tensor_stats`), or None.
     """
     work = weight.to(compute_dtype) if compute_dtype is not None else weight
-    dtype = DTYPES[scheme.data_type]
+    dtype = with_shared_statistic(DTYPES[scheme.data_type], tensor_stat)
     if not dtype.searches_scale(scheme.bits, scheme.sym):
-        qdq, quant = quantize_weight(work, scheme)
+        qdq, quant = quantize_weight(work, scheme, tensor_stat=tensor_stat)
         return qdq.to(weight.dtype), quant
     grouped, layout = to_groups(work, scheme.group_size)
     qdq, qp = dtype.opt_rtn_qdq(
@@ -142,17 +146,24 @@ def quantize_opt_rtn(
     model); layers without an entry are searched with uniform weights (Intel does this for layers
     outside the decoder blocks). ``compute_dtype`` None quantizes in each weight's dtype (Intel
     with amp on a bf16 model); ``torch.float32`` matches Intel's ``amp=False`` (with
-    ``settings=OptRtnSettings.intel()``).
+    ``settings=OptRtnSettings.intel()``). Layers a runtime fuses share their data type's
+    per-tensor statistic (NVFP4's global scale, :mod:`autoround.algorithms.fused_scales`).
     """
     layers = plan.quantized()
     imatrix = imatrix or {}
+    stats = fused_tensor_stats(model, layers)  # before any weight is overwritten
     results: dict[str, LayerQuant] = {}
     for name, scheme in tqdm(layers.items(), desc="opt-RTN", unit="layer", disable=not progress):
         weight = linear_weight(model.get_submodule(name))
         work = weight.to(device) if device is not None else weight
         imp = imatrix.get(name)
         qdq, quant = opt_rtn_weight(
-            work, scheme, imp.to(work.device) if imp is not None else None, compute_dtype, settings
+            work,
+            scheme,
+            imp.to(work.device) if imp is not None else None,
+            compute_dtype,
+            settings,
+            stats.get(name),
         )
         weight.copy_(qdq.to(weight.device))
         results[name] = quant.cpu()

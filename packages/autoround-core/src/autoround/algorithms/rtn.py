@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from autoround.algorithms.base import AlgorithmJob, AlgorithmResult
+from autoround.algorithms.fused_scales import fused_tensor_stats
 from autoround.layer_plan import LayerPlan
 from autoround.layer_quant import LayerQuant, quantize_weight
 from autoround.modeling.blocks import linear_weight
@@ -28,12 +29,13 @@ def quantize_rtn(
     written back, so peak memory stays near the model plus one layer.
     """
     layers = plan.quantized()
+    stats = fused_tensor_stats(model, layers)  # fused layers share a per-tensor statistic (NVFP4)
     results: dict[str, LayerQuant] = {}
     for name, scheme in tqdm(layers.items(), desc="RTN", unit="layer", disable=not progress):
         module = model.get_submodule(name)
         weight = linear_weight(module)
         work = weight.to(device) if device is not None else weight
-        qdq, quant = quantize_weight(work, scheme)
+        qdq, quant = quantize_weight(work, scheme, tensor_stat=stats.get(name))
         weight.copy_(qdq.to(weight.device))
         results[name] = quant.cpu()  # with any per-tensor global scale (NVFP4)
     logger.info("RTN quantized %d layers", len(results))

@@ -14,6 +14,10 @@ One default is not Intel's: ``enable_alg_ext=True`` (Intel: False) tunes symmetr
 with one factor on it kept in [0, 2] and learning at a quarter of the rounding lr (and, below 4
 bits, a loss without the largest 0.1 % of errors); see :mod:`autoround.algorithms.scale_init`.
 
+Layers a runtime fuses (q/k/v, gate/up) are tuned and quantized under their group's per-tensor
+statistic, found per block before wrapping (NVFP4's shared global scale, Intel's
+``update_block_global_scale_if_needed``; :mod:`autoround.algorithms.fused_scales`).
+
 With ``amp`` (Intel's default) the block's forward and backward run under bf16 autocast, where
 the device multiplies bf16 natively only; everything else stays float32.
 
@@ -32,9 +36,11 @@ from torch import nn
 
 from autoround.algorithms import scale_init
 from autoround.algorithms.clip_init import initial_clipping
+from autoround.algorithms.fused_scales import fused_tensor_stats
 from autoround.algorithms.signround_loop import BlockLoop, loss_for
 from autoround.algorithms.signround_settings import SignRoundSettings
 from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.dtypes.base import with_shared_statistic
 from autoround.layer_quant import LayerQuant
 from autoround.modeling.blocks import linear_weight
 from autoround.schemes import Scheme
@@ -48,7 +54,9 @@ class TunedLinear(nn.Module):
 
     With ``base_scale`` (groups, 1) the scale is ``base_scale * max_scale`` (the data type's
     ``scaled_tuning_qdq``, see :mod:`autoround.algorithms.scale_init`) instead of coming from the
-    group's min/max; ``min_scale`` is then unused. The data type must be ``tunable``.
+    group's min/max; ``min_scale`` is then unused. ``tensor_stat`` (0-dim) is the per-tensor
+    statistic of the layer's fused group (:mod:`autoround.algorithms.fused_scales`; NVFP4: the
+    group's global scale is used in every step), else None. The data type must be ``tunable``.
     """
 
     grouped: torch.Tensor  # a buffer, registered in __init__
@@ -60,14 +68,17 @@ class TunedLinear(nn.Module):
         tune_minmax: bool,
         init_clipping: str = "minmax",
         base_scale: torch.Tensor | None = None,
+        tensor_stat: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.scheme = scheme
         self.linear = linear
-        self.dtype = DTYPES[scheme.data_type]
+        grouped, self.layout = to_groups(linear_weight(linear).detach(), scheme.group_size)
+        # on the weight's device: the tuning step may be replayed from a captured CUDA graph
+        self.tensor_stat = None if tensor_stat is None else tensor_stat.to(grouped.device)
+        self.dtype = with_shared_statistic(DTYPES[scheme.data_type], self.tensor_stat)
         if not self.dtype.tunable:
             raise ValueError(f"SignRound cannot tune data_type {scheme.data_type!r}")
-        grouped, self.layout = to_groups(linear_weight(linear).detach(), scheme.group_size)
         self.register_buffer("grouped", grouped, persistent=False)
         self.group_range = self.dtype.group_range(grouped)
         self.base_scale = base_scale
@@ -117,17 +128,23 @@ class TunedLinear(nn.Module):
 class TunedParams:
     """The kept parameters of one layer (tuning state; :func:`qdq_with` makes its quantized
     weight): offsets (grouped shape) and clipping factors (groups,); ``base_scale`` (groups, 1)
-    when the layer was tuned from a searched scale."""
+    when the layer was tuned from a searched scale; ``tensor_stat`` (0-dim) the per-tensor
+    statistic of its fused group, if any."""
 
     v: torch.Tensor
     min_scale: torch.Tensor
     max_scale: torch.Tensor
     base_scale: torch.Tensor | None = None
+    tensor_stat: torch.Tensor | None = None
 
     def rtn(self) -> TunedParams:
-        """Plain round-to-nearest: no rounding offsets, the full min-max range, no searched scale."""
+        """Plain round-to-nearest: no rounding offsets, the full min-max range, no searched scale
+        (still under the fused group's statistic: the layers stay fusable)."""
         return TunedParams(
-            torch.zeros_like(self.v), torch.ones_like(self.min_scale), torch.ones_like(self.max_scale)
+            torch.zeros_like(self.v),
+            torch.ones_like(self.min_scale),
+            torch.ones_like(self.max_scale),
+            tensor_stat=self.tensor_stat,
         )
 
 
@@ -147,18 +164,26 @@ def _wrap(
     settings: SignRoundSettings,
     imatrix: dict[str, torch.Tensor] | None,
 ) -> dict[str, TunedLinear]:
+    stats = fused_tensor_stats(block, layers)  # Intel: before the block's layers are wrapped
     wrapped = {}
     for name, scheme in layers.items():
         parent_name, _, child = name.rpartition(".")
         parent = block.get_submodule(parent_name) if parent_name else block
         linear = getattr(parent, child)
         base_scale = None
-        dtype = DTYPES[scheme.data_type]
+        dtype = with_shared_statistic(DTYPES[scheme.data_type], stats.get(name))
         if settings.enable_alg_ext and dtype.searches_scale(scheme.bits, scheme.sym):
             grouped, _ = to_groups(linear_weight(linear).detach(), scheme.group_size)
             imp = (imatrix or {}).get(name)
             base_scale = dtype.searched_scale(grouped, scheme.bits, scheme.group_size, imp)
-        tuned = TunedLinear(linear, scheme, settings.enable_minmax_tuning, settings.init_clipping, base_scale)
+        tuned = TunedLinear(
+            linear,
+            scheme,
+            settings.enable_minmax_tuning,
+            settings.init_clipping,
+            base_scale,
+            stats.get(name),
+        )
         setattr(parent, child, tuned)
         wrapped[name] = tuned
     return wrapped
@@ -249,7 +274,11 @@ def _collect(wrapped: dict[str, TunedLinear], best: dict[int, torch.Tensor]) -> 
 
     return {
         name: TunedParams(
-            kept(t.v), kept(t.min_scale).clamp_(*t.bounds), kept(t.max_scale).clamp_(*t.bounds), t.base_scale
+            kept(t.v),
+            kept(t.min_scale).clamp_(*t.bounds),
+            kept(t.max_scale).clamp_(*t.bounds),
+            t.base_scale,
+            t.tensor_stat,
         )
         for name, t in wrapped.items()
     }
@@ -258,8 +287,9 @@ def _collect(wrapped: dict[str, TunedLinear], best: dict[int, torch.Tensor]) -> 
 def qdq_with(weight: torch.Tensor, scheme: Scheme, params: TunedParams) -> tuple[torch.Tensor, LayerQuant]:
     """Final quantize-dequantize of a layer's weight (any dtype) with its tuned parameters, and
     the layer's :class:`LayerQuant` (on the weight's device)."""
-    dtype = DTYPES[scheme.data_type]
     grouped, layout = to_groups(weight, scheme.group_size)
+    stat = None if params.tensor_stat is None else params.tensor_stat.to(grouped.device)
+    dtype = with_shared_statistic(DTYPES[scheme.data_type], stat)
     v = params.v.to(grouped.device)
     if params.base_scale is not None:
         base, factor = params.base_scale.to(grouped.device), params.max_scale.to(grouped.device)

@@ -5,12 +5,18 @@ SignRound tunes, optimized RTN's searched scale, and the searched-scale start Si
 factor on. Algorithms ask it (:attr:`DataType.tunable`, :meth:`DataType.searches_scale`) instead
 of testing ``data_type`` names. :class:`RtnOnly` gives the answers of a type that supports plain
 round-to-nearest only, so a new type needs only its formulas.
+
+A type with a per-tensor statistic that the layers a runtime fuses must share (NVFP4's max|W|,
+which its global scale is derived from) also implements :class:`SharedStatistic`; algorithms
+find it with :func:`shared_statistic_type` and quantize each member of a fused group with
+:func:`with_shared_statistic` (:mod:`autoround.algorithms.fused_scales` finds the groups).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import NoReturn, Protocol, runtime_checkable
 
 import torch
 
@@ -166,6 +172,44 @@ class DataType(Protocol):
     ) -> torch.Tensor:
         """:meth:`scaled_qdq`'s values for the tuning loop, with gradients for v and the factor."""
         ...
+
+
+@runtime_checkable
+class SharedStatistic(Protocol):
+    """What a data type with a per-tensor statistic offers besides :class:`DataType`.
+
+    vLLM fuses q/k/v and gate/up (MoE: w1/w3) into one layer that keeps one per-tensor scale, so
+    such layers must be quantized under one statistic: that of the weight they fuse into.
+    """
+
+    def group_statistic(self, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The statistic (0-dim float32, on the first weight's device) of the weight the
+        ``weights`` fuse into (NVFP4: the largest max|W| of them)."""
+        ...
+
+    def sharing(self, statistic: torch.Tensor) -> DataType:
+        """The same type with its per-tensor statistic fixed to ``statistic``: every
+        quantize-dequantize variant then uses it instead of the one of the tensor given."""
+        ...
+
+
+def shared_statistic_type(dtype: DataType) -> SharedStatistic | None:
+    """``dtype`` as a :class:`SharedStatistic` when it has a per-tensor statistic, else None."""
+    return dtype if isinstance(dtype, SharedStatistic) else None
+
+
+def with_shared_statistic(dtype: DataType, statistic: torch.Tensor | None) -> DataType:
+    """``dtype`` with its per-tensor statistic fixed (``dtype`` itself for None).
+
+    Raises:
+        ValueError: ``statistic`` is given for a type that has none.
+    """
+    if statistic is None:
+        return dtype
+    shared = shared_statistic_type(dtype)
+    if shared is None:
+        raise ValueError(f"data type {dtype.name!r} has no per-tensor statistic to share")
+    return shared.sharing(statistic)
 
 
 def compose_qdq(

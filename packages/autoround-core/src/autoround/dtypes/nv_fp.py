@@ -16,28 +16,36 @@ block scales over E4M3's range. Intel 0.16.1's plain round-to-nearest (``nv_fp4`
 * result ``e2m1 * (1/o)``, in the input's dtype.
 
 The global scale is that of the tensor given to :meth:`NvFpDataType.qdq` (the whole weight, as
-``to_groups`` cuts it: zero padding does not change the maximum). Intel additionally gives q/k/v
-and gate/up projections of one block their smallest global scale (``update_fused_layer_global_
-scales``, on by default); that model-level step is not built. Intel's optimized RTN for NVFP4
-(``opt_rtn_nv_fp4``, a per-block search of 0.5x-1.51x factors) is
+``to_groups`` cuts it: zero padding does not change the maximum), unless the type is bound to a
+shared max|W| (:meth:`NvFpDataType.sharing`, its ``shared_amax``): vLLM fuses q/k/v and gate/up
+(MoE: w1/w3) into one layer with one global scale, so each member is quantized under the global
+scale of the fused weight, ``448 * 6 / max`` of the members' max|W| (Intel's
+``update_fused_layer_global_scales``, on by default: the smallest of their global scales, the
+same value; the groups are found by :mod:`autoround.algorithms.fused_scales`). The bound type
+uses it everywhere a global scale enters (plain RTN, SignRound's tuning step and final
+quantize-dequantize, optimized RTN's final one), except in the searches of optimized RTN's
+block factors, which, like Intel's, run under the weight's own global scale. Intel's optimized
+RTN for NVFP4 (``opt_rtn_nv_fp4``, a per-block search of 0.5x-1.51x factors) is
 :mod:`autoround.dtypes.nv_fp_search`.
 
 SignRound tunes NVFP4 as Intel's wrapper does (:func:`nv_tuning_qdq`): the offset ``v`` added
 before the E2M1 rounding, and the factor ``max_scale`` on each block maximum (Intel's
 ``scale_coeff``; ``min_scale`` is unused), kept in [0, 1], the global scale fixed at the
-weight's. Every rounding (block scale to E4M3, elements to E2M1) is Intel's straight-through
-estimator, so ``max_scale`` gets its gradient through the block scale. With ``enable_alg_ext``
-a layer starts from the searched factor of each block (:meth:`NvFpDataType.searched_scale`,
-Intel's SignRoundV2 ``init_scale``) and tunes a factor in [0, 2] on it. Where a block scale
-underflows to 0 Intel's gradient is NaN (``1/0`` under a ``where``); here it is 0.
-:meth:`NvFpDataType.quantize`
-returns the E2M1 values, not bit patterns (as ``mx_fp`` does); ``QParams.scale`` is each block's
-effective float32 scale ``1/o``. No format saves NVFP4 yet (formats' ``Capabilities``).
+weight's (or the fused group's). Every rounding (block scale to E4M3, elements to E2M1) is
+Intel's straight-through estimator, so ``max_scale`` gets its gradient through the block scale.
+With ``enable_alg_ext`` a layer starts from the searched factor of each block
+(:meth:`NvFpDataType.searched_scale`, Intel's SignRoundV2 ``init_scale``) and tunes a factor in
+[0, 2] on it. Where a block scale underflows to 0 Intel's gradient is NaN (``1/0`` under a
+``where``); here it is 0. :meth:`NvFpDataType.quantize` returns the E2M1 values, not bit
+patterns (as ``mx_fp`` does); ``QParams.scale`` is each block's effective float32 scale ``1/o``,
+``NvFpQParams.global_scale`` the global one (what the compressed-tensors writer stores as
+``weight_global_scale``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -57,9 +65,12 @@ def reciprocal(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == 0, torch.zeros_like(x), 1.0 / x)
 
 
-def global_scale(weight: torch.Tensor) -> torch.Tensor:
-    """The tensor's float32 global scale ``448 * 6 / max|W|`` (0-dim; 0 for an all-zero one)."""
-    return E4M3_MAX * E2M1_MAX * reciprocal(weight.to(torch.float32).abs().max())
+def global_scale(weight: torch.Tensor, amax: torch.Tensor | None = None) -> torch.Tensor:
+    """The tensor's float32 global scale ``448 * 6 / max|W|`` (0-dim; 0 for an all-zero one);
+    ``amax`` (0-dim), when given, stands for max|W| (a fused group's, shared by its members)."""
+    if amax is None:
+        amax = weight.to(torch.float32).abs().max()
+    return E4M3_MAX * E2M1_MAX * reciprocal(amax.to(device=weight.device, dtype=torch.float32))
 
 
 def inverse_scale(block_scale: torch.Tensor, global_scale: torch.Tensor) -> torch.Tensor:
@@ -89,16 +100,23 @@ def e2m1(x: torch.Tensor, through: Through = forward_only) -> torch.Tensor:
 
 
 def nv_tuning_qdq(
-    grouped: torch.Tensor, amax: torch.Tensor, v: torch.Tensor, max_coeff: torch.Tensor
+    grouped: torch.Tensor,
+    amax: torch.Tensor,
+    v: torch.Tensor,
+    max_coeff: torch.Tensor,
+    tensor_amax: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """NVFP4 quantize-dequantize for the tuning loop (``grouped``'s dtype): the values of
     :meth:`NvFpDataType.qdq` with straight-through gradients for ``v`` and ``max_coeff``.
 
     ``amax`` is each block's largest magnitude (groups, 1) float32 (the largest of them the
     tensor's, giving the global scale); ``max_coeff`` multiplies it (clipping factor, or the
-    searched factor times the tuned one), (groups,) or (groups, 1).
+    searched factor times the tuned one), (groups,) or (groups, 1). ``tensor_amax`` (0-dim, on
+    ``grouped``'s device: this runs inside captured CUDA graphs) replaces the tensor's max|W| in
+    the global scale (a fused group's).
     """
-    gs = E4M3_MAX * E2M1_MAX * reciprocal(amax.max())
+    tensor = amax.max() if tensor_amax is None else tensor_amax.to(amax.device)
+    gs = E4M3_MAX * E2M1_MAX * reciprocal(tensor)
     block_max = amax * max_coeff.reshape(-1, 1).to(amax.device)
     block = e4m3((gs * (block_max * (1.0 / E2M1_MAX))).clamp(-E4M3_MAX, E4M3_MAX), straight_through)
     inverse = reciprocal_ste(block * reciprocal(gs))
@@ -124,10 +142,28 @@ class NvFpQParams(QParams):
 @dataclass(frozen=True)
 class NvFpDataType(RtnOnly):
     """NVFP4, registered as ``"nv_fp"``: round-to-nearest, SignRound tuning and the searched
-    block factors (see the module docstring)."""
+    block factors (see the module docstring). ``shared_amax`` (0-dim float32, set by
+    :meth:`sharing`) is the max|W| the global scale is taken from instead of the tensor's own."""
 
     name: str = "nv_fp"
     allowed_bits: tuple[int, ...] = (4,)
+    shared_amax: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+    def group_statistic(self, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The largest max|W| of ``weights`` (0-dim float32): that of the weight they fuse into.
+        Taken in each weight's dtype (exact: a maximum of magnitudes rounds nothing)."""
+        device = weights[0].device
+        amaxes = [w.detach().abs().amax().to(device=device, dtype=torch.float32) for w in weights]
+        return torch.stack(amaxes).max()
+
+    def sharing(self, statistic: torch.Tensor) -> NvFpDataType:
+        """This type with the global scale taken from max|W| ``statistic`` (0-dim)."""
+        return replace(self, shared_amax=statistic.detach().to(torch.float32).reshape(()))
+
+    def own_scale(self) -> NvFpDataType:
+        """This type without a shared max|W| (optimized RTN's searches run under the weight's
+        own global scale, as Intel's do)."""
+        return self if self.shared_amax is None else replace(self, shared_amax=None)
 
     @property
     def tunable(self) -> bool:
@@ -150,7 +186,7 @@ class NvFpDataType(RtnOnly):
         max_scale: torch.Tensor,
     ) -> torch.Tensor:
         """:func:`nv_tuning_qdq` (``min_scale`` is unused: it gets no gradient)."""
-        return nv_tuning_qdq(grouped, group_range[1], v, max_scale)
+        return nv_tuning_qdq(grouped, group_range[1], v, max_scale, self.shared_amax)
 
     def searches_scale(self, bits: int, sym: bool) -> bool:
         """Optimized RTN searches each block's scale factor (:mod:`~autoround.dtypes.nv_fp_search`)."""
@@ -169,7 +205,7 @@ class NvFpDataType(RtnOnly):
     ) -> tuple[torch.Tensor, QParams]:
         """Intel's ``opt_rtn_fast_nvfp4`` (always its exact numerics; ``exact`` and
         ``refine_steps`` are unused)."""
-        qdq, qp = nv_opt_rtn(self, grouped, group_size, imatrix)
+        qdq, qp = nv_opt_rtn(self, grouped, group_size, imatrix, search=self.own_scale())
         return qdq.to(out_dtype), qp
 
     @torch.no_grad()
@@ -177,8 +213,9 @@ class NvFpDataType(RtnOnly):
         self, grouped: torch.Tensor, bits: int, group_size: int, imatrix: torch.Tensor | None
     ) -> torch.Tensor:
         """SignRound's searched start: optimized RTN's factor of each block maximum (groups, 1)
-        float32 (0.5 to 1.51; Intel's ``init_scale``), not the block scale itself."""
-        return searched_factors(self, grouped, group_size, imatrix)
+        float32 (0.5 to 1.51; Intel's ``init_scale``), not the block scale itself; searched under
+        the weight's own global scale (Intel's)."""
+        return searched_factors(self.own_scale(), grouped, group_size, imatrix)
 
     def scaled_qdq(
         self,
@@ -203,7 +240,8 @@ class NvFpDataType(RtnOnly):
     ) -> torch.Tensor:
         """:meth:`scaled_qdq`'s values with straight-through gradients for ``v`` and ``factor``."""
         amax = self.group_range(grouped)[1]
-        return nv_tuning_qdq(grouped, amax, v, factor.reshape(-1, 1) * base_scale)
+        coeff = factor.reshape(-1, 1) * base_scale
+        return nv_tuning_qdq(grouped, amax, v, coeff, self.shared_amax)
 
     def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
         """NVFP4 blocks are 16 weights and its elements carry their own sign (no zero point)."""
@@ -232,7 +270,7 @@ class NvFpDataType(RtnOnly):
         ``max_scale`` shrinks each block maximum before its scale is taken (Intel's
         ``scale_coeff``); ``min_scale`` has no meaning for a symmetric range and is ignored.
         """
-        gs = global_scale(grouped)
+        gs = global_scale(grouped, self.shared_amax)
         if isinstance(max_scale, torch.Tensor):
             max_scale = max_scale.reshape(-1, 1).to(grouped.device)
         block_max = torch.max(torch.abs(grouped), dim=-1, keepdim=True)[0].to(torch.float32) * max_scale

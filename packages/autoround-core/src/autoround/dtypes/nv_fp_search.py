@@ -5,7 +5,8 @@ Each block of 16 tries its maximum scaled by 0.50, 0.51, ..., 1.51 (1.00 first, 
 that order) before its E4M3 scale is taken, under a global scale from the whole tensor as
 plain RTN has it, and keeps the factor whose quantize-dequantize has the smallest
 importance-weighted squared error (the first of equal ones); the layer is then quantized with
-those factors and the global scale of the weight as given. The importance is the layer's imatrix
+those factors and the global scale of the weight as given (a fused group's where shared:
+:mod:`autoround.dtypes.nv_fp`). The importance is the layer's imatrix
 repeated per row, repaired where it holds zeros as for integers
 (:func:`autoround.dtypes.int_search.group_importance`), or 1.
 """
@@ -53,9 +54,15 @@ def best_factors(dtype: DataType, grouped: torch.Tensor, importance: torch.Tenso
 
 
 def nv_opt_rtn(
-    dtype: DataType, grouped: torch.Tensor, group_size: int, imatrix: torch.Tensor | None
+    dtype: DataType,
+    grouped: torch.Tensor,
+    group_size: int,
+    imatrix: torch.Tensor | None,
+    search: DataType | None = None,
 ) -> tuple[torch.Tensor, QParams]:
     """Optimized RTN of grouped NVFP4 weights: the quantize-dequantize (``grouped``'s dtype) with
-    each block's searched factor, and its parameters."""
-    factors = searched_factors(dtype, grouped, group_size, imatrix)
+    each block's searched factor, and its parameters. ``search`` (default ``dtype``) is the type
+    the factors are searched with: Intel searches under the weight's own global scale and
+    quantizes with the fused group's (``dtype``)."""
+    factors = searched_factors(search or dtype, grouped, group_size, imatrix)
     return dtype.qdq(grouped, 4, True, max_scale=factors)

@@ -11,6 +11,10 @@ outside the blocks (``lm_head``, with all its fields), are listed in ``extra_con
 name. Unquantized tensors keep their names and dtypes; tied embeddings stay tied, unless the
 tied ``lm_head`` is quantized: then the embedding is stored dense, ``lm_head`` packed, and
 ``config.json`` says ``tie_word_embeddings: false``.
+
+Float weight types (MXFP4 / MXFP8 / NVFP4 weight-only, FP8 per tensor or channel) are written as Intel's
+float exports write them (:mod:`autoround.formats.auto_round_float`): packing
+``auto_round:llm_compressor`` for MX / NV, none (``fmt``, ``activation_scheme``) for FP8.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 
 from autoround._version import __version__
 from autoround.errors import CheckpointError
-from autoround.formats import awq_layout
+from autoround.formats import auto_round_float, awq_layout
 from autoround.formats.base import (
     AWQ_PACKING,
     GPTQ_PACKING,
@@ -50,9 +54,30 @@ from autoround.schemes import UNQUANTIZED_BITS, Scheme
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("quant_method", "packing_format", *SCHEME_KEYS)
-#: What this format stores: integers of the bit widths the GPTQ int32 packing is built for
-#: (Intel also packs 5-7 bits; not yet we).
+#: What the GPTQ / plain packings store: integers of the bit widths the GPTQ int32 packing is
+#: built for (Intel also packs 5-7 bits; not yet we).
 CAPABILITIES = Capabilities(data_types=("int",), bits=SUPPORTED_BITS)
+#: The float weight types ``auto_round`` (Intel's choice of packing) also writes.
+FLOAT_DATA_TYPES = ("mx_fp", "mx_fp_rceil", "nv_fp", "fp")
+
+
+def _layout_problem(scheme: Scheme, in_features: int | None) -> str | None:
+    """What ``FLOAT_CAPABILITIES``' fields cannot say: which float bits and groups are written."""
+    return auto_round_float.float_problem(scheme, in_features) if scheme.data_type != "int" else None
+
+
+#: What ``auto_round`` stores: the integer packings' schemes, and the float types Intel's float
+#: exports write, one family per checkpoint (:func:`auto_round_float.mixing_problems`).
+FLOAT_CAPABILITIES = Capabilities(
+    data_types=("int", *FLOAT_DATA_TYPES),
+    bits=SUPPORTED_BITS,
+    check=_layout_problem,
+    note=(
+        "mx_fp(_rceil) 4/8-bit group 32, nv_fp 4-bit group 16, fp 8-bit per tensor or channel, "
+        "all symmetric; "
+        "no integer beside float layers"
+    ),
+)
 #: Who loads what it writes (``autoround list``; docs/formats.md says what was run here).
 RUNTIMES = ("autoround", "transformers + autoround-hf", "vLLM + autoround-vllm")
 
@@ -125,9 +150,12 @@ def _dense_block_matrices(qm: QuantizedModel) -> list[str]:
 
 
 def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
-    """Validate an integer ``quantization_config``; errors name the offending key and what is
-    allowed. Float layouts are refused here (the vLLM / SGLang methods serve integers only);
-    :func:`read_spec`, the loaders' entry, reads them with :func:`parse_float_config`."""
+    """Validate a ``quantization_config``; errors name the offending key and what is allowed.
+
+    Intel's float layouts (packing ``auto_round:llm_compressor``, or FP8 with no packing) are read
+    by :func:`parse_float_config`; a float ``data_type`` in an integer packing is refused."""
+    if _float_config(config):
+        return parse_float_config(config)
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise CheckpointError(
@@ -261,11 +289,25 @@ def _pack_for(packing: str) -> LayerTensors:
     return lambda name, weight, quant: pack_layer(weight, quant, offset)
 
 
+def write_float(qm: QuantizedModel, directory: Path) -> None:
+    """Intel's ``auto_round`` checkpoint of a model quantized with float weight types."""
+    config = auto_round_float.float_config(to_config(qm), qm.scheme)
+    dtype = auto_round_float.model_dtype(qm.model)
+    tensors: LayerTensors = lambda name, weight, quant: auto_round_float.pack_layer(weight, quant, dtype)  # noqa: E731
+    # Intel's MX / NV layers hold their bias in float16; its FP8 layer keeps the bias as it is
+    bias_dtype = None if qm.scheme.data_type == "fp" else torch.float16
+    write_checkpoint(qm, directory, config, tensors, bias_dtype=bias_dtype)
+    logger.info("wrote %d %s layers to %s", len(qm.layers), qm.scheme.data_type, directory)
+
+
 def writer_for(packing: str | None = None, export_dtype: torch.dtype | None = None) -> SaveFn:
     """The writer of an auto_round checkpoint whose layers use ``packing`` (None: Intel's choice
-    per scheme, :func:`packing_format_for`)."""
+    per scheme, :func:`packing_format_for`, or its float layouts for a float default scheme)."""
 
     def write(qm: QuantizedModel, directory: Path) -> None:
+        if packing is None and auto_round_float.is_float_model(qm):
+            write_float(qm, directory)
+            return
         chosen = packing or packing_format_for(qm.scheme)
         config = to_config(qm, chosen)
         write_checkpoint(qm, directory, config, _pack_for(chosen), export_dtype=export_dtype)
@@ -285,15 +327,13 @@ def to_auto_round(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_spec(config: Mapping[str, Any], block_names: Sequence[str] = ()) -> CheckpointSpec:
-    """:func:`parse_config` (or :func:`parse_float_config` for Intel's float layouts, which the
-    loaders read), blocks filled in from ``block_names`` when the config names none."""
-    spec = parse_float_config(config) if _float_config(config) else parse_config(config)
-    return spec.with_default_blocks(block_names)
+    """:func:`parse_config`, blocks filled in from ``block_names`` when the config names none."""
+    return parse_config(config).with_default_blocks(block_names)
 
 
 FORMAT = Format(
-    "auto_round", QUANT_METHOD, CAPABILITIES, can_read, to_auto_round, read_spec,
-    writer=writer_for(), runtimes=RUNTIMES,
+    "auto_round", QUANT_METHOD, FLOAT_CAPABILITIES, can_read, to_auto_round, read_spec,
+    writer=writer_for(), runtimes=RUNTIMES, check_quantized=auto_round_float.mixing_problems,
 )  # fmt: skip
 #: Intel's ``auto_round:auto_gptq``: GPTQ's zero-minus-one packing whatever the scheme (asymmetric
 #: layers too, so a zero point of 0 is refused: GPTQ's convention cannot hold it).

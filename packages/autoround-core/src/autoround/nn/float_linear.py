@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autoround.nn.float_weights import FloatLayout, dequantize, layout_for, why_not
+from autoround.nn.float_weights import FloatLayout, dequantize, is_float_type, layout_for, why_not
 from autoround.schemes import Scheme
 
 #: The one backend of float layers (the name integer layers' reference backend has too).
@@ -66,6 +66,12 @@ class FloatQuantLinear(nn.Module):
             self.register_buffer(name, torch.empty(shape, dtype=dtype, device=device))
         bias_tensor = torch.empty(out_features, dtype=bias_dtype, device=device) if bias else None
         self.register_buffer("bias", bias_tensor)
+
+    @staticmethod
+    def holds(scheme: Scheme) -> bool:
+        """Whether a scheme's layers are float layers (MX / NV / FP data types), whose layout
+        :attr:`layout` then describes (or the constructor refuses, saying why)."""
+        return is_float_type(scheme.data_type)
 
     @property
     def stored_leaves(self) -> tuple[str, ...]:

