@@ -174,13 +174,17 @@ def test_rtn_quantizes_every_layer_to_the_dtypes_qdq(tiny_llama) -> None:
         assert torch.equal(quant.scale, scale.reshape(weight.shape[0], -1)) and not quant.zero.any()
 
 
-def test_the_auto_round_format_preflight_refuses_an_mx_fp_plan(tiny_llama) -> None:
-    with pytest.raises(SchemeError, match=r"mx_fp 4-bit cannot be stored in format 'auto_round'"):
-        check_plan(tiny_llama, resolve(tiny_llama, MXFP4), "auto_round")
+# MXFP4 and MXFP8 are stored (tests/core/formats/test_*_float.py); MXFP6 by no format
+MXFP6 = Scheme(bits=6, group_size=32, data_type="mx_fp")
 
 
-def test_saving_an_mx_fp_model_is_refused_before_anything_is_written(tmp_path, tiny_llama) -> None:
-    qm = autoround.quantize(tiny_llama, MXFP4, progress=False)
+def test_the_auto_round_format_preflight_refuses_an_mxfp6_plan(tiny_llama) -> None:
+    with pytest.raises(SchemeError, match=r"mx_fp 6-bit.*cannot be stored in format 'auto_round'"):
+        check_plan(tiny_llama, resolve(tiny_llama, MXFP6), "auto_round")
+
+
+def test_saving_an_mxfp6_model_is_refused_before_anything_is_written(tmp_path, tiny_llama) -> None:
+    qm = autoround.quantize(tiny_llama, MXFP6, progress=False)
     with pytest.raises((FormatError, SchemeError), match=r"(?s)mx_fp.*'auto_round'"):
         autoround.save(qm, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
