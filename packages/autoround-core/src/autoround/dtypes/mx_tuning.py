@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from autoround.dtypes.float_fused import mx_elements_qdq
 from autoround.dtypes.mx_elements import SCALE_EXP_LIMIT, MxElement
 from autoround.dtypes.ste import ceil_ste, floor_ste, log2_nonzero
 
@@ -90,6 +91,26 @@ def mx_tuning_qdq(
     maximum: the clipping factor (groups,) (classic SignRound), or the searched multiplier times
     the tuned factor (searched-scale start).
     """
+    if isinstance(max_coeff, torch.Tensor):
+        amax = amax * max_coeff.reshape(-1, 1).to(amax.device)
+    else:
+        amax = amax * max_coeff
+    scale = torch.pow(2.0, shared_exponent_ste(amax, element, rounding))
+    # The weight-sized part as one Function with its own backward (same values and gradients,
+    # far fewer passes over the weight); the per-group exponent above stays with autograd.
+    return mx_elements_qdq(grouped, v, scale, element)
+
+
+def mx_tuning_qdq_reference(
+    grouped: torch.Tensor,
+    amax: torch.Tensor,
+    element: MxElement,
+    rounding: str,
+    v: torch.Tensor,
+    max_coeff: torch.Tensor | float,
+) -> torch.Tensor:
+    """:func:`mx_tuning_qdq` through plain autograd over every operation: the formulation the
+    fused step must match bit for bit (values and gradients; kept for the tests)."""
     weight = grouped.float()
     if isinstance(max_coeff, torch.Tensor):
         amax = amax * max_coeff.reshape(-1, 1).to(amax.device)

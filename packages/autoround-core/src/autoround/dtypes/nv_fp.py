@@ -50,6 +50,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from autoround.dtypes.base import QParams, RtnOnly
+from autoround.dtypes.float_fused import nv_elements_qdq
 from autoround.dtypes.nv_fp_search import nv_opt_rtn, searched_factors
 from autoround.dtypes.ste import Through, forward_only, reciprocal_ste, straight_through
 
@@ -115,11 +116,33 @@ def nv_tuning_qdq(
     ``grouped``'s device: this runs inside captured CUDA graphs) replaces the tensor's max|W| in
     the global scale (a fused group's).
     """
+    inverse = _tuning_inverse(amax, max_coeff, tensor_amax)
+    # The weight-sized part as one Function with its own backward (same values and gradients,
+    # far fewer passes over the weight); the per-block scale stays with autograd.
+    return nv_elements_qdq(grouped, v, inverse, reciprocal_ste(inverse))
+
+
+def _tuning_inverse(
+    amax: torch.Tensor, max_coeff: torch.Tensor, tensor_amax: torch.Tensor | None
+) -> torch.Tensor:
+    """Each block's ``o`` (groups, 1) of :func:`nv_tuning_qdq`, with straight-through gradients."""
     tensor = amax.max() if tensor_amax is None else tensor_amax.to(amax.device)
     gs = E4M3_MAX * E2M1_MAX * reciprocal(tensor)
     block_max = amax * max_coeff.reshape(-1, 1).to(amax.device)
     block = e4m3((gs * (block_max * (1.0 / E2M1_MAX))).clamp(-E4M3_MAX, E4M3_MAX), straight_through)
-    inverse = reciprocal_ste(block * reciprocal(gs))
+    return reciprocal_ste(block * reciprocal(gs))
+
+
+def nv_tuning_qdq_reference(
+    grouped: torch.Tensor,
+    amax: torch.Tensor,
+    v: torch.Tensor,
+    max_coeff: torch.Tensor,
+    tensor_amax: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`nv_tuning_qdq` through plain autograd over every operation: the formulation the
+    fused step must match bit for bit (values and gradients; kept for the tests)."""
+    inverse = _tuning_inverse(amax, max_coeff, tensor_amax)
     scaled = (grouped.to(torch.float32) * inverse + v).clamp(-E2M1_MAX, E2M1_MAX)
     return (e2m1(scaled, straight_through) * reciprocal_ste(inverse)).to(grouped.dtype)
 
