@@ -74,7 +74,9 @@ def test_intel_float_checkpoint_gives_intels_logits_and_tokens(name, monkeypatch
     logits, tokens = _run(model, meta["input_ids"], meta["new_tokens"])
     assert tokens == ref["in_memory_greedy"].tolist()
     if name.startswith("ar_mx"):
-        assert torch.equal(logits, ref["in_memory_logits"])
+        # bit-identical on the CPU the fixture was made on (AVX512); elsewhere the matmuls sum in
+        # another order (ATEN_CPU_CAPABILITY=avx2): float rounding only, the weights are exact
+        torch.testing.assert_close(logits, ref["in_memory_logits"], rtol=1e-5, atol=1e-5)
         return
     assert (logits - ref["in_memory_logits"]).abs().max().item() < TOL
     if name == "ar_nvfp4_a16":  # Intel holds the dequantized weight in bf16: round ours the same way
@@ -82,7 +84,9 @@ def test_intel_float_checkpoint_gives_intels_logits_and_tokens(name, monkeypatch
         monkeypatch.setattr(
             FloatQuantLinear, "dequantized_weight", lambda self, dtype: exact(self, torch.bfloat16).to(dtype)
         )
-        assert torch.equal(_run(model, meta["input_ids"])[0], ref["in_memory_logits"])
+        torch.testing.assert_close(
+            _run(model, meta["input_ids"])[0], ref["in_memory_logits"], rtol=1e-5, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("name", ["ar_mxfp4_a16", "ar_nvfp4_a16"])
