@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--classic", action="store_true", help="enable_alg_ext=False")
     parser.add_argument("--fp32", action="store_true", help="amp=False (no bf16 autocast)")
+    parser.add_argument("--scheme", default="W4A16", help="a preset; float ones in weight-only form")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, tok = load_model_and_tokenizer("smollm2", dtype=torch.float32)
@@ -67,7 +68,8 @@ def main() -> None:
     alg_ext = not args.classic
     amp = SignRoundSettings(amp=not args.fp32).autocast_dtype("cpu") is not None
     eager_bf16 = eager_time(block, captured.hidden, captured.kwargs, target, amp=True) if amp else None
-    layers = {n: PRESETS["W4A16"] for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
+    scheme = PRESETS[args.scheme.upper()].replace(act_bits=16)
+    layers = {n: scheme for n, m in block.named_modules() if isinstance(m, torch.nn.Linear)}
     settings = SignRoundSettings(iters=args.iters, batch_size=4, enable_alg_ext=alg_ext, amp=not args.fp32)
     warm_up = SignRoundSettings(iters=2, batch_size=4, enable_alg_ext=alg_ext, amp=not args.fp32)
     tune_block(block, captured.hidden, target, captured.kwargs, layers, warm_up)

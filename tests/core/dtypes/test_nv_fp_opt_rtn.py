@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.dtypes.nv_fp_search import best_factors
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "intel" / "fp_qdq.safetensors"
 with safe_open(FIXTURE, "pt") as _f:
@@ -65,3 +66,24 @@ def test_the_search_keeps_the_best_factor_of_each_block() -> None:
         losses.append(((candidate.double() - grouped.double()) ** 2 * imatrix.double()).sum(-1))
     chosen = ((out.double() - grouped.double()) ** 2 * imatrix.double()).sum(-1)
     assert torch.allclose(chosen, torch.stack(losses).min(0).values, rtol=1e-6, atol=0)
+
+
+def test_the_searched_factors_are_those_of_trying_every_factor_in_intels_order() -> None:
+    """Each block keeps the first factor (1.00, then 0.50 ... 1.51) of smallest error, ties (many
+    factors round to one E4M3 scale) and tiny, zero and large blocks included."""
+    torch.manual_seed(2)
+    grouped = torch.randn(96, 16) * torch.logspace(-7, 1, 96).unsqueeze(1)
+    grouped[5] = 0.0
+    importance = torch.rand(96, 16)
+    best_error = best = None
+    for factor in (1.0, *(n / 100.0 for n in range(50, 152) if n != 100)):
+        out, _ = NV.qdq(grouped, 4, True, max_scale=torch.full((96, 1), factor))
+        error = ((out - grouped) * (out - grouped) * importance).sum(-1)
+        if best_error is None or best is None:
+            best_error, best = error, torch.full((96,), factor)
+            continue
+        better = error < best_error
+        best_error = torch.where(better, error, best_error)
+        best = torch.where(better, torch.tensor(factor), best)
+    assert best is not None
+    assert torch.equal(best_factors(NV, grouped, importance).squeeze(1), best)

@@ -74,6 +74,15 @@ def global_scale(weight: torch.Tensor, amax: torch.Tensor | None = None) -> torc
     return E4M3_MAX * E2M1_MAX * reciprocal(amax.to(device=weight.device, dtype=torch.float32))
 
 
+def block_scales(amax: torch.Tensor, max_scale: torch.Tensor | float, gs: torch.Tensor) -> torch.Tensor:
+    """E4M3 block scales (float32) of block maxima ``amax`` (groups, 1) float32 times
+    ``max_scale`` (broadcast: a (1, k) row gives k candidates per block) under global scale
+    ``gs``."""
+    # 1/6 as a Python float, multiplied in float32, as Intel does.
+    block = (gs * ((amax * max_scale) * (1.0 / E2M1_MAX))).clamp(-E4M3_MAX, E4M3_MAX)
+    return e4m3(block).to(torch.float32)
+
+
 def inverse_scale(block_scale: torch.Tensor, global_scale: torch.Tensor) -> torch.Tensor:
     """``o = 1 / (block_scale * (1/gs))``; its reciprocal is the block's effective scale."""
     return reciprocal(block_scale * reciprocal(global_scale))
@@ -293,13 +302,25 @@ class NvFpDataType(RtnOnly):
         ``max_scale`` shrinks each block maximum before its scale is taken (Intel's
         ``scale_coeff``); ``min_scale`` has no meaning for a symmetric range and is ignored.
         """
-        gs = global_scale(grouped, self.shared_amax)
+        gs = self.global_scale_of(grouped)
         if isinstance(max_scale, torch.Tensor):
             max_scale = max_scale.reshape(-1, 1).to(grouped.device)
-        block_max = torch.max(torch.abs(grouped), dim=-1, keepdim=True)[0].to(torch.float32) * max_scale
-        # 1/6 as a Python float, multiplied in float32, as Intel does.
-        block = (gs * (block_max * (1.0 / E2M1_MAX))).clamp(-E4M3_MAX, E4M3_MAX)
-        block = e4m3(block).to(torch.float32)
+        amax = torch.max(torch.abs(grouped), dim=-1, keepdim=True)[0].to(torch.float32)
+        return self.qparams_of_blocks(block_scales(amax, max_scale, gs), gs)
+
+    def global_scale_of(self, grouped: torch.Tensor) -> torch.Tensor:
+        """The global scale this type quantizes ``grouped`` under (0-dim float32): the shared
+        one where bound, else the tensor's own."""
+        return global_scale(grouped, self.shared_amax)
+
+    def block_scales_of(
+        self, amax: torch.Tensor, max_scale: torch.Tensor | float, gs: torch.Tensor
+    ) -> torch.Tensor:
+        """:func:`block_scales` (the search's view of this type)."""
+        return block_scales(amax, max_scale, gs)
+
+    def qparams_of_blocks(self, block: torch.Tensor, gs: torch.Tensor) -> NvFpQParams:
+        """The parameters of E4M3 block scales ``block`` (groups, 1) under global scale ``gs``."""
         scale = reciprocal(inverse_scale(block, gs))
         return NvFpQParams(scale, torch.zeros_like(scale), block, gs)
 
