@@ -48,6 +48,8 @@ FIXTURES = {
         "seqlen": 8,
     },
     "ar_fpw8a16": {"scheme": "FPW8A16"},
+    # FP8 in groups: Intel stores the (out, groups) scales flattened
+    "ar_fp8_g32": {"scheme": "FPW8A16", "group_size": 32},
 }
 KEEP = ("config.json", "quantization_config.json", "model.safetensors")
 
@@ -106,12 +108,13 @@ def reference(out_dir: str, in_memory: dict) -> dict:
     record: dict = {}
     try:
         model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32, device_map="cpu").eval()
-    except Exception as err:  # the refusal is recorded, the in-memory reference stays
-        record["intel_load_error"] = f"{type(err).__name__}: {err}"[:600]
-    else:
         layer = model.model.layers[0].self_attn.q_proj
         record["intel_layer_class"] = f"{type(layer).__module__}.{type(layer).__name__}"
-        tensors.update({f"loaded_{k}": v for k, v in _run(model).items()})
+        loaded = _run(model)
+    except Exception as err:  # the refusal (or a failing forward) is recorded, the in-memory reference stays
+        record["intel_load_error"] = f"{type(err).__name__}: {err}"[:600]
+    else:
+        tensors.update({f"loaded_{k}": v for k, v in loaded.items()})
     save_file(tensors, os.path.join(out_dir, "reference.safetensors"))
     return record
 

@@ -1,7 +1,7 @@
 """Intel auto-round 0.16.1's weight-only float checkpoints (``auto_round`` format: MXFP4, MXFP8,
 NVFP4 with act_bits=16, FPW8A16) load through autoround-hf and give Intel's logits.
 
-Fixtures: tests/fixtures/intel/exports/ar_{mxfp4,mxfp8,nvfp4}_a16 and ar_fpw8a16, made by
+Fixtures: tests/fixtures/intel/exports/ar_{mxfp4,mxfp8,nvfp4}_a16, ar_fpw8a16 and ar_fp8_g32, made by
 scripts/intel/make_float_exports.py (RTN). Intel's own loader refuses all four (it has inference
 backends for MX / NV only with quantized activations, and its FP8 one refuses group_size 0:
 reference.json records the errors), so the reference is Intel's in-memory quantized model, whose
@@ -36,7 +36,7 @@ from autoround.nn import float_weights as fw
 from autoround_hf import AutoRoundConfig
 
 EXPORTS = Path(__file__).parents[1] / "fixtures" / "intel" / "exports"
-FIXTURES = ["ar_mxfp4_a16", "ar_mxfp8_a16", "ar_nvfp4_a16", "ar_fpw8a16"]
+FIXTURES = ["ar_mxfp4_a16", "ar_mxfp8_a16", "ar_nvfp4_a16", "ar_fpw8a16", "ar_fp8_g32"]
 #: Logit tolerance where Intel's in-memory weights are rounded otherwise than the checkpoint's.
 TOL = 1e-2
 
@@ -248,9 +248,9 @@ def test_unread_float_layouts_are_refused(tmp_path) -> None:
     (target / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="fmt"):
         load_quantized(target)
-    config["quantization_config"].update(fmt="e4m3", group_size=128)  # Intel's FP8 groups: not read
+    config["quantization_config"].update(fmt="e4m3", group_size=128)  # wider than the 64-wide layers
     (target / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="no float layout read here"):
+    with pytest.raises(CheckpointError, match=r"q_proj: in_features=64 is not a multiple of group_size=128"):
         load_quantized(target)
 
 

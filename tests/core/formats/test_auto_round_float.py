@@ -1,7 +1,7 @@
 """The ``auto_round`` format's float weight types equal Intel auto-round 0.16.1's exports.
 
 References: Intel's ``auto_round`` exports of the tiny dense Llama with RTN
-(tests/fixtures/intel/exports/ar_{mxfp4,mxfp8,nvfp4}_a16, ar_fpw8a16; scripts/intel/
+(tests/fixtures/intel/exports/ar_{mxfp4,mxfp8,nvfp4}_a16, ar_fpw8a16, ar_fp8_g32; scripts/intel/
 make_float_exports.py: ``iters=0, disable_opt_rtn=True``, act_bits=16 for the MX / NV presets).
 Our RTN of the same model, saved with ``format="auto_round"``, is compared tensor for tensor
 (``torch.equal``, same dtype) and key for key; and it loads back through autoround-hf giving the
@@ -29,6 +29,7 @@ import autoround.dtypes.nv_fp as nv_fp
 import autoround_hf
 from autoround import quantize, save
 from autoround.errors import FormatError, SchemeError
+from autoround.formats.auto_round_float import float_problem
 from autoround.formats.preflight import check_schemes
 from autoround.io import load_safetensors_dir
 from autoround.nn import FloatQuantLinear
@@ -42,6 +43,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "ar_mxfp8_a16": ("MXFP8", {"act_bits": 16}),
     "ar_nvfp4_a16": ("NVFP4", {"act_bits": 16}),
     "ar_fpw8a16": ("FPW8A16", {}),
+    "ar_fp8_g32": ("FPW8A16", {"group_size": 32}),
 }
 #: Cases without a stored Intel export (FP8 per channel: compared with Intel's export made on the
 #: spot in its venv, where there is one).
@@ -176,7 +178,7 @@ def test_checkpoint_loads_through_autoround_hf_as_the_in_memory_model(case, save
         )
     logits, tokens = _logits_and_tokens(loaded)
     assert tokens == expected_tokens
-    if case in ("ar_fpw8a16", "fp8_per_channel"):  # Intel stores the scale in bf16 (~0.2% off)
+    if case in ("ar_fpw8a16", "ar_fp8_g32", "fp8_per_channel"):  # Intel stores the scale in bf16 (~0.2% off)
         assert (logits - expected_logits).abs().max().item() < 1e-2
     else:  # MX: powers of two times E2M1 / E4M3, exact in bf16
         assert torch.equal(logits, expected_logits)
@@ -273,15 +275,21 @@ def test_preflight_accepts_the_written_float_schemes(scheme) -> None:
 @pytest.mark.parametrize(
     ("scheme", "message"),
     [
-        (parse_scheme("FPW8A16", group_size=128), "fp 8-bit group_size 128"),
         (parse_scheme("MXFP4", act_bits=16).replace(bits=6), "mx_fp 6-bit"),
-        (parse_scheme("FPW8A16", group_size=16), "fp 8-bit group_size 16"),
+        (parse_scheme("MXINT4", act_bits=16), "mx_int 4-bit"),
         (parse_scheme("MXFP4"), "activation quantization"),
     ],
 )
 def test_preflight_refuses_float_schemes_not_written(scheme, message) -> None:
     with pytest.raises((SchemeError, NotImplementedError), match=message):
         check_schemes(scheme, None, "auto_round")
+
+
+def test_fp8_groups_are_written_only_where_they_divide_the_width() -> None:
+    scheme = parse_scheme("FPW8A16", group_size=32)
+    assert check_schemes(scheme, None, "auto_round") == ("auto_round",)
+    assert float_problem(scheme, 64) is None
+    assert float_problem(scheme, 48) == "fp group_size 32 on 48 inputs (a partial last group)"
 
 
 def test_int_packings_still_refuse_floats() -> None:

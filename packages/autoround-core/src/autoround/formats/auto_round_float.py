@@ -20,8 +20,8 @@ Both write the scheme keys, Intel's recorded settings, ``block_name_to_quantize`
 act_* keys of a weight-only scheme are dropped, as Intel's ``filter_quantization_config`` does.
 
 Which float schemes are written: those the loaders read back (:data:`autoround.nn.float_weights.
-LAYOUTS`): MX 4/8-bit in groups of 32, NVFP4 in groups of 16, FP8 per tensor or per channel
-(Intel also writes FP8 groups, as a flat ``(out * groups,)`` scale: not read, so not written).
+LAYOUTS`): MX 4/8-bit in groups of 32, NVFP4 in groups of 16, FP8 per tensor, per channel or
+in groups (a flat ``(out * groups,)`` scale, as Intel writes it; the groups must divide the width).
 Every quantized layer of a float checkpoint must be a float type of the same path (Intel packs
 an MX/NV export's integer layers, or an FP8 export's MX layers, in layouts its float loaders do
 not read).
@@ -58,7 +58,7 @@ def float_problem(scheme: Scheme, in_features: int | None = None) -> str | None:
         return (
             f"{scheme.data_type} {scheme.bits}-bit group_size {scheme.group_size} "
             "(auto_round writes mx_fp(_rceil) 4/8-bit group 32, nv_fp 4-bit group 16, "
-            "fp 8-bit per tensor or channel)"
+            "fp 8-bit per tensor, per channel or in groups)"
         )
     if in_features is not None and layout.group_size and in_features % layout.group_size:
         return (

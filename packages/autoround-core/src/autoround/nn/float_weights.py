@@ -15,8 +15,8 @@ The one place of the float dequantize formulas (loaders, backends and tests use 
   is the reciprocal of the one that multiplies).
 * **FP8** (``fp``, bits 8, group_size 0: one scale per tensor; Intel's ``FPW8A16``): ``weight``
   float8_e4m3fn ``(out, in)``, ``weight_scale`` in the model's float dtype, ``(1,)``.
-  ``w = fp8 * scale``. Per channel (group_size -1): ``weight_scale`` ``(out,)``, one a row
-  (Intel's ``FP8QLinear`` stores ``scale.view(-1)``).
+  ``w = fp8 * scale``. Per channel (group_size -1): ``weight_scale`` ``(out,)``, one a row; in
+  groups of N: ``(out * in / N,)``, row by row (Intel's ``FP8QLinear`` stores ``scale.view(-1)``).
 
 MXFP4, MXFP8 and NVFP4 are compressed-tensors' layouts (Intel's code says it adapts theirs), so
 tests check these formulas against compressed-tensors' own decompression too.
@@ -54,8 +54,10 @@ class FloatLayout:
     def shapes(self, in_features: int, out_features: int) -> dict[str, tuple[int, ...]]:
         """Each stored tensor's shape for a layer of this size."""
         packed = (out_features, in_features // 2)
-        if self.group_size > 0:
-            scale: tuple[int, ...] = (out_features, in_features // self.group_size)
+        if self.group_size > 0 and self.kind == "fp8":  # Intel's FP8QLinear flattens its scales
+            scale: tuple[int, ...] = (out_features * (in_features // self.group_size),)
+        elif self.group_size > 0:
+            scale = (out_features, in_features // self.group_size)
         else:
             scale = (out_features,) if self.group_size else (1,)
         shapes: dict[str, tuple[int, ...]] = {
@@ -93,6 +95,8 @@ def layout_for(data_type: str, bits: int, group_size: int) -> FloatLayout | None
     layout = LAYOUTS.get((data_type, bits))
     if layout is not None and layout.kind == "fp8" and group_size == FP8_PER_CHANNEL.group_size:
         return FP8_PER_CHANNEL
+    if layout is not None and layout.kind == "fp8" and group_size > 0:
+        return FloatLayout("fp8", group_size, layout.tensors)
     return layout if layout is not None and layout.group_size == group_size else None
 
 
@@ -101,7 +105,7 @@ def why_not(data_type: str, bits: int, group_size: int) -> str | None:
     if layout_for(data_type, bits, group_size) is not None:
         return None
     readable = ", ".join(f"{d} bits={b} group_size={v.group_size}" for (d, b), v in LAYOUTS.items())
-    readable += f", fp bits=8 group_size={FP8_PER_CHANNEL.group_size}"
+    readable += f", fp bits=8 group_size={FP8_PER_CHANNEL.group_size} or a positive group size"
     scheme = f"data_type={data_type!r} bits={bits} group_size={group_size}"
     return f"{scheme} is no float layout read here ({readable})"
 
@@ -152,10 +156,13 @@ def dequantize_nvfp4(
 
 
 def dequantize_fp8(weight: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
-    """FP8 weight with one scale for the tensor ``(1,)`` or one a row ``(out,)``, float32:
-    ``fp8 * scale``."""
+    """FP8 weight with one scale for the tensor ``(1,)``, one a row ``(out,)`` or one a group of
+    each row (``(out * groups,)``, row by row, as Intel flattens them), float32: ``fp8 * scale``."""
     scale = weight_scale.to(torch.float32).reshape(-1)
-    return weight.to(torch.float32) * (scale[0] if scale.numel() == 1 else scale.reshape(-1, 1))
+    values = weight.to(torch.float32)
+    if scale.numel() == 1:
+        return values * scale[0]
+    return _blockwise(values, scale.reshape(weight.shape[0], -1))
 
 
 def dequantize(kind: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:

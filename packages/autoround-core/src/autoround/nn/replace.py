@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from autoround.backends import select
+from autoround.errors import CheckpointError
 from autoround.modeling.blocks import is_linear_like, linear_shape
 from autoround.nn.float_linear import FloatQuantLinear
 from autoround.nn.float_weights import is_float_type
@@ -43,6 +44,9 @@ def replace_linears(
     The new layers' buffers are made on ``device`` (``"meta"``: nothing allocated until the
     checkpoint's tensors are assigned); the backend is chosen for ``target_device``, where the
     layers will run. The old dense weights are dropped, never copied.
+
+    Raises:
+        CheckpointError: a float layer whose width its layout cannot hold, naming it.
     """
     replaced: list[str] = []
     for name, module in list(model.named_modules()):
@@ -53,9 +57,12 @@ def replace_linears(
         has_bias = getattr(module, "bias", None) is not None
         layer: nn.Module
         if is_float_type(scheme.data_type):  # Intel's float layouts: the torch backend only
-            layer = FloatQuantLinear(
-                in_features, out_features, scheme, bias=has_bias, backend=backend, device=device
-            )
+            try:
+                layer = FloatQuantLinear(
+                    in_features, out_features, scheme, bias=has_bias, backend=backend, device=device
+                )
+            except ValueError as exc:  # a layout this layer's width cannot hold
+                raise CheckpointError(f"{name}: {exc}") from exc
         else:
             layer = QuantLinear(
                 in_features,
