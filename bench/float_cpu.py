@@ -4,9 +4,10 @@ llm-compressor 0.14's ``QuantizationModifier``, side by side in one run.
     .venv/bin/python bench/float_cpu.py                  # all rows (~30-40 min on the 2-core CPU)
     .venv/bin/python bench/float_cpu.py --quick --rows mxfp4_rtn   # smoke test
 
-Rows: MXFP4, NVFP4 and MXFP8 in their weight-only forms (``act_bits=16``: activation quantization
-is not built here yet) and FPW8A16, with plain round-to-nearest, each tool's default for
-``iters=0`` (optimized RTN) and SignRound 20 iters.
+Rows: MXFP4, NVFP4 and MXFP8 in their weight-only forms (``act_bits=16``) and FPW8A16, with plain
+round-to-nearest, each tool's default for ``iters=0`` (optimized RTN) and SignRound 20 iters;
+INT8_W8A8 and FP8_BLOCK with their activations: every tool's weights are evaluated with the same
+activation quantize-dequantize on each decoder Linear's input (autoround's hooks, Intel's formulas).
 Every quantize call runs in a fresh worker process (bench/_ours_worker.py in this venv,
 bench/_intel_worker.py in Intel's, bench/_llmc_float_worker.py in llm-compressor's) with the SAME
 calibration ids as bench/cpu_small.py (16 x 256 tokens of wikitext-2 valid.txt), SmolLM2-135M in
@@ -54,8 +55,30 @@ ROWS = {
     "mxfp8_rtn": ("MXFP8 (W8A16) RTN", "MXFP8", WEIGHT_ONLY, "rtn", {"preset": "MXFP8A16"}),
     "fpw8a16_rtn": ("FPW8A16 RTN", "FPW8A16", {}, "rtn", {"config_groups": FP8_TENSOR}),
     "fpw8a16_sr20": ("FPW8A16 SignRound", "FPW8A16", {}, "signround", None),
+    "int8_w8a8_rtn": ("INT8_W8A8 RTN", "INT8_W8A8", {}, "rtn", {"preset": "W8A8"}),
+    "int8_w8a8_sr20": ("INT8_W8A8 SignRound", "INT8_W8A8", {}, "signround", None),
+    "fp8_block_rtn": ("FP8_BLOCK RTN", "FP8_BLOCK", {}, "rtn", {"preset": "FP8_BLOCK"}),
+    "fp8_block_sr20": ("FP8_BLOCK SignRound", "FP8_BLOCK", {}, "signround", None),
 }
 TOOLS = {"ours": "ours (autoround)", "intel": "Intel default", "llmc": "llm-compressor QuantizationModifier"}
+
+
+def emulate_activations(model, scheme: str, extra: dict) -> int:
+    """Give every decoder Linear of ``model`` the row scheme's activation quantize-dequantize
+    (autoround's hooks, Intel's formulas): every tool's weights are evaluated with the same
+    activation emulation. Returns how many layers quantize their inputs (0: weight-only)."""
+    from autoround.nn import attach_act_quant
+    from autoround.schemes import parse_scheme
+
+    resolved = parse_scheme(scheme, **extra)
+    if resolved.is_weight_only:
+        return 0
+    layers = {
+        name: resolved
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.startswith("model.layers.")
+    }
+    return attach_act_quant(model, layers)
 
 
 def run_llmc(job: dict, work: Path, logs: Path, timeout: float | None) -> dict:
@@ -201,6 +224,7 @@ def main() -> None:
             if res.get("status") == "ok":
                 try:
                     model = ev.load(res)
+                    res["act_quant_layers"] = emulate_activations(model, scheme, extra)
                     res["ppl"], res["eval_s"] = ev.ppl(model)
                     del model
                     gc.collect()

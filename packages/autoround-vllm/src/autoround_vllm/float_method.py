@@ -52,6 +52,16 @@ def _per_part(layer: FloatQuantLinear, name: str) -> bool:
     return name in PER_PART or (name == "weight_scale" and not layer.layout.group_size)
 
 
+def _rows_of(loader: Any, groups: int) -> Any:
+    """``loader`` given a flat ``(rows * groups,)`` scale as ``(rows, groups)``, so vLLM fuses and
+    shards FP8 group scales by rows as it does block scales."""
+
+    def load(param: Any, loaded: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return loader(param, loaded.reshape(-1, groups) if loaded.dim() == 1 else loaded, *args, **kwargs)
+
+    return load
+
+
 class FloatLinearLogic:
     """Weights and product of one float engine layer; mixed into each engine's method class.
 
@@ -107,6 +117,12 @@ class FloatLinearLogic:
             elif name == "weight":
                 data = torch.empty(shapes[name], dtype=dtype)
                 param = kinds.weight(data=data, input_dim=1, output_dim=0, weight_loader=loader)
+            elif len(shapes[name]) == 1 and whole.layout.group_size > 0:  # FP8 groups, stored flat
+                groups = shapes[name][0] // sum(output_partition_sizes)
+                data = torch.empty(sum(output_partition_sizes), groups, dtype=dtype)
+                param = kinds.group_scale(
+                    data=data, input_dim=1, output_dim=0, weight_loader=_rows_of(loader, groups)
+                )
             elif len(shapes[name]) == 1:  # FP8 per channel: one scale a row
                 data = torch.empty(shapes[name], dtype=dtype)
                 param = kinds.channel_scale(data=data, output_dim=0, weight_loader=loader)
@@ -123,9 +139,11 @@ class FloatLinearLogic:
         for index, size in enumerate(self.part_sizes):
             part = self._part(size, "meta")
             tensors = {}
+            shapes = part.layout.shapes(self.in_features, size)
             for name in names:
                 data = getattr(layer, name).data
-                tensors[name] = data[index : index + 1] if _per_part(part, name) else data[row : row + size]
+                data = data[index : index + 1] if _per_part(part, name) else data[row : row + size]
+                tensors[name] = data.reshape(shapes[name])  # FP8 groups: back to the flat layout
             part.load_state_dict(tensors, assign=True)
             dense.append(part.dequantized_weight(torch.float32))
             row += size

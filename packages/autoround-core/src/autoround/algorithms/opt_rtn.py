@@ -37,12 +37,12 @@ from autoround.algorithms.base import AlgorithmJob, AlgorithmResult
 from autoround.algorithms.fused_scales import fused_tensor_stats
 from autoround.algorithms.imatrix import collect_imatrix
 from autoround.algorithms.rtn import RTN_RECORDED
-from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.dtypes import DTYPES, from_groups
 from autoround.dtypes.base import with_shared_statistic
 from autoround.dtypes.int_refine import DEFAULT_REFINE_STEPS
 from autoround.hardware import autocast_dtype
 from autoround.layer_plan import LayerPlan
-from autoround.layer_quant import LayerQuant, quantize_weight
+from autoround.layer_quant import LayerQuant, quantize_weight, weight_groups
 from autoround.modeling.blocks import linear_weight
 from autoround.schemes import Scheme
 
@@ -115,7 +115,7 @@ def opt_rtn_weight(
     if not dtype.searches_scale(scheme.bits, scheme.sym):
         qdq, quant = quantize_weight(work, scheme, tensor_stat=tensor_stat)
         return qdq.to(weight.dtype), quant
-    grouped, layout = to_groups(work, scheme.group_size)
+    grouped, layout = weight_groups(work, scheme)
     qdq, qp = dtype.opt_rtn_qdq(
         grouped,
         scheme.bits,

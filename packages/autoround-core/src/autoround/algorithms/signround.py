@@ -23,6 +23,10 @@ the device multiplies bf16 natively only; everything else stays float32.
 
 The loop keeps everything on the device: the best loss and best parameters are tracked with
 ``torch.where``, so no iteration waits for the host.
+
+A layer whose scheme quantizes activations (W8A8, FP8 per group, MX) has its input
+quantize-dequantized in the tuning forward, straight through for the gradient, as Intel's
+``WrapperLinear`` does (:mod:`autoround.algorithms.act_tuning`).
 """
 
 from __future__ import annotations
@@ -35,13 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoround.algorithms import scale_init
+from autoround.algorithms.act_tuning import input_quantizer
 from autoround.algorithms.clip_init import initial_clipping
 from autoround.algorithms.fused_scales import fused_tensor_stats
 from autoround.algorithms.signround_loop import BlockLoop, loss_for
 from autoround.algorithms.signround_settings import SignRoundSettings
-from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.dtypes import DTYPES, from_groups
 from autoround.dtypes.base import with_shared_statistic
-from autoround.layer_quant import LayerQuant
+from autoround.layer_quant import LayerQuant, weight_groups
 from autoround.modeling.blocks import linear_weight
 from autoround.schemes import Scheme
 
@@ -57,6 +62,8 @@ class TunedLinear(nn.Module):
     group's min/max; ``min_scale`` is then unused. ``tensor_stat`` (0-dim) is the per-tensor
     statistic of the layer's fused group (:mod:`autoround.algorithms.fused_scales`; NVFP4: the
     group's global scale is used in every step), else None. The data type must be ``tunable``.
+    A scheme that quantizes activations has the layer's input quantize-dequantized before the
+    product (straight through: :func:`~autoround.algorithms.act_tuning.input_quantizer`).
     """
 
     grouped: torch.Tensor  # a buffer, registered in __init__
@@ -73,7 +80,7 @@ class TunedLinear(nn.Module):
         super().__init__()
         self.scheme = scheme
         self.linear = linear
-        grouped, self.layout = to_groups(linear_weight(linear).detach(), scheme.group_size)
+        grouped, self.layout = weight_groups(linear_weight(linear).detach(), scheme)
         # on the weight's device: the tuning step may be replayed from a captured CUDA graph
         self.tensor_stat = None if tensor_stat is None else tensor_stat.to(grouped.device)
         self.dtype = with_shared_statistic(DTYPES[scheme.data_type], self.tensor_stat)
@@ -90,6 +97,7 @@ class TunedLinear(nn.Module):
         self.min_scale = nn.Parameter(start.clone(), requires_grad=tune_minmax and base_scale is None)
         self.max_scale = nn.Parameter(start, requires_grad=tune_minmax)
         self.bounds = MINMAX_BOUNDS if base_scale is None else scale_init.FACTOR_BOUNDS
+        self.quantize_input = input_quantizer(scheme)
 
     def qdq_weight(self) -> torch.Tensor:
         """The (out, in) weight under the current parameters, in the working dtype."""
@@ -112,6 +120,8 @@ class TunedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # F.linear takes the (out, in) weight whatever the wrapped layer's storage layout (Conv1D).
         bias = cast("torch.Tensor | None", self.linear.bias)  # nn.Linear's or Conv1D's
+        if self.quantize_input is not None:
+            x = self.quantize_input(x)
         return F.linear(x, self.qdq_weight(), bias)
 
     def clamp_(self) -> None:
@@ -173,7 +183,7 @@ def _wrap(
         base_scale = None
         dtype = with_shared_statistic(DTYPES[scheme.data_type], stats.get(name))
         if settings.enable_alg_ext and dtype.searches_scale(scheme.bits, scheme.sym):
-            grouped, _ = to_groups(linear_weight(linear).detach(), scheme.group_size)
+            grouped, _ = weight_groups(linear_weight(linear).detach(), scheme)
             imp = (imatrix or {}).get(name)
             base_scale = dtype.searched_scale(grouped, scheme.bits, scheme.group_size, imp)
         tuned = TunedLinear(
@@ -287,7 +297,7 @@ def _collect(wrapped: dict[str, TunedLinear], best: dict[int, torch.Tensor]) -> 
 def qdq_with(weight: torch.Tensor, scheme: Scheme, params: TunedParams) -> tuple[torch.Tensor, LayerQuant]:
     """Final quantize-dequantize of a layer's weight (any dtype) with its tuned parameters, and
     the layer's :class:`LayerQuant` (on the weight's device)."""
-    grouped, layout = to_groups(weight, scheme.group_size)
+    grouped, layout = weight_groups(weight, scheme)
     stat = None if params.tensor_stat is None else params.tensor_stat.to(grouped.device)
     dtype = with_shared_statistic(DTYPES[scheme.data_type], stat)
     v = params.v.to(grouped.device)

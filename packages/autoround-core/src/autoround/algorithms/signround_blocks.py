@@ -4,9 +4,13 @@ and SignRound's entry in :data:`autoround.algorithms.ALGORITHMS`.
 Per block: the full-precision block's output on full-precision inputs is the target; the block
 is tuned on the quantized predecessors' outputs (``enable_quanted_input``, Intel's default); its
 layers' weights are then quantize-dequantized with the kept parameters and the quantized block's
-outputs become the next block's inputs. Tuning works in fp32 on a copy of the block, its matrix
-products under bf16 autocast where the device has native bf16 (``SignRoundSettings.amp``; dense
-bf16 matmul is ~9x slower on AVX2 CPUs, several times faster with AMX); the model keeps its dtype.
+outputs become the next block's inputs. A layer whose scheme quantizes activations (W8A8, MX)
+has its input quantize-dequantized in the tuning forward and in the quantized block's forwards
+(the losses reported, the next block's inputs), as Intel does; the targets come from the
+unquantized block (:mod:`autoround.algorithms.act_tuning`). Tuning works in fp32 on a copy of
+the block, its matrix products under bf16 autocast where the device has native bf16
+(``SignRoundSettings.amp``; dense bf16 matmul is ~9x slower on AVX2 CPUs, several times faster
+with AMX); the model keeps its dtype.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from autoround.algorithms.act_tuning import quantized_inputs
 from autoround.algorithms.base import (
     AlgorithmJob,
     AlgorithmResult,
@@ -170,15 +175,15 @@ class _BlockWalk:
         bar: Any,
     ) -> None:
         name = f"{self.plan.block_names[0]}.{index}"
+        layers = {k[len(name) + 1 :]: s for k, s in self.plan.in_block(name).items()}
         if self.restore is not None:
             original = copy.deepcopy(model_block).to(self.device, WORK_DTYPE)  # before restore() writes
             restored = self.restore(index, model_block)
             if restored is not None:  # the original weights are the fp reference
                 results.update(restored)
-                _replay(original, model_block, acts, kwargs, self.settings.batch_size)
+                _replay(original, model_block, layers, acts, kwargs, self.settings.batch_size)
                 return
             del original
-        layers = {k[len(name) + 1 :]: s for k, s in self.plan.in_block(name).items()}
         step = quantize_block(model_block, name, layers, acts, kwargs, self.settings, index, self.device)
         reports.append(step.report)
         quants = {f"{name}.{k}": v for k, v in step.quants.items()}
@@ -252,17 +257,23 @@ def _tune_one(
     # much as the block's reference forward again, for a diagnostic
     device = next(work.parameters()).device
     probe, target = acts.tuned[: settings.batch_size], acts.fp[: settings.batch_size].to(device, WORK_DTYPE)
-    _set_weights(work, None, layers, {n: p.rtn() for n, p in params.items()})
-    rtn_loss = F.mse_loss(outputs(work, probe, kwargs, settings.batch_size, acts.autocast), target).item()
-    for n, weight in originals.items():
-        linear_weight(work.get_submodule(n)).data.copy_(weight)
+
+    def probe_loss() -> float:
+        return F.mse_loss(outputs(work, probe, kwargs, settings.batch_size, acts.autocast), target).item()
+
     fell_back = not math.isfinite(result.best_loss)
     if fell_back:
         logger.warning("%s: loss became %s during tuning; keeping its RTN result", name, result.best_loss)
         params = {n: p.rtn() for n, p in params.items()}
-    quants = _set_weights(work, model_block, layers, params)
-    tuned_loss = F.mse_loss(outputs(work, probe, kwargs, settings.batch_size, acts.autocast), target).item()
-    acts.advance_tuned(work, kwargs, settings.batch_size)
+    # the quantized block's forwards quantize the layers' inputs, as tuning did
+    with quantized_inputs(work, layers):
+        _set_weights(work, None, layers, {n: p.rtn() for n, p in params.items()})
+        rtn_loss = probe_loss()
+        for n, weight in originals.items():
+            linear_weight(work.get_submodule(n)).data.copy_(weight)
+        quants = _set_weights(work, model_block, layers, params)
+        tuned_loss = probe_loss()
+        acts.advance_tuned(work, kwargs, settings.batch_size)
     logger.info(
         "%s: %d layers, loss RTN %.3e -> tuned %.3e (best iter %d)",
         name,
@@ -275,13 +286,20 @@ def _tune_one(
 
 
 def _replay(
-    work: nn.Module, model_block: nn.Module, acts: BlockActivations, kwargs: dict[str, Any], batch_size: int
+    work: nn.Module,
+    model_block: nn.Module,
+    layers: dict[str, Any],
+    acts: BlockActivations,
+    kwargs: dict[str, Any],
+    batch_size: int,
 ) -> None:
     """Advance past a finished block: ``work`` holds its original weights, ``model_block`` the
-    quantized ones, exactly as an uninterrupted run would have left them."""
+    quantized ones (``layers``: their schemes), exactly as an uninterrupted run would have left
+    them."""
     acts.advance_fp(work, kwargs, batch_size)
     quantized = copy.deepcopy(model_block).to(next(work.parameters()).device, WORK_DTYPE)
-    acts.advance_tuned(quantized, kwargs, batch_size)
+    with quantized_inputs(quantized, layers):
+        acts.advance_tuned(quantized, kwargs, batch_size)
 
 
 #: Settings a checkpoint leaves out at Intel's default (as Intel's does); ``amp`` is always written.

@@ -1,6 +1,6 @@
 """FP8 E4M3 weights, registered as ``"fp"`` (Intel auto-round's ``data_type`` name; 8 bits only).
 
-Each group shares one float32 scale; each weight becomes an E4M3 float (largest 448). Intel
+Each group shares one scale (float32 for row groups); each weight becomes an E4M3 float (largest 448). Intel
 0.16.1's plain round-to-nearest, reproduced bit for bit
 (``tests/fixtures/intel/fp_qdq.safetensors``). For an integer group size Intel resolves
 ``"fp"`` to ``fp8`` (``quant_fp8_sym`` in ``auto_round/data_type/fp8.py``); group size -1 is one
@@ -13,24 +13,28 @@ scale per output row, 0 one per tensor, N groups of N (Intel's usual grouping):
 
 A tuple group size (Intel's ``FP8_BLOCK`` scheme: (128, 128) tiles of the weight) resolves
 ``block_fp8`` instead; a :class:`~autoround.schemes.Scheme` names it with ``block_shape``
-(:attr:`FpDataType.block_tiles`), and :func:`block_qdq` reproduces it for callers that tile
-themselves (its scale is computed in the weight's dtype, not float32); no layer quantizer tiles
-yet, so pre-flight refuses a ``block_shape`` plan. SignRound tunes row groups as Intel's wrapper
-does (:meth:`FpDataType.tuning_qdq`): the offset ``v`` added before the E4M3 cast and the factor
-``max_scale`` on each group maximum (``min_scale`` is unused), kept in [0, 1], both through
-Intel's straight-through estimator of the cast. Optimized RTN has no search for FP8 (plain RTN;
-Intel's SignRoundV2 has no FP8 start either). :meth:`FpDataType.quantize` returns the E4M3 values.
-No format saves FP8 yet (formats' ``Capabilities``).
+(:attr:`FpDataType.block_tiles`). :func:`~autoround.dtypes.grouping.to_groups` cuts the tiles
+(one group each, edge tiles zero-padded as Intel pads them), so the arithmetic is the row
+groups' with one difference: ``block_fp8`` divides the tile maximum by 448 in the weight's dtype
+(or the factor's, where SignRound's float32 ``max_scale`` promotes it), not in float32 (the
+:meth:`FpDataType.tiled` type; :func:`block_qdq` is the whole round trip). SignRound tunes row
+groups and tiles as Intel's wrapper does (:meth:`FpDataType.tuning_qdq`): the offset ``v`` added
+before the E4M3 cast (one per weight) and the factor ``max_scale`` on each group's (tile's)
+maximum (``min_scale`` is unused), kept in [0, 1], both through Intel's straight-through
+estimator of the cast; a float32 factor makes the two scale formulas the same. Optimized RTN has
+no search for FP8 (plain RTN; Intel's SignRoundV2 has no FP8 start either).
+:meth:`FpDataType.quantize` returns the E4M3 values.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from autoround.dtypes.base import QParams, RtnOnly, compose_qdq
+from autoround.dtypes.grouping import from_groups, to_groups
 from autoround.dtypes.ste import Through, forward_only, straight_through
 
 E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)
@@ -54,10 +58,18 @@ def _compute_dtype(weight: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class FpDataType(RtnOnly):
     """FP8 E4M3 weights, registered as ``"fp"``: round-to-nearest and SignRound tuning (see the
-    module docstring). Any group size Intel's grouping allows (-1, 0, N); symmetric only."""
+    module docstring). Any group size Intel's grouping allows (-1, 0, N) and 2-D tiles;
+    symmetric only. ``tiles``: the groups are 2-D tiles (``block_fp8``'s scale arithmetic,
+    :meth:`tiled`)."""
 
     name: str = "fp"
     allowed_bits: tuple[int, ...] = (8,)
+    tiles: bool = False
+
+    def tiled(self) -> FpDataType:
+        """This type for groups that are 2-D tiles: the scale ``max / 448`` is computed in the
+        maximum's dtype (Intel's ``block_fp8``), not cast to float32 first (``fp8``)."""
+        return dataclasses.replace(self, tiles=True)
 
     @property
     def tunable(self) -> bool:
@@ -109,14 +121,17 @@ class FpDataType(RtnOnly):
         min_scale: torch.Tensor | float = 1.0,
         max_scale: torch.Tensor | float = 1.0,
     ) -> QParams:
-        """Each group's float32 scale (groups, 1) and a zero point of 0.
+        """Each group's scale (groups, 1) and a zero point of 0: float32 for row groups; for
+        tiles in the dtype of ``max|tile| * max_scale`` (the weight's for a float factor).
 
         ``max_scale`` shrinks each group maximum (as Intel's does); ``min_scale`` is ignored.
         """
         if isinstance(max_scale, torch.Tensor):
             max_scale = max_scale.reshape(-1).to(grouped.device)
         group_max = torch.max(torch.abs(grouped), dim=-1)[0] * max_scale
-        scale = torch.clip(group_max.to(torch.float32) / E4M3_MAX, min=MIN_SCALE).unsqueeze(-1)
+        if not self.tiles:
+            group_max = group_max.to(torch.float32)
+        scale = torch.clip(group_max / E4M3_MAX, min=MIN_SCALE).unsqueeze(-1)
         return QParams(scale, torch.zeros_like(scale))
 
     def quantize(
@@ -148,22 +163,15 @@ class FpDataType(RtnOnly):
 
 
 def block_qdq(weight: torch.Tensor, block: tuple[int, int] = (128, 128)) -> tuple[torch.Tensor, torch.Tensor]:
-    """Intel's ``block_fp8`` (FP8_BLOCK) quantize-dequantize of a 2-D weight in ``block`` tiles.
+    """Intel's ``block_fp8`` (FP8_BLOCK) quantize-dequantize of a 2-D weight in ``block`` tiles,
+    as the layer quantizers do it (:func:`~autoround.dtypes.grouping.to_groups`' tiles and
+    :meth:`FpDataType.tiled`).
 
     The weight is zero-padded to whole tiles; each tile's scale is ``max|tile| / 448`` clipped
-    at :data:`MIN_SCALE`, computed in the weight's dtype (float16 as bfloat16); the tile's
-    values are ``e4m3(clamp(w / scale, -448, 448)) * scale`` in that dtype. Returns the result
-    (the weight's shape and dtype) and the scales (row tiles, column tiles).
+    at :data:`MIN_SCALE`, computed in the weight's dtype; the tile's values are
+    ``e4m3(clamp(w / scale, -448, 448)) * scale`` (float16 divided as bfloat16). Returns the
+    result (the weight's shape and dtype) and the scales (row tiles, column tiles).
     """
-    rows, cols = weight.shape
-    tile_rows, tile_cols = block
-    pad_rows, pad_cols = -rows % tile_rows, -cols % tile_cols
-    padded = F.pad(weight, (0, pad_cols, 0, pad_rows))
-    tiles = padded.view(padded.shape[0] // tile_rows, tile_rows, padded.shape[1] // tile_cols, tile_cols)
-    tiles = tiles.permute(0, 2, 1, 3)
-    scale = torch.clip(tiles.abs().amax(dim=(-2, -1)) * 1.0 / E4M3_MAX, min=MIN_SCALE)
-    tile_scale = scale.unsqueeze(-1).unsqueeze(-1)
-    # Intel adds its offset v (0 here) before clamping; -0.0 + 0 is +0.0, so it is kept.
-    codes = e4m3(torch.clip(_compute_dtype(tiles) / tile_scale + 0, -E4M3_MAX, E4M3_MAX))
-    qdq = (codes * tile_scale).permute(0, 2, 1, 3).reshape(padded.shape)
-    return qdq[:rows, :cols].to(weight.dtype), scale
+    grouped, layout = to_groups(weight, block)
+    qdq, qp = FpDataType(tiles=True).qdq(grouped, 8, True)
+    return from_groups(qdq, layout), qp.scale.reshape(layout.tile_rows, layout.groups_per_row)

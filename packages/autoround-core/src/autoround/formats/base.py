@@ -81,7 +81,7 @@ class CheckpointSpec:
                     break
         in_blocks = any(layer_name.startswith(b + ".") for b in self.block_names)
         if entry is None:
-            return self.default if in_blocks else None
+            return _tiles_unread(self.default, layer_name) if in_blocks else None
         fields = {k: v for k, v in entry.items() if k in {*SCHEME_KEYS, "act_bits"} and v is not None}
         if int(fields.get("bits", self.default.bits)) >= UNQUANTIZED_BITS:
             return None
@@ -89,7 +89,7 @@ class CheckpointSpec:
         # autoround's loaders read weights only: a layer stored with activation quantization
         # (W8A8 is read by transformers and vLLM through compressed-tensors) is refused
         require_weight_only(scheme, f"layer {layer_name}")
-        return scheme
+        return _tiles_unread(scheme, layer_name)
 
     def with_default_blocks(self, block_names: Sequence[str]) -> CheckpointSpec:
         """This spec, its blocks filled in from the model when the checkpoint names none (GPTQ)."""
@@ -98,18 +98,35 @@ class CheckpointSpec:
         return dataclasses.replace(self, block_names=tuple(block_names))
 
 
+def _tiles_unread(scheme: Scheme, layer_name: str) -> Scheme:
+    """``scheme``, unless it tiles weights in 2-D blocks, which no autoround loader reads.
+
+    Raises:
+        NotImplementedError: naming the layer, ``block_shape`` and the loaders that read it.
+    """
+    if scheme.block_shape is not None:  # FP8_BLOCK: compressed-tensors' loaders read it
+        raise NotImplementedError(
+            f"layer {layer_name}: 2-D weight blocks (block_shape={scheme.block_shape}) are read by "
+            "no autoround loader; save them in format llm_compressor and load that with "
+            "transformers or vLLM (compressed-tensors)"
+        )
+    return scheme
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """The schemes a format stores: data types, bit widths, symmetry, group sizes, activations.
 
-    ``activations``: the activation kinds (:data:`~autoround.dtypes.activations.ActKind`, dynamic
-    per token) whose arguments the format stores beside the weights; empty (every format but
+    ``activations``: the activation kinds (:data:`~autoround.dtypes.act_kinds.ACT_KINDS` names, dynamic)
+    whose arguments the format stores beside the weights; empty (every format but
     compressed-tensors) refuses every scheme with ``act_bits`` below 16.
 
     ``per_tensor``: whether ``group_size=0`` (one scale per tensor) can be stored; ``whole_groups``:
     whether every quantized layer's input width must be a whole number of groups (AWQ's gemm
     layout has no partial last group); ``mixed``: whether layers may have different schemes
-    (AWQ's config states one). ``check``: the format's own limits beyond these fields (which bits
+    (AWQ's config states one); ``blocks``: whether a scheme's 2-D weight tiles (``block_shape``,
+    one scale per tile: FP8_BLOCK) can be stored (compressed-tensors' ``block`` strategy; every
+    other format stores row groups only). ``check``: the format's own limits beyond these fields (which bits
     of which data type, a group size the input width must divide), ``(scheme, in_features or
     None) -> why not or None``, told in words by ``note``.
     """
@@ -123,13 +140,14 @@ class Capabilities:
     check: Callable[[Scheme, int | None], str | None] | None = None
     note: str = ""
     activations: tuple[ActKind, ...] = ()
+    blocks: bool = False
 
     def why_not(self, scheme: Scheme, in_features: int | None = None) -> str | None:
         """What of ``scheme`` cannot be stored (None: it can); with ``in_features``, on a layer
         of that input width."""
         if not self.stores_activations(scheme):
             return f"activation quantization act_bits={scheme.act_bits}"
-        if scheme.block_shape is not None:
+        if scheme.block_shape is not None and not self.blocks:
             return f"2-D weight blocks {scheme.block_shape}"
         if scheme.data_type not in self.data_types or scheme.bits not in self.bits:
             return f"{scheme.data_type} {scheme.bits}-bit"
@@ -151,8 +169,13 @@ class Capabilities:
 
     def partial_group(self, scheme: Scheme, in_features: int) -> bool:
         """Whether a layer of ``in_features`` inputs would need a partial last group it cannot store."""
-        group = scheme.group_size
-        return self.whole_groups and 0 < group < in_features and in_features % group != 0
+        group = scheme.group_size  # tiles are no row groups (a format that stores them pads them)
+        return (
+            self.whole_groups
+            and scheme.block_shape is None
+            and 0 < group < in_features
+            and in_features % group != 0
+        )
 
     def describe(self) -> str:
         """What is stored, in words (error messages, ``autoround list``)."""
@@ -168,7 +191,9 @@ class Capabilities:
         if self.note:
             parts.append(self.note)
         if self.activations:
-            parts.append(f"activations dynamic per token: {list(self.activations)} (W8A8)")
+            parts.append(f"activations (dynamic): {list(self.activations)}")
+        if self.blocks:
+            parts.append("2-D weight blocks (block_shape)")
         return ", ".join(parts)
 
 

@@ -22,7 +22,13 @@ compressed-tensors' own ``W8A8`` / ``FP8_DYNAMIC`` presets store it: the group's
 ``input_activations`` are those presets' (8 bits, ``int`` / ``float``, strategy ``token``,
 symmetric, dynamic); INT8 weights in ``"int-quantized"`` (``weight`` int8 (out, in), the signed
 codes, and ``weight_scale`` (out, 1)), FP8 ones in ``"float-quantized"`` (the FP8 layout below,
-named as compressed-tensors names it when activations are quantized).
+named as compressed-tensors names it when activations are quantized). Grouped dynamic activations
+are stored as compressed-tensors' ``MXFP4`` / ``MXFP8`` / ``FP8_BLOCK`` presets store theirs
+(strategy ``group``; MX with ``scale_dtype`` uint8, E8M0): MX activations (``mx_fp`` and, as
+Intel's export writes them, ``mx_fp_rceil``) with MX weights of their width, in the weights'
+layout; FP8 per-group activations with FP8 weights, in ``"float-quantized"``. A runtime
+computes the activations' scales its own way (compressed-tensors rounds an MX block's exponent
+differently from Intel's floor and rceil); only the arguments are stored.
 
 The config has one ``config_groups`` entry per scheme, with its own ``format`` (targets
 ``["Linear"]`` when there is one, the layer names otherwise, as Intel rewrites them); the
@@ -41,12 +47,13 @@ from typing import Any
 
 import torch
 
-from autoround.dtypes.activations import activation_kind
+from autoround.dtypes.activations import ActKind, activation_entry, activation_fields, activation_kind
 from autoround.formats.base import Capabilities, Format
 from autoround.formats.checkpoint import write_checkpoint
 from autoround.formats.compressed_tensors_float import (
     FLOAT_TYPES,
     MX_NV_TYPES,
+    MX_TYPES,
     float_problem,
     float_weight_args,
     group_format,
@@ -65,10 +72,36 @@ FP8_W8A8 = "float-quantized"
 MIXED = "mixed-precision"
 
 
+#: The MX activation kinds compressed-tensors' MXFP4 / MXFP8 arguments describe (by width).
+MX_ACTIVATIONS: dict[ActKind, int] = {"mxfp4": 4, "mxfp8": 8, "mxfp4_rceil": 4, "mxfp8_rceil": 8}
+
+
+def _activation_problem(scheme: Scheme, in_features: int | None) -> str | None:
+    """What of a stored kind's activations has no compressed-tensors preset: MX activations
+    without MX weights of their width, FP8 groups without FP8 weights or not dividing the input."""
+    kind = activation_kind(scheme)
+    if kind in MX_ACTIVATIONS and (scheme.data_type not in MX_TYPES or scheme.bits != MX_ACTIVATIONS[kind]):
+        return (
+            f"{kind} activations with {scheme.data_type} {scheme.bits}-bit weights (MXFP4 / MXFP8 pair them)"
+        )
+    if kind == "fp8_group":
+        group = activation_fields(scheme)[1]
+        if scheme.data_type != "fp":
+            return f"fp8 per-group activations with {scheme.data_type} weights (FP8_BLOCK has fp 8-bit ones)"
+        if in_features is not None and in_features % group:
+            return f"act_group_size {group} on {in_features} inputs (activation groups must divide the width)"
+    return None
+
+
 def _layout_problem(scheme: Scheme, in_features: int | None) -> str | None:
     """What ``CAPABILITIES``' fields cannot say: integers have no per-tensor scale here (its
     tensors differ in shape; Intel's export does not write one either); floats as
-    :func:`~autoround.formats.compressed_tensors_float.float_problem` says."""
+    :func:`~autoround.formats.compressed_tensors_float.float_problem` says; activations as
+    :func:`_activation_problem` says."""
+    if not scheme.is_weight_only:
+        problem = _activation_problem(scheme, in_features)
+        if problem is not None:
+            return problem
     if scheme.data_type == "int":
         return "int per-tensor (group_size 0)" if scheme.group_size == 0 else None
     return float_problem(scheme, in_features)
@@ -82,9 +115,10 @@ CAPABILITIES = Capabilities(
     check=_layout_problem,
     note=(
         "int no per-tensor group; fp 8-bit, nv_fp 4-bit, mx_fp(_rceil) 4 and 8 bits; "
-        "float groups dividing the input width"
+        "float groups dividing the input width; fp 8-bit 2-D blocks (FP8_BLOCK, block_shape)"
     ),
-    activations=("int8", "fp8"),
+    activations=("int8", "fp8", "fp8_group", *MX_ACTIVATIONS),
+    blocks=True,
 )
 RUNTIMES = (
     "transformers + compressed-tensors",
@@ -121,31 +155,33 @@ def weight_args(scheme: Scheme) -> dict[str, Any]:
 
 
 def activation_args(scheme: Scheme) -> dict[str, Any] | None:
-    """A W8A8 scheme's ``input_activations``, as compressed-tensors' ``W8A8`` / ``FP8_DYNAMIC``
-    presets write them (dynamic, per token, symmetric); None for a weight-only scheme."""
-    kind = activation_kind(scheme)
-    if kind is None:
+    """A scheme's ``input_activations``, as compressed-tensors' presets write them (dynamic,
+    symmetric): ``W8A8`` / ``FP8_DYNAMIC`` per token, ``FP8_BLOCK`` per group, ``MXFP4`` /
+    ``MXFP8`` per group of 32 with E8M0 (uint8) scales; None for a weight-only scheme."""
+    entry = activation_entry(scheme)
+    if entry is None:
         return None
+    per_token = entry.grouping == "token"
     return {
         "actorder": None,
         "block_structure": None,
         "dynamic": True,
-        "group_size": None,
-        "num_bits": 8,
+        "group_size": None if per_token else activation_fields(scheme)[1],
+        "num_bits": entry.bits,
         "observer": None,
         "observer_kwargs": {},
-        "scale_dtype": None,
-        "strategy": "token",
+        "scale_dtype": str(torch.uint8) if entry.grouping == "mx" else None,
+        "strategy": "token" if per_token else "group",
         "symmetric": True,
-        "type": "int" if kind == "int8" else "float",
+        "type": "int" if entry.data_type == "int" else "float",
         "zp_dtype": None,
     }
 
 
 def _format_of(scheme: Scheme) -> str:
-    """A scheme's compressed-tensors layout."""
+    """A scheme's compressed-tensors layout (MX weights keep theirs with MX activations)."""
     kind = activation_kind(scheme)
-    if kind is not None:
+    if kind is not None and kind not in MX_ACTIVATIONS:
         return INT_W8A8 if kind == "int8" else FP8_W8A8
     return group_format(scheme) if scheme.data_type in FLOAT_TYPES else PACKED
 

@@ -7,8 +7,10 @@ layer's ``config_groups`` entry; every one dequantizes ``element * scale`` (NVFP
 - ``fp`` (FP8 E4M3), ``"naive-quantized"`` (what compressed-tensors infers for FP8 weights without
   activation arguments, and what Intel's export writes; ``"float-quantized"`` is the same layout
   with activations): ``weight`` float8_e4m3fn (out, in) and ``weight_scale`` float32, (1,) per
-  tensor (strategy ``tensor``), (out, 1) per channel (``channel``) or (out, in / group) per
-  group (``group``);
+  tensor (strategy ``tensor``), (out, 1) per channel (``channel``), (out, in / group) per
+  group (``group``) or, for a scheme's 2-D tiles (``block_shape``, FP8_BLOCK), (ceil(out / rows),
+  ceil(in / columns)) per tile (strategy ``block``, ``block_structure [rows, columns]``; edge
+  tiles partial, as compressed-tensors pads them);
 - ``nv_fp`` 4-bit (NVFP4, blocks of 16), ``"nvfp4-pack-quantized"`` (strategy ``tensor_group``):
   ``weight_packed`` uint8 (out, in / 2), two E2M1 codes a byte (the even column in the low
   nibble; a code is the sign in bit 3 over the index of the magnitude in 0, 0.5, 1, 1.5, 2, 3, 4,
@@ -20,8 +22,8 @@ layer's ``config_groups`` entry; every one dequantizes ``element * scale`` (NVFP
   float8_e4m3fn (out, in) and ``weight_scale`` uint8 (out, in / 32), E8M0 as MXFP4's.
 
 compressed-tensors cuts groups without a partial last one, so a float group size must divide the
-layer's input width (:func:`float_problem`). MX 6-bit, ``mx_fp6e3m2``, ``mx_fp8e5m2`` and
-``mx_int`` have no compressed-tensors layout. The quantization arguments are those of
+layer's input width (:func:`float_problem`; tiles may be partial). MX 6-bit, ``mx_fp6e3m2``,
+``mx_fp8e5m2`` and ``mx_int`` have no compressed-tensors layout. The quantization arguments are those of
 compressed-tensors' presets (``FP8_DYNAMIC``'s weights, ``NVFP4A16``, ``MXFP4A16``,
 ``MXFP8A16``) with the scheme's strategy and group size.
 """
@@ -32,7 +34,7 @@ from typing import Any
 
 import torch
 
-from autoround.layer_quant import LayerQuant, group_width
+from autoround.layer_quant import LayerQuant, group_width, tile_grid
 from autoround.schemes import PER_CHANNEL, PER_TENSOR, Scheme
 
 #: compressed-tensors' layout name per float data type (MX: per bit width).
@@ -66,6 +68,8 @@ def float_problem(scheme: Scheme, in_features: int | None = None) -> str | None:
     ``in_features``, a group size that does not divide the input width too."""
     if scheme.data_type in MX_TYPES and scheme.bits not in MX_FORMATS:
         return f"{scheme.data_type} {scheme.bits}-bit (compressed-tensors has MXFP4 and MXFP8 only)"
+    if scheme.block_shape is not None:  # compressed-tensors pads edge tiles (strategy "block")
+        return None
     if in_features is not None and scheme.group_size > 0 and in_features % scheme.group_size:
         return (
             f"{scheme.data_type} group_size {scheme.group_size} on {in_features} inputs "
@@ -76,7 +80,10 @@ def float_problem(scheme: Scheme, in_features: int | None = None) -> str | None:
 
 def float_weight_args(scheme: Scheme) -> dict[str, Any]:
     """compressed-tensors' ``QuantizationArgs`` of a float weight scheme, as ``to_dict`` writes them."""
-    if scheme.group_size == PER_TENSOR:
+    block = None if scheme.block_shape is None else list(scheme.block_shape)
+    if block is not None:
+        strategy, group = "block", None
+    elif scheme.group_size == PER_TENSOR:
         strategy, group = "tensor", None
     elif scheme.group_size == PER_CHANNEL:
         strategy, group = "channel", None
@@ -89,7 +96,7 @@ def float_weight_args(scheme: Scheme) -> dict[str, Any]:
         scale_dtype = str(torch.uint8)  # E8M0 exponents: what tells MXFP8 from plain FP8 groups
     return {
         "actorder": None,
-        "block_structure": None,
+        "block_structure": block,
         "dynamic": False,
         "group_size": group,
         "num_bits": scheme.bits,
@@ -103,6 +110,12 @@ def float_weight_args(scheme: Scheme) -> dict[str, Any]:
     }
 
 
+def _per_tile(per_tile: torch.Tensor, shape: tuple[int, int], block: tuple[int, int]) -> torch.Tensor:
+    """(row tiles, column tiles) -> (out, in), each tile's value over its elements."""
+    full = per_tile.repeat_interleave(block[0], dim=0).repeat_interleave(block[1], dim=1)
+    return full[: shape[0], : shape[1]]
+
+
 def _per_column(per_group: torch.Tensor, in_features: int, width: int) -> torch.Tensor:
     return per_group.repeat_interleave(width, dim=1)[:, :in_features]
 
@@ -110,7 +123,11 @@ def _per_column(per_group: torch.Tensor, in_features: int, width: int) -> torch.
 def _elements(weight: torch.Tensor, scale: torch.Tensor, width: int) -> torch.Tensor:
     """``weight / scale`` in float32 (0 where the scale is 0), the scale repeated over its group:
     the elements up to the rounding of the weight's dtype, far below half an element step."""
-    full = _per_column(scale.float(), weight.shape[1], width)
+    return _divided(weight, _per_column(scale.float(), weight.shape[1], width))
+
+
+def _divided(weight: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """``weight / full`` in float32, 0 where ``full`` (a float32 (out, in) scale) is 0."""
     return torch.where(full == 0, torch.zeros_like(full), weight.float() / full)
 
 
@@ -153,6 +170,8 @@ def nv_scales(quant: LayerQuant) -> tuple[torch.Tensor, torch.Tensor]:
 def pack_float_layer(weight: torch.Tensor, quant: LayerQuant) -> dict[str, torch.Tensor]:
     """One float layer's compressed-tensors tensors from its quantize-dequantized (out, in) weight."""
     scheme = quant.scheme
+    if scheme.block_shape is not None:
+        return _pack_tiles(weight, quant, scheme.block_shape)
     width = group_width(scheme, weight.shape[1])
     elements = _elements(weight, quant.scale, width)
     if scheme.data_type == "nv_fp":
@@ -167,4 +186,16 @@ def pack_float_layer(weight: torch.Tensor, quant: LayerQuant) -> dict[str, torch
     scale = quant.scale.float()
     if scheme.group_size == PER_TENSOR:
         scale = scale[:1, 0]
+    return {"weight": elements.to(torch.float8_e4m3fn), "weight_scale": scale.contiguous()}
+
+
+def _pack_tiles(weight: torch.Tensor, quant: LayerQuant, block: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """FP8_BLOCK: E4M3 ``weight`` (out, in) and float32 ``weight_scale`` (row tiles, column tiles)."""
+    grid = tile_grid(quant.scheme, (weight.shape[0], weight.shape[1]))
+    if tuple(quant.scale.shape) != grid:
+        raise ValueError(
+            f"tile scales of shape {tuple(quant.scale.shape)}, expected {grid} for {tuple(weight.shape)}"
+        )
+    scale = quant.scale.float()
+    elements = _divided(weight, _per_tile(scale, (weight.shape[0], weight.shape[1]), block))
     return {"weight": elements.to(torch.float8_e4m3fn), "weight_scale": scale.contiguous()}

@@ -10,10 +10,15 @@ that serve them cannot load, naming the layers, the formats that can store it an
   ``gate_up_proj`` (``w1``/``w3`` in Mixtral's names), and all experts of a MoE layer into one
   tensor. The parts of a fused weight must share one scheme (or all stay unquantized).
 * Activation quantization (``act_bits`` below 16) other than dynamic per-token INT8 / FP8 W8A8,
-  and 2-D weight blocks (``block_shape``), are not built: :func:`require_quantized` refuses them
-  in the plan (every run's first check) and :func:`check_schemes` in the named schemes, naming
-  the scheme (NotImplementedError, :func:`~autoround.schemes.require_built`); so is W8A8 in a
-  format that does not store activation arguments (every one but ``llm_compressor``).
+  and 2-D weight blocks (``block_shape``) of a data type without tiles, are not built:
+  :func:`require_quantized` refuses them in the plan (every run's first check) and
+  :func:`check_schemes` in the named schemes, naming the scheme (NotImplementedError,
+  :func:`~autoround.schemes.require_built`); so is W8A8 in a format that does not store
+  activation arguments (every one but ``llm_compressor``).
+* FP8's 2-D weight blocks (FP8_BLOCK, ``block_shape`` (128, 128): one scale per tile) are
+  quantized by every algorithm and stored by the formats whose ``Capabilities.blocks`` says so
+  (``llm_compressor``: compressed-tensors' ``block`` strategy); every other format refuses them,
+  naming the formats that can. Tiles are not row groups: a partial edge tile is no partial group.
 * The float data types (``fp`` FP8, ``nv_fp`` NVFP4, ``mx_fp`` / ``mx_fp_rceil`` MXFP4 and MXFP8)
   are stored by ``llm_compressor`` only; what no format stores (MX 6-bit, ``mx_int``,
   ``mx_fp6e3m2``, ``mx_fp8e5m2``, ...) is refused by every format's ``Capabilities``. Either way
@@ -114,8 +119,10 @@ def check_schemes(
 
     Raises:
         FormatError: an unknown or read-only format (listing the allowed ones).
-        NotImplementedError: a scheme that quantizes activations or tiles weights in 2-D blocks.
-        SchemeError: a scheme a format cannot store, naming the formats that can store them all.
+        NotImplementedError: a scheme that quantizes activations or tiles weights in 2-D blocks
+            in a way not built.
+        SchemeError: a scheme a format cannot store (2-D blocks included), naming the formats
+            that can store them all.
     """
     writers = entries(formats)
     for where, chosen in _named_schemes(scheme, layer_config).items():
@@ -161,8 +168,12 @@ def warn_partial_groups(model: nn.Module, plan: LayerPlan) -> None:
     partial = []
     for name, scheme in plan.quantized().items():
         in_features = linear_shape(model.get_submodule(name))[1]
-        # A row narrower than the group is one whole group, not a partial one.
-        if 0 < scheme.group_size < in_features and in_features % scheme.group_size:
+        # A row narrower than the group is one whole group, not a partial one; tiles are no groups.
+        if (
+            scheme.block_shape is None
+            and 0 < scheme.group_size < in_features
+            and in_features % scheme.group_size
+        ):
             partial.append(name)
     if partial:
         logger.warning(
