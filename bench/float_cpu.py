@@ -53,6 +53,8 @@ ROWS = {
     "nvfp4_optrtn": ("NVFP4 (W4A16) opt-RTN", "NVFP4", WEIGHT_ONLY, "opt_rtn", None),
     "nvfp4_sr20": ("NVFP4 (W4A16) SignRound", "NVFP4", WEIGHT_ONLY, "signround", None),
     "mxfp8_rtn": ("MXFP8 (W8A16) RTN", "MXFP8", WEIGHT_ONLY, "rtn", {"preset": "MXFP8A16"}),
+    "mxfp8_optrtn": ("MXFP8 (W8A16) opt-RTN", "MXFP8", WEIGHT_ONLY, "opt_rtn", None),
+    "mxfp8_sr20": ("MXFP8 (W8A16) SignRound", "MXFP8", WEIGHT_ONLY, "signround", None),
     "fpw8a16_rtn": ("FPW8A16 RTN", "FPW8A16", {}, "rtn", {"config_groups": FP8_TENSOR}),
     "fpw8a16_sr20": ("FPW8A16 SignRound", "FPW8A16", {}, "signround", None),
     "int8_w8a8_rtn": ("INT8_W8A8 RTN", "INT8_W8A8", {}, "rtn", {"preset": "W8A8"}),
