@@ -1,5 +1,6 @@
 """Generate Intel auto-round 0.16.1 references for dynamic per-token activation quantization
-(the ``INT8`` / ``INT8_W8A8`` presets' activations, and FP8 E4M3 dynamic per-token ones).
+(the ``INT8`` / ``INT8_W8A8`` presets' activations, ``INT4``'s 4-bit ones, and FP8 E4M3 dynamic
+per-token ones).
 
 Runs ONLY inside the Intel venv (scripts/intel/setup_venv.sh); our packages never import
 ``auto_round``.
@@ -12,7 +13,7 @@ Writes ``act_qdq.safetensors`` into ``--out`` (case list and versions in its met
 What it calls: the activation function Intel's ``WrapperLinear`` resolves for a round-to-nearest
 run (``get_quant_func(act_data_type, act_bits, act_sym, disable_opt_rtn=True, iters=0)``:
 ``rtn_int_sym`` for ``"int"``, ``fp8_sym`` for ``"fp"``), called as ``WrapperWALayer.forward``
-calls it after quantization: ``fn(x, bits=8, group_size=-1, scale_dtype=<Intel's default
+calls it after quantization: ``fn(x, bits=<8 or 4>, group_size=-1, scale_dtype=<Intel's default
 float16>, q_scale_thresh=1e-5, data_type=<resolved>, min_scale=1.0, max_scale=1.0)``.
 
 * Inputs (2, 5, 64) (batch, tokens, features), seeded ``randn``, in float32, bfloat16 and
@@ -20,7 +21,7 @@ float16>, q_scale_thresh=1e-5, data_type=<resolved>, min_scale=1.0, max_scale=1.
   of either sign, token (1, 0) all negative, token (1, 4) large (``* 1e4``).
 
 Tensor keys: ``in.<dtype>``; ``<kind>.<dtype>.qdq`` and ``<kind>.<dtype>.scale`` for ``<kind>``
-``int8`` and ``fp8``.
+``int8``, ``int4`` and ``fp8``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from auto_round.data_type.utils import get_quant_func
 from safetensors.torch import save_file
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-KINDS = {"int8": "int", "fp8": "fp"}
+KINDS = {"int8": ("int", 8), "int4": ("int", 4), "fp8": ("fp", 8)}
 
 
 def inputs() -> torch.Tensor:
@@ -58,15 +59,15 @@ def main() -> None:
     base = inputs()
     tensors: dict[str, torch.Tensor] = {}
     resolved = {}
-    for kind, data_type in KINDS.items():
-        fn, name = get_quant_func(data_type, 8, True, disable_opt_rtn=True, iters=0)
+    for kind, (data_type, bits) in KINDS.items():
+        fn, name = get_quant_func(data_type, bits, True, disable_opt_rtn=True, iters=0)
         resolved[kind] = name
         for dname, dtype in DTYPES.items():
             x = base.to(dtype)
             tensors[f"in.{dname}"] = x.clone()
             qdq, scale, _ = fn(
                 x.clone(),
-                bits=8,
+                bits=bits,
                 group_size=-1,
                 scale_dtype=torch.float16,
                 q_scale_thresh=1e-5,

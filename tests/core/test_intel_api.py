@@ -60,7 +60,7 @@ def test_intels_scheme_field_keywords_override_the_preset(tiny_llama) -> None:
 
 
 def test_an_activation_scheme_without_the_override_is_refused_before_any_work(tiny_llama) -> None:
-    rounder = AutoRound(tiny_llama, scheme="NVFP4", iters=0)
+    rounder = AutoRound(tiny_llama, scheme="NVFP4", act_data_type="nv_fp", iters=0)
     with pytest.raises(NotImplementedError, match="act_bits=16"):
         rounder.quantize()
     assert rounder.result is None

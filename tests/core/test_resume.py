@@ -193,6 +193,21 @@ def test_a_run_killed_while_committing_a_block_resumes_to_the_uninterrupted_chec
     assert not _progress(out).exists()
 
 
+@pytest.mark.parametrize("scheme", ["FP8_STATIC", "NVFP4"])
+def test_a_killed_run_with_calibrated_activations_resumes_to_the_uninterrupted_checkpoint(
+    tmp_path, monkeypatch, model_dir, scheme
+) -> None:
+    # each finished block's calibrated input ranges (input_scale / input_global_scale in the
+    # checkpoint) come back from the resume folder, not from a new calibration
+    fields = {"scheme": scheme, "group_size": -1 if scheme == "FP8_STATIC" else 16}
+    reference = _autoround(model_dir, **fields).quantize_and_save(tmp_path / "reference")
+    out = tmp_path / "out"
+    _killed_after_block(monkeypatch, model_dir, out, index=0, **fields)
+    _autoround(model_dir, **fields).quantize_and_save(out)
+    _assert_same_checkpoint(out, reference)
+    assert any("input" in name for name in load_safetensors_dir(out)), "the ranges were saved"
+
+
 def _unparsable_manifest(folder: Path) -> None:
     (folder / "manifest.json").write_text('{"run": {"scheme"')
 

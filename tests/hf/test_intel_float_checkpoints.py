@@ -228,15 +228,29 @@ def test_missing_or_misshapen_scales_are_refused_naming_the_tensor(tmp_path, cas
         assert KEY + leaf in str(err.value)
 
 
-@pytest.mark.parametrize("act_bits", [4, 8])
-def test_activation_quantization_stays_refused(tmp_path, act_bits) -> None:
+@pytest.mark.parametrize(
+    ("act_fields", "message"),
+    [
+        # NVFP4 W4A4 is read, with its calibrated input_global_scale, which this export lacks
+        ({"act_bits": 4}, r"model.layers.0.self_attn.q_proj.input_global_scale is missing"),
+        # activations not built (or dynamic ones, read through compressed-tensors) stay refused
+        ({"act_bits": 8}, r"act_bits=8 \(act_data_type='nv_fp4_with_static_gs'.*act_bits=8 is not built"),
+        (
+            {"act_bits": 8, "act_data_type": "fp", "act_group_size": -1},
+            r"act_bits=8 \(act_data_type='fp'.*autoround reads calibrated activations",
+        ),
+    ],
+)
+def test_activation_quantization_is_read_only_where_its_scale_is_calibrated(
+    tmp_path, act_fields, message
+) -> None:
     target = tmp_path / "w4a4"
     shutil.copytree(EXPORTS / "ar_nvfp4_a16", target)
     config = json.loads((target / "config.json").read_text())
-    config["quantization_config"].update(act_bits=act_bits, act_data_type="nv_fp4_with_static_gs")
+    config["quantization_config"].update({"act_data_type": "nv_fp4_with_static_gs", **act_fields})
     (target / "config.json").write_text(json.dumps(config))
     for loader in (lambda: _load(target), lambda: load_quantized(target)):
-        with pytest.raises(CheckpointError, match=f"act_bits={act_bits}: activation quantization"):
+        with pytest.raises(CheckpointError, match=message):
             loader()
 
 

@@ -34,12 +34,13 @@ from autoround.nn.act_hooks import act_kind_of, detach_act_quant
 from autoround.schemes import PRESETS, Scheme, parse_scheme
 
 #: case -> (scheme, its activation kind, the kind's group size argument): W8A8 per token, FP8
-#: activations per group of 32 features, MXFP4 (MX activations per block of 32).
+#: activations per group of 32 features, MXFP4 (MX activations per block of 32), W4A4 per token.
 SCHEMES: dict[str, tuple[Scheme, Any, int | None]] = {
     "int8": (PRESETS["INT8_W8A8"], "int8", None),
     "fp8": (parse_scheme("FP8_STATIC", act_dynamic=True, act_group_size=-1), "fp8", None),
     "fp8_group": (parse_scheme("FP8_STATIC", act_dynamic=True, act_group_size=32), "fp8_group", 32),
     "mxfp4": (PRESETS["MXFP4"], "mxfp4", None),
+    "int4": (PRESETS["INT4"], "int4", None),
 }
 #: The kinds Intel's tuning-time fixture holds.
 FIXTURE_CASES = ["int8", "fp8"]
@@ -117,8 +118,8 @@ def test_values_are_intels_tuning_qdq_and_the_gradient_intels_off_each_tokens_la
 
 
 def test_an_activation_scheme_not_built_is_refused_by_name() -> None:
-    with pytest.raises(NotImplementedError, match="act_bits=4 is not built"):
-        input_quantizer(PRESETS["INT4"])
+    with pytest.raises(NotImplementedError, match="act_bits=6 is not built"):
+        input_quantizer(parse_scheme("INT4", act_bits=6))
 
 
 def test_quantized_inputs_hooks_the_activation_layers_only_and_only_inside(tiny_llama) -> None:

@@ -6,6 +6,7 @@ grid for the same scale, the scales differing as the module docstring says.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -117,5 +118,40 @@ def test_the_built_activation_kinds() -> None:
     assert activation_kind(PRESETS["INT8_W8A8"]) == activation_kind(PRESETS["INT8"]) == "int8"
     assert activation_kind(parse_scheme("FP8_STATIC", act_dynamic=True, act_group_size=-1)) == "fp8"
     assert activation_kind(PRESETS["W4A16"]) is None
-    with pytest.raises(NotImplementedError, match=r"act_dynamic=False"):
-        activation_kind(PRESETS["FP8_STATIC"])
+    # static: a calibrated kind (tests/core/dtypes/test_act_static.py)
+    assert activation_kind(PRESETS["FP8_STATIC"]) == "fp8_static"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_four_bit_int_activations_are_intels_bit_for_bit(intel, dtype: str) -> None:
+    # Intel's INT4 preset (W4A4): the same per-token rtn_int_sym at 4 bits, codes -8..7
+    x = intel[f"in.{dtype}"]
+    qdq, scale = qdq_int_per_token(x, 4)
+    assert torch.equal(_bits(qdq), _bits(intel[f"int4.{dtype}.qdq"]))
+    assert torch.equal(_bits(scale), _bits(intel[f"int4.{dtype}.scale"]))
+    assert activation_kind(PRESETS["INT4"]) == "int4"
+    assert torch.equal(qdq_activation(x, "int4"), qdq)
+
+
+def test_four_bit_int_activations_use_sixteen_codes_with_a_float16_scale(intel) -> None:
+    x = intel["in.float32"].reshape(-1, 64)
+    qdq, scale = qdq_int_per_token(x, 4)
+    absmax = x.abs().amax(-1, keepdim=True)
+    keep = absmax[:, 0] > 1e-3
+    assert torch.equal(scale.abs()[keep], (absmax / 8).to(torch.float16)[keep])
+    codes = (x / scale).round().clamp(-8, 7)
+    assert torch.equal(qdq, codes * scale)
+    assert codes.unique().numel() <= 16
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"bits": 8}, "int 4-bit activations go with int 4-bit symmetric per-channel weights"),
+        ({"group_size": 128}, "group_size=128"),
+        ({"act_bits": 6}, "act_bits=6 is not built; act_bits=8/4"),
+    ],
+)
+def test_four_bit_int_activations_refuse_other_weights_naming_the_field(overrides: dict, words: str) -> None:
+    with pytest.raises(NotImplementedError, match=re.escape(words)):
+        activation_kind(parse_scheme("INT4", **overrides))

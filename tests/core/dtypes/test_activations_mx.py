@@ -76,7 +76,8 @@ def test_grouped_activation_qdq_is_intels_bit_for_bit(intel, case: str, input_na
 
 
 def test_every_kind_is_checked_against_intel() -> None:
-    covered = {"int8", "fp8"}  # tests/core/dtypes/test_activations.py (act_qdq.safetensors)
+    covered = {"int8", "int4", "fp8"}  # tests/core/dtypes/test_activations.py (act_qdq.safetensors)
+    covered |= {"fp8_static", "nvfp4"}  # tests/core/dtypes/test_act_static.py (act_static.safetensors)
     covered |= {_our_kind(case)[0] for case in KINDS}
     assert set(ACT_KINDS) == covered
 
@@ -118,8 +119,9 @@ def test_grouped_kinds_take_any_weights_the_weight_side_builds() -> None:
     ("scheme", "message"),
     [
         (
-            PRESETS["NVFP4"],
-            r"act_data_type='nv_fp4_with_static_gs' \(NVFP4 activations\) needs a global scale",
+            parse_scheme("NVFP4", act_data_type="nv_fp"),
+            r"act_data_type='nv_fp' \(NVFP4 activations with a global scale from each input\) is not "
+            r"built; act_data_type='nv_fp4_with_static_gs'",
         ),
         (
             parse_scheme("MXFP4", act_sym=False),
@@ -128,7 +130,7 @@ def test_grouped_kinds_take_any_weights_the_weight_side_builds() -> None:
         (parse_scheme("MXFP4", act_dynamic=False), r"act_dynamic=False.*calibrated.*use act_dynamic=True"),
         (
             parse_scheme("MXFP4", act_group_size=16),
-            r"act_group_size=16 \(per group\) is not built for mx_fp 4-bit activations; "
+            r"act_group_size=16 \(per group\) is not built for dynamic mx_fp 4-bit activations; "
             r"act_group_size=32 \(MX blocks\)",
         ),
         (
@@ -137,7 +139,7 @@ def test_grouped_kinds_take_any_weights_the_weight_side_builds() -> None:
         ),
         (
             parse_scheme("FP8_STATIC", act_dynamic=True),
-            r"act_group_size=0 \(per tensor\) is not built for fp 8-bit activations; "
+            r"act_group_size=0 \(per tensor\) is not built for dynamic fp 8-bit activations; "
             r"act_group_size=-1 \(per token\) or act_group_size>0 \(per group",
         ),
         (

@@ -8,9 +8,10 @@ Our RTN of the same model, saved with ``format="auto_round"``, is compared tenso
 in-memory quantized model's logits and greedy tokens.
 
 Intel's NVFP4 RTN also gives q/k/v and gate/up of a block their smallest global scale
-(``update_fused_layer_global_scales``); our RTN keeps each layer's own. The byte comparison of
-NVFP4 therefore runs with that step emulated in the test (each layer's global scale replaced by
-its group's minimum, written out below), and a second test states the difference itself.
+(``update_fused_layer_global_scales``); our RTN shares one per fused group too, from the group's
+largest weight. The byte comparison of NVFP4 runs with Intel's step written out in the test (each
+layer's global scale replaced by its group's minimum where the data type is not handed a shared
+maximum already), and a second test states Intel's rule itself.
 """
 
 from __future__ import annotations

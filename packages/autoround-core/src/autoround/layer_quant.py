@@ -23,7 +23,6 @@ import torch
 
 from autoround.dtypes import DTYPES, from_groups
 from autoround.dtypes.base import DataType, QParams, with_shared_statistic
-from autoround.dtypes.fp8 import FpDataType
 from autoround.dtypes.grouping import GroupLayout, to_groups
 from autoround.schemes import Scheme
 
@@ -37,11 +36,11 @@ def weight_groups(weight: torch.Tensor, scheme: Scheme) -> tuple[torch.Tensor, G
 
 def layer_dtype(scheme: Scheme, tensor_stat: torch.Tensor | None = None) -> DataType:
     """The data type that quantizes a layer of ``scheme`` (bound to its fused group's per-tensor
-    statistic, if any); for 2-D tiles, FP8's tile arithmetic (:meth:`FpDataType.tiled`)."""
-    dtype = with_shared_statistic(DTYPES[scheme.data_type], tensor_stat)
-    if scheme.block_shape is not None and isinstance(dtype, FpDataType):
-        return dtype.tiled()
-    return dtype
+    statistic, if any); for 2-D tiles, the type's tile arithmetic (:meth:`DataType.for_tiles`;
+    a :class:`~autoround.schemes.Scheme` takes a ``block_shape`` only for types that have one)."""
+    dtype = DTYPES[scheme.data_type]
+    tiled = dtype.for_tiles() if scheme.block_shape is not None else None
+    return with_shared_statistic(dtype if tiled is None else tiled, tensor_stat)
 
 
 def tile_grid(scheme: Scheme, shape: tuple[int, int]) -> tuple[int, int]:
@@ -76,12 +75,17 @@ class LayerQuant:
     column tiles), ceil(out / rows) by ceil(in / columns) (:func:`tile_grid`).
     ``global_scale`` is the 0-dim float32 per-tensor scale of a type that has one (NVFP4's, which
     its block scales are relative to; ``scale`` holds the effective per-block scales), else None.
+    ``input_absmax`` is, for a scheme whose activation scales are calibrated (static FP8, NVFP4's
+    activation global scale), the largest ``|input|`` the layer saw on the calibration set
+    (Intel's ``act_max``; times SignRound's tuned ``act_max_scale`` where that is tuned), 0-dim
+    float32; None for dynamic activations and weight-only schemes.
     """
 
     scheme: Scheme
     scale: torch.Tensor
     zero: torch.Tensor
     global_scale: torch.Tensor | None = None
+    input_absmax: torch.Tensor | None = None
 
     @classmethod
     def from_grouped(cls, scheme: Scheme, qparams: QParams, out_features: int) -> LayerQuant:
@@ -104,7 +108,8 @@ class LayerQuant:
     def cpu(self) -> LayerQuant:
         """The same parameters on the CPU (where results are kept between layers)."""
         gs = None if self.global_scale is None else self.global_scale.cpu()
-        return LayerQuant(self.scheme, self.scale.cpu(), self.zero.cpu(), gs)
+        absmax = None if self.input_absmax is None else self.input_absmax.cpu()
+        return LayerQuant(self.scheme, self.scale.cpu(), self.zero.cpu(), gs, absmax)
 
 
 def quantize_weight(

@@ -261,6 +261,8 @@ class ResumeStore:
             )
             if quant.global_scale is not None:  # NVFP4's, which its checkpoint layout stores
                 tensors[f"{name}.global_scale"] = quant.global_scale.reshape(1).contiguous()
+            if quant.input_absmax is not None:  # a calibrated activation range (FP8_STATIC, NVFP4 W4A4)
+                tensors[f"{name}.input_absmax"] = quant.input_absmax.reshape(1).contiguous()
             schemes[name] = quant.scheme.to_dict()
         target = self.path / f"block-{index:04d}.safetensors"
         tmp = target.with_name(target.name + ".tmp")
@@ -290,11 +292,13 @@ class ResumeStore:
                 with torch.no_grad():
                     weight.copy_(tensors[f"{name}.weight"])
                 gs = tensors.get(f"{name}.global_scale")
+                absmax = tensors.get(f"{name}.input_absmax")
                 quants[name] = LayerQuant(
                     Scheme.from_dict(fields),
                     tensors[f"{name}.scale"],
                     tensors[f"{name}.zero"],
                     None if gs is None else gs.reshape(()),
+                    None if absmax is None else absmax.reshape(()),
                 )
         except (OSError, SafetensorError, ValueError, KeyError, TypeError) as e:
             raise self._unreadable(path, e) from e

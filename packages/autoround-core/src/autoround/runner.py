@@ -22,6 +22,13 @@ from torch import nn
 
 from autoround import auto_scheme, formats, layer_plan
 from autoround.algorithms import ALGORITHMS, AlgorithmJob, BlockDone, BlockRestore
+from autoround.algorithms.act_calibration import (
+    calibrate_model,
+    calibrated_layers,
+    layer_ranges,
+    require_ranges,
+    with_input_absmax,
+)
 from autoround.calibration import DEFAULT_DATASET, build_calibration_set
 from autoround.errors import UsageError
 from autoround.formats.gguf import QUANT_METHOD as GGUF_METHOD
@@ -66,8 +73,29 @@ def plan_layers(model: nn.Module, run: Run) -> layer_plan.LayerPlan:
 
 
 def needs_calibration(run: Run, plan: layer_plan.LayerPlan) -> bool:
-    """Whether ``run``'s algorithm needs calibration ids for ``plan``."""
-    return ALGORITHMS[run.algorithm].needs_calibration(plan)
+    """Whether ``run`` needs calibration ids for ``plan``: its algorithm does, or a layer's
+    activations quantize with a range calibrated on them (static FP8, NVFP4's; Intel calibrates
+    those with round-to-nearest too)."""
+    return ALGORITHMS[run.algorithm].needs_calibration(plan) or bool(calibrated_layers(plan.quantized()))
+
+
+def _require_calibration(run: Run, plan: layer_plan.LayerPlan, calibration: torch.Tensor | None) -> None:
+    """Refuse, before any work, a run without the calibration ids it needs, naming why."""
+    if not needs_calibration(run, plan) or (calibration is not None and calibration.dim() == 2):
+        return
+    static = calibrated_layers(plan.quantized())
+    if static:
+        scheme = plan.quantized()[static[0]]
+        raise ValueError(
+            f"layer {static[0]} (and {len(static) - 1} more): activations act_data_type="
+            f"{scheme.act_data_type!r} with act_dynamic={scheme.act_dynamic} quantize with a range "
+            f"calibrated on data (static activations), so quantizing needs calibration token ids "
+            f"of shape (nsamples, seqlen): pass calibration="
+        )
+    raise ValueError(
+        f"{ALGORITHMS[run.algorithm].title} needs calibration token ids of shape (nsamples, seqlen): "
+        f"pass calibration="
+    )
 
 
 def execute(
@@ -85,10 +113,7 @@ def execute(
     plan = plan if plan is not None else plan_layers(model, run)
     require_quantized(plan)
     algorithm = ALGORITHMS[run.algorithm]
-    if algorithm.needs_calibration(plan) and (calibration is None or calibration.dim() != 2):
-        raise ValueError(
-            f"{algorithm.title} needs calibration token ids of shape (nsamples, seqlen): pass calibration="
-        )
+    _require_calibration(run, plan, calibration)
     source = source_of(model)
     residency = TuningResidency(source) if source is not None else None
     if source is not None and on_block_done is None:  # nowhere to keep tuned blocks
@@ -104,10 +129,17 @@ def execute(
         restore,
         residency,
     )
+    static = calibrated_layers(plan.quantized())
+    ranges = {}
+    if static and algorithm.granularity == "layer":  # block-wise algorithms observe them per block
+        assert calibration is not None  # _require_calibration checked
+        ranges = calibrate_model(model, static, calibration, progress=progress)
     result = algorithm.quantize(model, plan, job)
-    # W8A8 layers quantize their inputs from now on, as the served checkpoint does
-    attach_act_quant(model, plan.quantized())
-    return QuantizedModel(model, run.scheme, plan, result.layers, result.recorded, tokenizer, result.reports)
+    layers = with_input_absmax(result.layers, ranges)
+    require_ranges(layers)
+    # layers that quantize activations do so from now on, as the served checkpoint does
+    attach_act_quant(model, plan.quantized(), layer_ranges(layers))
+    return QuantizedModel(model, run.scheme, plan, layers, result.recorded, tokenizer, result.reports)
 
 
 def calibration_ids(run: Run, tokenizer: Any) -> torch.Tensor:
@@ -170,7 +202,7 @@ def quantize_and_save(
     run = choose_schemes(model, tokenizer, run)
     plan = preflight(model, run)
     algorithm = ALGORITHMS[run.algorithm]
-    calibration = calibration_ids(run, tokenizer) if algorithm.needs_calibration(plan) else None
+    calibration = calibration_ids(run, tokenizer) if needs_calibration(run, plan) else None
     resume = None
     if algorithm.granularity == "block" and calibration is not None:
         digest = fingerprint(calibration, model, tokenizer, **fingerprinted_arguments(model, run))

@@ -60,7 +60,7 @@ class Scheme:
         act_dynamic: activation scales computed per forward (True) or observed once (False).
         block_shape: (rows, columns) 2-D weight tiles sharing one scale instead of row groups
             (Intel's tuple ``group_size``, FP8_BLOCK's (128, 128)); ``group_size`` is then the
-            tile's column count. Only data types with ``block_tiles`` take it.
+            tile's column count. Only data types with tile arithmetic (``DataType.for_tiles``) take it.
     """
 
     bits: int = 4
@@ -117,8 +117,8 @@ class Scheme:
             and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
         ):
             raise SchemeError(f"block_shape must be two positive integers (rows, columns), got {shape!r}")
-        tiled = sorted(name for name, dtype in DTYPES.items() if dtype.block_tiles)
-        if self.is_quantized and not DTYPES[self.data_type].block_tiles:
+        tiled = sorted(name for name, dtype in DTYPES.items() if dtype.for_tiles() is not None)
+        if self.is_quantized and DTYPES[self.data_type].for_tiles() is None:
             raise SchemeError(
                 f"block_shape={shape} is not allowed for data_type {self.data_type!r}: it quantizes "
                 f"row groups (data types with 2-D blocks: {tiled})"
@@ -238,7 +238,7 @@ def _blocks_translated(data: Mapping[str, Any]) -> dict[str, Any]:
 def require_weight_only(scheme: Scheme, where: str = "scheme") -> None:
     """Refuse a scheme that quantizes activations, where only weights are read (autoround's
     loaders) or quantized; ``where`` names the scheme in the message. 2-D weight blocks pass: the
-    layer quantizers tile them (a :class:`Scheme` takes them for ``block_tiles`` types only).
+    layer quantizers tile them (a :class:`Scheme` takes them for types with ``for_tiles`` only).
     Quantizing checks :func:`require_built` (which accepts W8A8) instead.
 
     Raises:

@@ -16,6 +16,13 @@ weight-only (docs/float_types_serving.md); this serves them with a torch kernel:
   the engine's dtype; the stored tensors are dropped. Memory is that of a 16-bit model; the
   product is the engine's dense one.
 * ``apply`` is ``x @ W^T (+ bias)``.
+
+Calibrated activations (``FP8_STATIC``'s ``input_scale``, NVFP4 W4A4's ``input_global_scale``:
+:mod:`autoround.nn.input_scales`) are one stored value per fused part too; after loading each
+part's becomes its calibrated range and the fused layer keeps the largest (the parts read one
+input, so Intel's export gives them one range; where they differ, the largest clips nothing, as
+vLLM's static FP8 takes the largest ``input_scale``). ``apply`` then quantize-dequantizes the
+input with the kind's formula (core's, as the in-memory model's hooks) before the product.
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ from autoround.nn import FloatQuantLinear
 from autoround.schemes import Scheme
 from autoround_vllm.sharding import ShardingError
 
-#: The attribute holding the dequantized weight on the engine's layer.
+#: The attributes holding the dequantized weight and the calibrated input range on the engine's layer.
 DENSE_WEIGHT = "autoround_float_weight"
+INPUT_ABSMAX = "autoround_input_absmax"
 #: Stored tensors with one value per fused part (the others are per row).
-PER_PART = ("weight_global_scale",)
+PER_PART = ("weight_global_scale", "input_scale", "input_global_scale")
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,7 @@ class FloatLinearLogic:
         self.part_sizes: list[int] = []
         self.in_features = 0
         self.dtype = torch.bfloat16
+        self.inputs: FloatQuantLinear | None = None  # quantizes the inputs, where they are
 
     def _part(self, out_features: int, device: torch.device | str) -> FloatQuantLinear:
         try:
@@ -103,7 +112,8 @@ class FloatLinearLogic:
         loader = extra_weight_attrs.get("weight_loader")
         kinds = self.float_kinds
         shapes = whole.layout.shapes(input_size_per_partition, sum(output_partition_sizes))
-        for name, dtype in whole.layout.tensors.items():
+        shapes.update({name: (1,) for name in whole.input_tensors})
+        for name, dtype in {**whole.layout.tensors, **whole.input_tensors}.items():
             dtype = dtype or torch.float32  # FP8's scale in the model's dtype: float32 holds it exactly
             param: Any
             if _per_part(whole, name):
@@ -132,27 +142,38 @@ class FloatLinearLogic:
             layer.register_parameter(name, param)
 
     def process_weights_after_loading(self, layer: nn.Module) -> None:
-        """Dequantize each fused part with its own scales, concatenate, keep the dense weight."""
-        names = tuple(self._part(sum(self.part_sizes), "meta").layout.tensors)
+        """Dequantize each fused part with its own scales, concatenate, keep the dense weight (and
+        the largest of the parts' calibrated input ranges, where the scheme has them)."""
+        whole = self._part(sum(self.part_sizes), "meta")
+        names = (*whole.layout.tensors, *whole.input_tensors)
         device = getattr(layer, names[0]).device
-        dense, row = [], 0
+        dense, ranges, row = [], [], 0
         for index, size in enumerate(self.part_sizes):
             part = self._part(size, "meta")
             tensors = {}
-            shapes = part.layout.shapes(self.in_features, size)
+            shapes = {**part.layout.shapes(self.in_features, size), **{n: (1,) for n in part.input_tensors}}
             for name in names:
                 data = getattr(layer, name).data
                 data = data[index : index + 1] if _per_part(part, name) else data[row : row + size]
                 tensors[name] = data.reshape(shapes[name])  # FP8 groups: back to the flat layout
             part.load_state_dict(tensors, assign=True)
+            part.prepare()
             dense.append(part.dequantized_weight(torch.float32))
+            if part.input_absmax is not None:
+                ranges.append(part.input_absmax)
             row += size
         weight = torch.cat(dense).to(device=device, dtype=self.dtype)
         for name in names:
             delattr(layer, name)
         layer.register_buffer(DENSE_WEIGHT, weight, persistent=False)
+        if ranges:
+            layer.register_buffer(INPUT_ABSMAX, torch.stack(ranges).amax().to(device), persistent=False)
+            self.inputs = whole
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """``x @ W^T (+ bias)`` in ``x``'s dtype."""
+        """``x @ W^T (+ bias)`` in ``x``'s dtype, ``x`` quantize-dequantized first where the scheme's
+        activations have a calibrated range."""
         weight = getattr(layer, DENSE_WEIGHT)
+        if self.inputs is not None:
+            x = self.inputs.quantize_input(x, getattr(layer, INPUT_ABSMAX))
         return nn.functional.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))

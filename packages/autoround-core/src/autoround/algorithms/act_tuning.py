@@ -25,6 +25,14 @@ largest magnitude rounds to +128, clamped to 127). Both need each kind's scale f
 activation functions do not expose; they are left out. Checked against Intel's per-token
 functions (tests/fixtures/intel/act_tuning.safetensors): the same values, the same gradient off
 each token's largest element and int8's clipped ones.
+
+A calibrated kind (static FP8, NVFP4's activations) quantizes with the layer's calibrated range
+(:mod:`autoround.algorithms.act_calibration`). Static FP8 tunes a factor on it, as Intel's
+``WrapperLinear`` tunes ``act_max_scale`` (one float32 per layer, starting at 1, kept in [0, 1],
+learning at the clipping factors' rate and only with them): its forward is the kind's ``tuning``
+formula, Intel's ``quant_fp8_sym`` with ``tensor_max`` and its gradients exactly (straight through
+the E4M3 cast, none at a clipped element, the factor's through the scale). NVFP4's takes no
+factor (Intel's ``nv_fp4_with_static_gs`` ignores ``max_scale``) and goes straight through.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autoround.dtypes.act_kinds import ACT_KINDS, ActKindEntry
 from autoround.dtypes.activations import activation_args, qdq_activation
 from autoround.schemes import Scheme
 
@@ -61,17 +70,28 @@ def straight_through(x: torch.Tensor, qdq: Qdq) -> torch.Tensor:
     return result
 
 
-def input_quantizer(scheme: Scheme) -> Qdq | None:
-    """The straight-through quantize-dequantize of a layer's input under ``scheme``; None for a
-    weight-only scheme.
+def input_quantizer(
+    scheme: Scheme, absmax: torch.Tensor | None = None, range_factor: torch.Tensor | None = None
+) -> Qdq | None:
+    """The tuning forward's quantize-dequantize of a layer's input under ``scheme``; None for a
+    weight-only scheme. ``absmax``: the layer's calibrated range, for a calibrated kind;
+    ``range_factor``: its tuned factor (None: 1).
 
     Raises:
         NotImplementedError: the scheme quantizes activations in a way not built.
+        ValueError: a calibrated kind without ``absmax``.
     """
     args = activation_args(scheme)
     if args is None:
         return None
     kind, group = args
+    entry = ACT_KINDS[kind]
+    if entry.calibrated is not None:
+        if absmax is None:
+            raise ValueError(
+                f"activation kind {kind!r} quantizes with the layer's calibrated range: pass absmax"
+            )
+        return _calibrated(entry, absmax, 1.0 if range_factor is None else range_factor)
 
     def qdq(x: torch.Tensor) -> torch.Tensor:
         return qdq_activation(x, kind, group)
@@ -79,19 +99,36 @@ def input_quantizer(scheme: Scheme) -> Qdq | None:
     return functools.partial(straight_through, qdq=qdq)
 
 
+def _calibrated(entry: ActKindEntry, absmax: torch.Tensor, factor: torch.Tensor | float) -> Qdq:
+    """A calibrated kind's tuning forward: its own gradients where it has them, else straight
+    through."""
+    formula = entry.tuning if entry.tuning is not None else entry.calibrated
+    assert formula is not None  # the caller checked that the kind is calibrated
+
+    def qdq(x: torch.Tensor) -> torch.Tensor:
+        return formula(x, absmax, factor)[0]
+
+    return qdq if entry.tuning is not None else functools.partial(straight_through, qdq=qdq)
+
+
 @contextlib.contextmanager
-def quantized_inputs(block: nn.Module, layers: Mapping[str, Scheme]) -> Iterator[int]:
+def quantized_inputs(
+    block: nn.Module, layers: Mapping[str, Scheme], input_absmax: Mapping[str, torch.Tensor] | None = None
+) -> Iterator[int]:
     """Within the context, each layer of ``layers`` (names relative to ``block``) whose scheme
     quantizes activations has its input quantize-dequantized (a forward pre-hook, removed on
-    exit). Yields how many layers got one.
+    exit); a calibrated layer with its range from ``input_absmax`` (names as in ``layers``).
+    Yields how many layers got one.
 
     Raises:
         NotImplementedError: a scheme whose activation quantization is not built.
+        ValueError: a calibrated layer missing from ``input_absmax``.
     """
+    ranges = input_absmax or {}
     handles = []
     try:
         for name, scheme in layers.items():
-            quantize = input_quantizer(scheme)
+            quantize = input_quantizer(scheme, ranges.get(name))
             if quantize is not None:
                 hook = functools.partial(_quantize_first, quantize)
                 handles.append(block.get_submodule(name).register_forward_pre_hook(hook))

@@ -102,6 +102,15 @@ class BlockActivations:
         if self.quanted_input:
             run_in_place(block, self.tuned, kwargs, batch_size, self.autocast)
 
+    @torch.no_grad()
+    def observe_tuned(self, block: nn.Module, kwargs: dict[str, Any], batch_size: int) -> None:
+        """Run ``block`` on the tuned path, batch by batch, keeping nothing (forward hooks
+        observe it: the calibrated activation ranges, :mod:`autoround.algorithms.act_calibration`)."""
+        device = next(block.parameters()).device
+        for start in range(0, len(self.tuned), batch_size):
+            rows = self.tuned[start : start + batch_size]
+            _forward(block, rows.to(device, WORK_DTYPE), kwargs, self.autocast)
+
 
 @torch.no_grad()
 def run_in_place(

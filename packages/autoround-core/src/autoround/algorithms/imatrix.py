@@ -17,13 +17,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from autoround.algorithms.model_pass import run_over_ids
 
 logger = logging.getLogger(__name__)
-
-
-class _Stop(Exception):
-    """Raised to skip the output head when no hooked layer lies there."""
 
 
 @contextlib.contextmanager
@@ -72,32 +69,18 @@ def collect_imatrix(
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward under autocast to that dtype;
     the squares are still summed in float32.
     """
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be (nsamples, seqlen), got shape {tuple(input_ids.shape)}")
     names = list(layer_names)
-    handles = []
-    get_head = getattr(model, "get_output_embeddings", None)  # a transformers model's method
-    head = get_head() if get_head is not None else None
-    if head is not None and not any(model.get_submodule(n) is head for n in names):
-
-        def stop(_module: nn.Module, _args: tuple[Any, ...]) -> None:
-            raise _Stop
-
-        handles.append(head.register_forward_pre_hook(stop))
-    if device is None:
-        device = next(model.parameters()).device
-    autocast = torch.autocast(
-        torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None
-    )
-    try:
-        with collect_input_squares(model, names) as sums, autocast:
-            batches = input_ids.split(batch_size)
-            for batch in tqdm(batches, desc="imatrix", unit="batch", disable=not progress):
-                with contextlib.suppress(_Stop):
-                    model(input_ids=batch.to(device), use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with collect_input_squares(model, names) as sums:
+        run_over_ids(
+            model,
+            input_ids,
+            names,
+            desc="imatrix",
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            autocast_dtype=autocast_dtype,
+        )
     missing = [n for n in names if n not in sums]
     if missing:
         logger.warning(

@@ -1,4 +1,8 @@
-"""Round-to-nearest: every planned layer quantized on its own, without calibration data."""
+"""Round-to-nearest: every planned layer quantized on its own, without calibration data for the
+weights. A layer whose activations quantize with a calibrated range (static FP8, NVFP4's) needs
+calibration data for that range, which the runner observes on the unquantized model before the
+weights change (:func:`autoround.algorithms.act_calibration.calibrate_model`), as Intel's
+round-to-nearest does."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from autoround.algorithms.act_calibration import calibrated_layers
 from autoround.algorithms.base import AlgorithmJob, AlgorithmResult
 from autoround.algorithms.fused_scales import fused_tensor_stats
 from autoround.layer_plan import LayerPlan
@@ -48,7 +53,8 @@ RTN_RECORDED = {"enable_quanted_input": False}
 
 @dataclass(frozen=True)
 class Rtn:
-    """Round-to-nearest as a registry entry: per layer, no calibration, no settings."""
+    """Round-to-nearest as a registry entry: per layer, no settings; calibration only for the
+    calibrated activation ranges of a plan that has them."""
 
     name: str = "rtn"
     title: str = "round-to-nearest"
@@ -56,7 +62,7 @@ class Rtn:
     settings_type: type | None = None
 
     def needs_calibration(self, plan: LayerPlan) -> bool:
-        return False
+        return bool(calibrated_layers(plan.quantized()))
 
     def quantize(self, model: nn.Module, plan: LayerPlan, job: AlgorithmJob) -> AlgorithmResult:
         layers = quantize_rtn(model, plan, device=job.device, progress=job.progress)

@@ -26,7 +26,8 @@ The loop keeps everything on the device: the best loss and best parameters are t
 
 A layer whose scheme quantizes activations (W8A8, FP8 per group, MX) has its input
 quantize-dequantized in the tuning forward, straight through for the gradient, as Intel's
-``WrapperLinear`` does (:mod:`autoround.algorithms.act_tuning`).
+``WrapperLinear`` does (:mod:`autoround.algorithms.act_tuning`); a calibrated one (static FP8,
+NVFP4's) with the layer's calibrated range, static FP8 tuning a factor on it (``act_max_scale``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from autoround.algorithms.fused_scales import fused_tensor_stats
 from autoround.algorithms.signround_loop import BlockLoop, loss_for
 from autoround.algorithms.signround_settings import SignRoundSettings
 from autoround.dtypes import DTYPES, from_groups
+from autoround.dtypes.activations import calibrated_entry
 from autoround.dtypes.base import with_shared_statistic
 from autoround.layer_quant import LayerQuant, weight_groups
 from autoround.modeling.blocks import linear_weight
@@ -52,6 +54,8 @@ from autoround.schemes import Scheme
 
 #: Range the clipping factors are kept in (Intel's ``minmax_scale_bound``).
 MINMAX_BOUNDS = (0.0, 1.0)
+#: Range the factor on a calibrated activation range is kept in (Intel's ``_qdq_act`` clamp).
+ACT_RANGE_BOUNDS = (0.0, 1.0)
 
 
 class TunedLinear(nn.Module):
@@ -63,7 +67,9 @@ class TunedLinear(nn.Module):
     statistic of the layer's fused group (:mod:`autoround.algorithms.fused_scales`; NVFP4: the
     group's global scale is used in every step), else None. The data type must be ``tunable``.
     A scheme that quantizes activations has the layer's input quantize-dequantized before the
-    product (straight through: :func:`~autoround.algorithms.act_tuning.input_quantizer`).
+    product (:func:`~autoround.algorithms.act_tuning.input_quantizer`); ``input_absmax`` (0-dim)
+    is a calibrated kind's range, and ``act_max_scale`` (shape (1,), kept in [0, 1]) the factor
+    on it where the kind tunes one (trainable with the clipping factors), else None.
     """
 
     grouped: torch.Tensor  # a buffer, registered in __init__
@@ -76,6 +82,7 @@ class TunedLinear(nn.Module):
         init_clipping: str = "minmax",
         base_scale: torch.Tensor | None = None,
         tensor_stat: torch.Tensor | None = None,
+        input_absmax: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.scheme = scheme
@@ -97,7 +104,13 @@ class TunedLinear(nn.Module):
         self.min_scale = nn.Parameter(start.clone(), requires_grad=tune_minmax and base_scale is None)
         self.max_scale = nn.Parameter(start, requires_grad=tune_minmax)
         self.bounds = MINMAX_BOUNDS if base_scale is None else scale_init.FACTOR_BOUNDS
-        self.quantize_input = input_quantizer(scheme)
+        entry = calibrated_entry(scheme)
+        self.act_max_scale: nn.Parameter | None = None
+        if entry is not None and entry.tunes_range:
+            ones = torch.ones(1, device=grouped.device)
+            self.act_max_scale = nn.Parameter(ones, requires_grad=tune_minmax)
+        absmax = None if input_absmax is None else input_absmax.to(grouped.device, torch.float32)
+        self.quantize_input = input_quantizer(scheme, absmax, self.act_max_scale)
 
     def qdq_weight(self) -> torch.Tensor:
         """The (out, in) weight under the current parameters, in the working dtype."""
@@ -128,10 +141,13 @@ class TunedLinear(nn.Module):
         """Keep the clipping factors in their bounds (Intel clamps them before each use)."""
         self.min_scale.data.clamp_(*self.bounds)
         self.max_scale.data.clamp_(*self.bounds)
+        if self.act_max_scale is not None:
+            self.act_max_scale.data.clamp_(*ACT_RANGE_BOUNDS)
 
     def trainables(self) -> list[nn.Parameter]:
-        """v, then the clipping factors when they are tuned."""
-        return [p for p in (self.v, self.min_scale, self.max_scale) if p.requires_grad]
+        """v, then the clipping factors and the activation range factor when they are tuned."""
+        candidates = (self.v, self.min_scale, self.max_scale, self.act_max_scale)
+        return [p for p in candidates if p is not None and p.requires_grad]
 
 
 @dataclass(frozen=True)
@@ -139,13 +155,23 @@ class TunedParams:
     """The kept parameters of one layer (tuning state; :func:`qdq_with` makes its quantized
     weight): offsets (grouped shape) and clipping factors (groups,); ``base_scale`` (groups, 1)
     when the layer was tuned from a searched scale; ``tensor_stat`` (0-dim) the per-tensor
-    statistic of its fused group, if any."""
+    statistic of its fused group, if any; ``act_max_scale`` (1,) the factor on its calibrated
+    activation range, where tuned."""
 
     v: torch.Tensor
     min_scale: torch.Tensor
     max_scale: torch.Tensor
     base_scale: torch.Tensor | None = None
     tensor_stat: torch.Tensor | None = None
+    act_max_scale: torch.Tensor | None = None
+
+    def input_range(self, absmax: torch.Tensor) -> torch.Tensor:
+        """The calibrated activation range ``absmax`` times the tuned factor (0-dim float32;
+        Intel's ``act_max * act_max_scale``)."""
+        absmax = absmax.to(torch.float32)
+        if self.act_max_scale is None:
+            return absmax.reshape(())
+        return (absmax * self.act_max_scale.to(absmax.device)).reshape(())
 
     def rtn(self) -> TunedParams:
         """Plain round-to-nearest: no rounding offsets, the full min-max range, no searched scale
@@ -155,6 +181,7 @@ class TunedParams:
             torch.ones_like(self.min_scale),
             torch.ones_like(self.max_scale),
             tensor_stat=self.tensor_stat,
+            act_max_scale=None if self.act_max_scale is None else torch.ones_like(self.act_max_scale),
         )
 
 
@@ -173,6 +200,7 @@ def _wrap(
     layers: dict[str, Scheme],
     settings: SignRoundSettings,
     imatrix: dict[str, torch.Tensor] | None,
+    input_absmax: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, TunedLinear]:
     stats = fused_tensor_stats(block, layers)  # Intel: before the block's layers are wrapped
     wrapped = {}
@@ -193,6 +221,7 @@ def _wrap(
             settings.init_clipping,
             base_scale,
             stats.get(name),
+            (input_absmax or {}).get(name),
         )
         setattr(parent, child, tuned)
         wrapped[name] = tuned
@@ -215,17 +244,20 @@ def tune_block(
     settings: SignRoundSettings,
     seed_offset: int = 0,
     imatrix: dict[str, torch.Tensor] | None = None,
+    input_absmax: dict[str, torch.Tensor] | None = None,
 ) -> BlockResult:
     """Tune the quantized layers of ``block`` (names relative to it) and return their parameters.
 
     ``inputs`` (nsamples, seq, hidden) is what the block receives (quantized predecessors'
     outputs by default), ``targets`` the full-precision block's outputs on full-precision
     inputs. ``imatrix`` (layer name -> summed squared inputs per input channel) weights the scale
-    search of ``enable_alg_ext``. The block is left as it was; its layers' weights are not modified.
+    search of ``enable_alg_ext``. ``input_absmax`` (layer name -> 0-dim) holds the calibrated
+    input range of each layer whose activations take one. The block is left as it was; its
+    layers' weights are not modified.
     """
     for param in block.parameters():
         param.requires_grad_(False)
-    wrapped = _wrap(block, layers, settings, imatrix)
+    wrapped = _wrap(block, layers, settings, imatrix, input_absmax)
     try:
         return _optimize(block, wrapped, inputs, targets, kwargs, settings, seed_offset)
     finally:
@@ -242,6 +274,8 @@ def _param_groups(
         if settings.enable_minmax_tuning:
             minmax_lr = settings.minmax_lr_for(bits, from_searched_scale=tuned.base_scale is not None)
             groups += [(tuned.min_scale, minmax_lr), (tuned.max_scale, minmax_lr)]
+            if tuned.act_max_scale is not None:  # Intel: in the min-max group, at its layer rate
+                groups.append((tuned.act_max_scale, settings.minmax_lr_for(bits)))
     return groups
 
 
@@ -289,6 +323,7 @@ def _collect(wrapped: dict[str, TunedLinear], best: dict[int, torch.Tensor]) -> 
             kept(t.max_scale).clamp_(*t.bounds),
             t.base_scale,
             t.tensor_stat,
+            None if t.act_max_scale is None else kept(t.act_max_scale).clamp_(*ACT_RANGE_BOUNDS),
         )
         for name, t in wrapped.items()
     }

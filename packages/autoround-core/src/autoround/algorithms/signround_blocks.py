@@ -7,8 +7,15 @@ layers' weights are then quantize-dequantized with the kept parameters and the q
 outputs become the next block's inputs. A layer whose scheme quantizes activations (W8A8, MX)
 has its input quantize-dequantized in the tuning forward and in the quantized block's forwards
 (the losses reported, the next block's inputs), as Intel does; the targets come from the
-unquantized block (:mod:`autoround.algorithms.act_tuning`). Tuning works in fp32 on a copy of
-the block, its matrix products under bf16 autocast where the device has native bf16
+unquantized block (:mod:`autoround.algorithms.act_tuning`). A layer whose activations quantize
+with a calibrated range (static FP8, NVFP4's) has it observed first, as Intel's ``act_max``: the
+unquantized block runs on what it receives (the quantized predecessors' outputs with
+``enable_quanted_input``, else the full-precision inputs) with hooks on those layers
+(:mod:`autoround.algorithms.act_calibration`); static FP8 then tunes a factor on it. The quantized
+block's forwards (the losses reported, the next block's inputs) use the layers' final ranges, as
+the saved checkpoint serves them (Intel's ``WrapperWALayer`` takes each input's own range there
+instead: it passes the calibrated one under a keyword its functions ignore). Tuning works in
+fp32 on a copy of the block, its matrix products under bf16 autocast where the device has native bf16
 (``SignRoundSettings.amp``; dense bf16 matmul is ~9x slower on AVX2 CPUs, several times faster
 with AMX); the model keeps its dtype.
 """
@@ -29,6 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from autoround.algorithms.act_calibration import (
+    calibrated_layers,
+    collect_input_absmax,
+    layer_ranges,
+    with_input_absmax,
+)
 from autoround.algorithms.act_tuning import quantized_inputs
 from autoround.algorithms.base import (
     AlgorithmJob,
@@ -48,7 +61,7 @@ from autoround.algorithms.block_placement import blocks_on_host
 from autoround.algorithms.imatrix import collect_input_squares
 from autoround.algorithms.signround import SignRoundSettings, TunedParams, qdq_with, tune_block
 from autoround.algorithms.signround_loop import release_cuda_graphs
-from autoround.intel_defaults import INTEL
+from autoround.algorithms.signround_settings import checkpoint_settings
 from autoround.layer_plan import LayerPlan
 from autoround.layer_quant import LayerQuant
 from autoround.modeling.blocks import linear_weight
@@ -181,7 +194,8 @@ class _BlockWalk:
             restored = self.restore(index, model_block)
             if restored is not None:  # the original weights are the fp reference
                 results.update(restored)
-                _replay(original, model_block, layers, acts, kwargs, self.settings.batch_size)
+                ranges = {k[len(name) + 1 :]: v for k, v in layer_ranges(restored).items()}
+                _replay(original, model_block, layers, acts, kwargs, self.settings.batch_size, ranges)
                 return
             del original
         step = quantize_block(model_block, name, layers, acts, kwargs, self.settings, index, self.device)
@@ -227,9 +241,20 @@ def quantize_block(
     kwargs = cast_kwargs(kwargs, WORK_DTYPE, device)
     work = copy.deepcopy(model_block).to(device, WORK_DTYPE)
     start = time.perf_counter()
-    with collect_input_squares(work, layers if settings.enable_alg_ext else {}) as imatrix:
+    static = calibrated_layers(layers)
+    # Intel's act_max: on the full-precision forward only when that is what the block receives
+    on_fp = [] if activations.quanted_input else static
+    with (
+        collect_input_squares(work, layers if settings.enable_alg_ext else {}) as imatrix,
+        collect_input_absmax(work, on_fp) as ranges,
+    ):
         activations.advance_fp(work, kwargs, settings.batch_size)
-    quants, report = _tune_one(work, model_block, name, layers, activations, kwargs, settings, index, imatrix)
+    if static and activations.quanted_input:
+        with collect_input_absmax(work, static) as ranges:
+            activations.observe_tuned(work, kwargs, settings.batch_size)
+    quants, report = _tune_one(
+        work, model_block, name, layers, activations, kwargs, settings, index, imatrix, ranges
+    )
     report = BlockReport(**{**report.__dict__, "seconds": time.perf_counter() - start})
     return BlockStep(quants, report)
 
@@ -244,12 +269,21 @@ def _tune_one(
     settings: SignRoundSettings,
     index: int,
     imatrix: dict[str, torch.Tensor],
+    ranges: dict[str, torch.Tensor],
 ) -> tuple[dict[str, LayerQuant], BlockReport]:
     if not layers:
         acts.advance_tuned(work, kwargs, settings.batch_size)
         return {}, BlockReport(name, 0, 0.0, 0.0, 0, 0.0)
     result = tune_block(
-        work, acts.tuned, acts.fp, kwargs, layers, settings, seed_offset=index, imatrix=imatrix
+        work,
+        acts.tuned,
+        acts.fp,
+        kwargs,
+        layers,
+        settings,
+        seed_offset=index,
+        imatrix=imatrix,
+        input_absmax=ranges,
     )
     params = result.params
     originals = {n: linear_weight(work.get_submodule(n)).detach().clone() for n in layers}
@@ -265,13 +299,16 @@ def _tune_one(
     if fell_back:
         logger.warning("%s: loss became %s during tuning; keeping its RTN result", name, result.best_loss)
         params = {n: p.rtn() for n, p in params.items()}
-    # the quantized block's forwards quantize the layers' inputs, as tuning did
-    with quantized_inputs(work, layers):
+    # the quantized block's forwards quantize the layers' inputs, as tuning did (calibrated
+    # ranges: as observed for RTN's loss, times the tuned factor after)
+    tuned_ranges = {n: params[n].input_range(r) for n, r in ranges.items()}
+    with quantized_inputs(work, layers, ranges):
         _set_weights(work, None, layers, {n: p.rtn() for n, p in params.items()})
         rtn_loss = probe_loss()
-        for n, weight in originals.items():
-            linear_weight(work.get_submodule(n)).data.copy_(weight)
-        quants = _set_weights(work, model_block, layers, params)
+    for n, weight in originals.items():
+        linear_weight(work.get_submodule(n)).data.copy_(weight)
+    with quantized_inputs(work, layers, tuned_ranges):
+        quants = with_input_absmax(_set_weights(work, model_block, layers, params), tuned_ranges)
         tuned_loss = probe_loss()
         acts.advance_tuned(work, kwargs, settings.batch_size)
     logger.info(
@@ -292,54 +329,15 @@ def _replay(
     acts: BlockActivations,
     kwargs: dict[str, Any],
     batch_size: int,
+    ranges: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Advance past a finished block: ``work`` holds its original weights, ``model_block`` the
-    quantized ones (``layers``: their schemes), exactly as an uninterrupted run would have left
-    them."""
+    quantized ones (``layers``: their schemes; ``ranges``: the calibrated activation ranges of
+    those that have one), exactly as an uninterrupted run would have left them."""
     acts.advance_fp(work, kwargs, batch_size)
     quantized = copy.deepcopy(model_block).to(next(work.parameters()).device, WORK_DTYPE)
-    with quantized_inputs(quantized, layers):
+    with quantized_inputs(quantized, layers, ranges):
         acts.advance_tuned(quantized, kwargs, batch_size)
-
-
-#: Settings a checkpoint leaves out at Intel's default (as Intel's does); ``amp`` is always written.
-_OMITTED_AT_DEFAULT = frozenset(
-    {
-        "batch_size",
-        "enable_minmax_tuning",
-        "enable_quanted_input",
-        "gradient_accumulate_steps",
-        "iters",
-        "nsamples",
-        "seqlen",
-    }
-)
-
-
-def checkpoint_settings(
-    settings: SignRoundSettings, nsamples: int, seqlen: int, device: torch.device | str = "cpu"
-) -> dict[str, Any]:
-    """The tuning settings a checkpoint's config records (Intel's keys, Intel's defaults left
-    out); ``amp`` says whether tuning on ``device`` ran under bf16 autocast."""
-    values = {
-        "amp": settings.autocast_dtype(device) is not None,
-        "batch_size": settings.batch_size,
-        "enable_minmax_tuning": settings.enable_minmax_tuning,
-        "enable_quanted_input": settings.enable_quanted_input,
-        "gradient_accumulate_steps": settings.gradient_accumulate_steps,
-        "iters": settings.iters,
-        "nsamples": nsamples,
-        "seqlen": seqlen,
-    }
-    recorded: dict[str, Any] = {
-        k: v for k, v in values.items() if k not in _OMITTED_AT_DEFAULT or getattr(INTEL, k) != v
-    }
-    default_lr = 1.0 / settings.iters
-    if settings.lr is not None and settings.lr != default_lr:
-        recorded["lr"] = settings.lr
-    if settings.minmax_lr is not None and settings.minmax_lr != (settings.lr or default_lr):
-        recorded["minmax_lr"] = settings.minmax_lr
-    return recorded
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -73,3 +74,43 @@ class SignRoundSettings:
         AVX2-only CPUs bf16 products are emulated and several times slower, so they stay float32.
         """
         return autocast_dtype(self.amp, device)
+
+
+#: Settings a checkpoint leaves out at Intel's default (as Intel's does); ``amp`` is always written.
+_OMITTED_AT_DEFAULT = frozenset(
+    {
+        "batch_size",
+        "enable_minmax_tuning",
+        "enable_quanted_input",
+        "gradient_accumulate_steps",
+        "iters",
+        "nsamples",
+        "seqlen",
+    }
+)
+
+
+def checkpoint_settings(
+    settings: SignRoundSettings, nsamples: int, seqlen: int, device: torch.device | str = "cpu"
+) -> dict[str, Any]:
+    """The tuning settings a checkpoint's config records (Intel's keys, Intel's defaults left
+    out); ``amp`` says whether tuning on ``device`` ran under bf16 autocast."""
+    values = {
+        "amp": settings.autocast_dtype(device) is not None,
+        "batch_size": settings.batch_size,
+        "enable_minmax_tuning": settings.enable_minmax_tuning,
+        "enable_quanted_input": settings.enable_quanted_input,
+        "gradient_accumulate_steps": settings.gradient_accumulate_steps,
+        "iters": settings.iters,
+        "nsamples": nsamples,
+        "seqlen": seqlen,
+    }
+    recorded: dict[str, Any] = {
+        k: v for k, v in values.items() if k not in _OMITTED_AT_DEFAULT or getattr(INTEL, k) != v
+    }
+    default_lr = 1.0 / settings.iters
+    if settings.lr is not None and settings.lr != default_lr:
+        recorded["lr"] = settings.lr
+    if settings.minmax_lr is not None and settings.minmax_lr != (settings.lr or default_lr):
+        recorded["minmax_lr"] = settings.minmax_lr
+    return recorded

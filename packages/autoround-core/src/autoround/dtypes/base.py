@@ -49,10 +49,9 @@ class DataType(Protocol):
         """Whether SignRound can tune it (:meth:`group_range` and :meth:`tuning_qdq` work)."""
         ...
 
-    @property
-    def block_tiles(self) -> bool:
-        """Whether it quantizes 2-D weight tiles sharing one scale (a scheme's ``block_shape``,
-        Intel's tuple ``group_size``) besides row groups."""
+    def for_tiles(self) -> DataType | None:
+        """This type's arithmetic for groups that are 2-D weight tiles sharing one scale (a
+        scheme's ``block_shape``, Intel's tuple ``group_size``); None: row groups only."""
         ...
 
     def searches_scale(self, bits: int, sym: bool) -> bool:
@@ -245,10 +244,9 @@ class RtnOnly:
         """Not tunable by SignRound."""
         return False
 
-    @property
-    def block_tiles(self) -> bool:
+    def for_tiles(self) -> DataType | None:
         """Row groups only (no 2-D weight tiles)."""
-        return False
+        return None
 
     def searches_scale(self, bits: int, sym: bool) -> bool:
         """No searched scales: optimized RTN falls back to plain RTN."""

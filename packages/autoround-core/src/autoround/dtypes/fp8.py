@@ -13,11 +13,11 @@ scale per output row, 0 one per tensor, N groups of N (Intel's usual grouping):
 
 A tuple group size (Intel's ``FP8_BLOCK`` scheme: (128, 128) tiles of the weight) resolves
 ``block_fp8`` instead; a :class:`~autoround.schemes.Scheme` names it with ``block_shape``
-(:attr:`FpDataType.block_tiles`). :func:`~autoround.dtypes.grouping.to_groups` cuts the tiles
+(:meth:`FpDataType.for_tiles`). :func:`~autoround.dtypes.grouping.to_groups` cuts the tiles
 (one group each, edge tiles zero-padded as Intel pads them), so the arithmetic is the row
 groups' with one difference: ``block_fp8`` divides the tile maximum by 448 in the weight's dtype
 (or the factor's, where SignRound's float32 ``max_scale`` promotes it), not in float32 (the
-:meth:`FpDataType.tiled` type; :func:`block_qdq` is the whole round trip). SignRound tunes row
+:meth:`FpDataType.for_tiles` type; :func:`block_qdq` is the whole round trip). SignRound tunes row
 groups and tiles as Intel's wrapper does (:meth:`FpDataType.tuning_qdq`): the offset ``v`` added
 before the E4M3 cast (one per weight) and the factor ``max_scale`` on each group's (tile's)
 maximum (``min_scale`` is unused), kept in [0, 1], both through Intel's straight-through
@@ -60,15 +60,16 @@ class FpDataType(RtnOnly):
     """FP8 E4M3 weights, registered as ``"fp"``: round-to-nearest and SignRound tuning (see the
     module docstring). Any group size Intel's grouping allows (-1, 0, N) and 2-D tiles;
     symmetric only. ``tiles``: the groups are 2-D tiles (``block_fp8``'s scale arithmetic,
-    :meth:`tiled`)."""
+    :meth:`for_tiles`)."""
 
     name: str = "fp"
     allowed_bits: tuple[int, ...] = (8,)
     tiles: bool = False
 
-    def tiled(self) -> FpDataType:
-        """This type for groups that are 2-D tiles: the scale ``max / 448`` is computed in the
-        maximum's dtype (Intel's ``block_fp8``), not cast to float32 first (``fp8``)."""
+    def for_tiles(self) -> FpDataType:
+        """2-D tiles too (Intel's ``FP8_BLOCK``: :func:`block_qdq`): this type for groups that
+        are tiles, whose scale ``max / 448`` is computed in the maximum's dtype (Intel's
+        ``block_fp8``), not cast to float32 first (``fp8``)."""
         return dataclasses.replace(self, tiles=True)
 
     @property
@@ -98,11 +99,6 @@ class FpDataType(RtnOnly):
         qp = self.qparams(grouped, bits, sym, 1.0, max_scale)
         codes = self._codes(grouped, qp, v, straight_through)
         return self.dequantize(codes, qp).to(grouped.dtype)
-
-    @property
-    def block_tiles(self) -> bool:
-        """2-D tiles too (Intel's ``FP8_BLOCK``: :func:`block_qdq`)."""
-        return True
 
     def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
         """E4M3 elements carry their own sign (no zero point)."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from autoround.dtypes import gguf_tuning as tuning
-from autoround.dtypes.base import QParams
+from autoround.dtypes.base import DataType, QParams
 from autoround.dtypes.gguf_blocks import BLOCK_TYPES, BlockType, block_type, dequantize, encode
 
 _NEUTRAL = 1.0
@@ -89,10 +89,9 @@ class GgufDataType:
                 return entry
         raise ValueError(f"no {self.name} block type of {bits} bits and group {group} searches its scale")
 
-    @property
-    def block_tiles(self) -> bool:
+    def for_tiles(self) -> DataType | None:
         """Row groups only (no 2-D weight tiles)."""
-        return False
+        return None
 
     def scheme_problem(self, bits: int, group_size: int, sym: bool) -> str | None:
         """A combination of fields that names no block type, with the types listed."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from autoround.dtypes.base import QParams, compose_qdq
+from autoround.dtypes.base import DataType, QParams, compose_qdq
 from autoround.dtypes.int_formulas import (
     SCALE_DTYPE,
     SCALE_THRESHOLD,
@@ -67,10 +67,9 @@ class IntDataType:
         """SignRound tunes integers (rounding offsets and clipping factors)."""
         return True
 
-    @property
-    def block_tiles(self) -> bool:
+    def for_tiles(self) -> DataType | None:
         """Row groups only (no 2-D weight tiles)."""
-        return False
+        return None
 
     def searches_scale(self, bits: int, sym: bool) -> bool:
         """Symmetric integers only, at every bit width."""

@@ -28,9 +28,12 @@ from typing import Any
 import torch
 
 from autoround._version import __version__
+from autoround.dtypes.activations import activation_problem
 from autoround.errors import CheckpointError
 from autoround.formats import auto_round_float, awq_layout
+from autoround.formats.act_scales import calibrated_kind, input_tensors
 from autoround.formats.base import (
+    ACT_KEYS,
     AWQ_PACKING,
     GPTQ_PACKING,
     PLAIN_PACKING,
@@ -46,6 +49,7 @@ from autoround.formats.base import (
 from autoround.formats.checkpoint import LayerTensors, write_checkpoint
 from autoround.formats.gptq_layout import pack_layer, zero_problems
 from autoround.layer_plan import LayerPlan
+from autoround.layer_quant import LayerQuant
 from autoround.nn.float_weights import LLM_COMPRESSOR_PACKING, is_float_type, why_not
 from autoround.packing import SUPPORTED_BITS
 from autoround.quantized_model import QuantizedModel
@@ -75,8 +79,9 @@ FLOAT_CAPABILITIES = Capabilities(
     note=(
         "mx_fp(_rceil) 4/8-bit group 32, nv_fp 4-bit group 16, fp 8-bit per tensor or channel, "
         "all symmetric; "
-        "no integer beside float layers"
+        "no integer beside float layers; calibrated activations with FP8 / NVFP4 weights"
     ),
+    activations=("fp8_static", "nvfp4"),
 )
 #: Who loads what it writes (``autoround list``; docs/formats.md says what was run here).
 RUNTIMES = ("autoround", "transformers + autoround-hf", "vLLM + autoround-vllm")
@@ -203,8 +208,8 @@ def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
 #: Intel's float ``data_type`` spelled with its bits (``mx_fp4``, ``nv_fp4``, ``fp8``).
 _TYPE_WITH_BITS = re.compile(r"^(mx_fp|nv_fp|fp)\d+$")
 #: The packings an FP8 config may name: Intel writes none (the HF config then fills in its
-#: default for a symmetric scheme), or ours after a save_pretrained.
-_FP8_PACKINGS = (None, PLAIN_PACKING, GPTQ_PACKING)
+#: default for a symmetric scheme) or, for FP8_STATIC, its own; or ours after a save_pretrained.
+_FP8_PACKINGS = (None, PLAIN_PACKING, GPTQ_PACKING, auto_round_float.FP8_STATIC_PACKING)
 
 
 def _float_config(config: Mapping[str, Any]) -> bool:
@@ -221,8 +226,11 @@ def parse_float_config(config: Mapping[str, Any]) -> CheckpointSpec:
     """The spec of Intel's weight-only float checkpoints (layouts: :mod:`autoround.nn.float_weights`).
 
     MX / NV layers name packing ``auto_round:llm_compressor``; FP8 ones (``FPW8A16``) none, and
-    ``fmt`` ``e4m3``. Activation quantization (``act_bits`` below 16) stays refused, as for integer
-    checkpoints; every quantized layer, ``extra_config`` ones included, must have a float layout.
+    ``fmt`` ``e4m3``. Activations are read where their scale is calibrated and stored
+    (``FP8_STATIC``'s ``input_scale``, NVFP4 W4A4's ``input_global_scale``:
+    :mod:`autoround.formats.act_scales`); other activation quantization (``act_bits`` below 16)
+    stays refused, as for integer checkpoints; every quantized layer, ``extra_config`` ones
+    included, must have a float layout.
     """
     missing = [k for k in ("quant_method", *SCHEME_KEYS) if k not in config]
     if missing:
@@ -232,22 +240,14 @@ def parse_float_config(config: Mapping[str, Any]) -> CheckpointSpec:
             f"quantization_config.quant_method is {config['quant_method']!r}; "
             f"this format reads {QUANT_METHOD!r}"
         )
-    try:
-        default = Scheme.from_dict({k: config[k] for k in SCHEME_KEYS})
-    except (ValueError, NotImplementedError) as exc:
-        raise CheckpointError(f"quantization_config: {exc}") from exc
-    act_bits = config.get("act_bits")
-    if act_bits is not None and int(act_bits) < UNQUANTIZED_BITS:
-        raise CheckpointError(
-            f"quantization_config.act_bits={act_bits}: activation quantization is not built; "
-            f"float checkpoints are read weight-only (act_bits=16)"
-        )
+    default = _float_default(config)
     packing = config.get("packing_format")
     if default.data_type == "fp":
         if packing not in _FP8_PACKINGS or config.get("fmt", "e4m3") != "e4m3":
             raise CheckpointError(
                 f"quantization_config: an FP8 checkpoint with packing_format={packing!r}, "
-                f"fmt={config.get('fmt')!r} is not read; allowed: no packing_format, fmt 'e4m3'"
+                f"fmt={config.get('fmt')!r} is not read; allowed: no packing_format "
+                f"(or {list(_FP8_PACKINGS[1:])}), fmt 'e4m3'"
             )
         packing = PLAIN_PACKING
     elif packing != LLM_COMPRESSOR_PACKING:
@@ -273,6 +273,31 @@ def parse_float_config(config: Mapping[str, Any]) -> CheckpointSpec:
     return spec
 
 
+def _float_default(config: Mapping[str, Any]) -> Scheme:
+    """The default scheme of a float config, its activation fields where it quantizes them.
+
+    Raises:
+        CheckpointError: a bad field, or activations that are not calibrated ones stored with the
+            weights (dynamic ones are read weight-only nowhere: compressed-tensors reads W8A8).
+    """
+    act_bits = config.get("act_bits")
+    quantized_acts = act_bits is not None and int(act_bits) < UNQUANTIZED_BITS
+    keys = (*SCHEME_KEYS, *ACT_KEYS) if quantized_acts else SCHEME_KEYS
+    try:
+        default = Scheme.from_dict({k: config[k] for k in keys if config.get(k) is not None})
+    except (ValueError, NotImplementedError) as exc:
+        raise CheckpointError(f"quantization_config: {exc}") from exc
+    if quantized_acts and calibrated_kind(default) is None:
+        why = activation_problem(default) or "dynamic activations are read through compressed-tensors"
+        raise CheckpointError(
+            f"quantization_config.act_bits={act_bits} (act_data_type={config.get('act_data_type')!r}, "
+            f"act_dynamic={config.get('act_dynamic')!r}): {why}; autoround reads calibrated activations "
+            "(FP8_STATIC: fp 8-bit static per tensor; NVFP4: nv_fp4_with_static_gs), or "
+            "the weight-only form (act_bits=16)"
+        )
+    return default
+
+
 def _extra_scheme(spec: CheckpointSpec, name: str) -> Scheme | None:
     try:
         return spec.scheme_for(name)
@@ -293,7 +318,11 @@ def write_float(qm: QuantizedModel, directory: Path) -> None:
     """Intel's ``auto_round`` checkpoint of a model quantized with float weight types."""
     config = auto_round_float.float_config(to_config(qm), qm.scheme)
     dtype = auto_round_float.model_dtype(qm.model)
-    tensors: LayerTensors = lambda name, weight, quant: auto_round_float.pack_layer(weight, quant, dtype)  # noqa: E731
+
+    def tensors(name: str, weight: torch.Tensor, quant: LayerQuant) -> dict[str, torch.Tensor]:
+        # Intel's FP8QLinear holds input_scale in the model's dtype, qlinear_fp the global scale in float32
+        return {**auto_round_float.pack_layer(weight, quant, dtype), **input_tensors(name, quant, dtype)}
+
     # Intel's MX / NV layers hold their bias in float16; its FP8 layer keeps the bias as it is
     bias_dtype = None if qm.scheme.data_type == "fp" else torch.float16
     write_checkpoint(qm, directory, config, tensors, bias_dtype=bias_dtype)

@@ -9,7 +9,8 @@ autoround.py``):
   ``weight_packed`` + E4M3 ``weight_scale`` + float32 ``weight_global_scale``), byte for byte
   what :func:`~autoround.formats.compressed_tensors_float.pack_float_layer` makes (tested against
   Intel's exports), biases float16.
-* FP8 weight-only (``fp`` 8-bit, ``export_to_fp8.py``'s ``FP8QLinear``): no ``packing_format``;
+* FP8 (``fp`` 8-bit, ``export_to_fp8.py``'s ``FP8QLinear``): no ``packing_format`` weight-only,
+  ``auto_round:fp8_static`` with static activations (``FP8_STATIC``);
   ``fmt: "e4m3"`` and ``activation_scheme`` (``"dynamic"`` when the scheme's activations are
   dynamic, else ``"static"``) in the config; ``weight`` float8_e4m3fn (out, in) and
   ``weight_scale`` **in the model's dtype**, flattened: ``(1,)`` per tensor (``FPW8A16``),
@@ -18,6 +19,10 @@ autoround.py``):
 Both write the scheme keys, Intel's recorded settings, ``block_name_to_quantize``, and
 ``extra_config`` as the integer path does (:func:`autoround.formats.auto_round.quantization_config`);
 act_* keys of a weight-only scheme are dropped, as Intel's ``filter_quantization_config`` does.
+
+Calibrated activations (:mod:`autoround.formats.act_scales`) add one tensor per layer:
+``FP8_STATIC`` (``activation_scheme: "static"``) an ``input_scale`` (1,) in the model's dtype
+(``FP8QLinear``), NVFP4 W4A4 an ``input_global_scale`` (1,) float32 (``qlinear_fp``).
 
 Which float schemes are written: those the loaders read back (:data:`autoround.nn.float_weights.
 LAYOUTS`): MX 4/8-bit in groups of 32, NVFP4 in groups of 16, FP8 per tensor, per channel or
@@ -33,14 +38,19 @@ from typing import Any
 
 import torch
 
+from autoround.formats.base import ACT_KEYS
 from autoround.formats.compressed_tensors_float import MX_NV_TYPES, pack_float_layer
 from autoround.layer_quant import LayerQuant
 from autoround.nn.float_weights import LLM_COMPRESSOR_PACKING, layout_for
+from autoround.nn.input_scales import calibrated_kind
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import Scheme
 
 #: The FP8 element format Intel's config names (``fmt``); e5m2 is not written.
 FP8_FMT = "e4m3"
+#: The packing Intel's config names for FP8 with static activations (FP8_STATIC); weight-only and
+#: dynamic FP8 name none.
+FP8_STATIC_PACKING = "auto_round:fp8_static"
 
 
 def is_float_scheme(scheme: Scheme | None) -> bool:
@@ -93,9 +103,17 @@ def mixing_problems(qm: QuantizedModel) -> list[str]:
 
 def float_config(base: dict[str, Any], default: Scheme) -> dict[str, Any]:
     """Intel's float ``quantization_config`` from the integer path's (scheme keys, settings,
-    blocks, ``extra_config``): its packing name, or FP8's ``fmt`` / ``activation_scheme``."""
+    blocks, ``extra_config``): its packing name, or FP8's ``fmt`` / ``activation_scheme``; the
+    activation fields where the scheme quantizes activations (Intel keeps them then)."""
     config = dict(base)
-    if default.data_type == "fp":
+    if not default.is_weight_only:
+        fields = default.to_dict()
+        config.update({k: fields[k] for k in ACT_KEYS if fields.get(k) is not None})
+    if default.data_type == "fp" and calibrated_kind(default) == "fp8_static":
+        config["packing_format"] = FP8_STATIC_PACKING
+        config["fmt"] = FP8_FMT
+        config["activation_scheme"] = "static"
+    elif default.data_type == "fp":
         config.pop("packing_format", None)  # Intel's FP8 export passes no backend: no packing named
         config["fmt"] = FP8_FMT
         # Intel's act_dynamic defaults to True: only an explicit False is "static"

@@ -21,6 +21,7 @@ from autoround.dtypes.activations import ActKind, activation_kind, activation_pr
 from autoround.errors import FormatError
 from autoround.io import atomic_dir
 from autoround.modeling.blocks import linear_shape
+from autoround.nn.input_scales import calibrated_kind
 from autoround.schemes import PER_TENSOR, UNQUANTIZED_BITS, Scheme, require_weight_only
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ AWQ_PACKING = "auto_round:auto_awq"
 #: What is subtracted from a zero point before it is stored, per packing format.
 ZERO_OFFSET = {GPTQ_PACKING: 1, PLAIN_PACKING: 0}
 SCHEME_KEYS = ("bits", "group_size", "sym", "data_type")
+#: The activation fields a config states (read only where it quantizes activations).
+ACT_KEYS = ("act_bits", "act_group_size", "act_sym", "act_data_type", "act_dynamic")
 
 #: How a layer's tensors lie on disk: GPTQ's int32 layout (the one loaders compute with), or
 #: AutoAWQ's gemm layout (repacked into GPTQ's once, at load time).
@@ -85,10 +88,16 @@ class CheckpointSpec:
         fields = {k: v for k, v in entry.items() if k in {*SCHEME_KEYS, "act_bits"} and v is not None}
         if int(fields.get("bits", self.default.bits)) >= UNQUANTIZED_BITS:
             return None
+        if int(fields.get("act_bits", self.default.act_bits)) < UNQUANTIZED_BITS:
+            # the other activation fields only count where activations are quantized (Intel lists
+            # every field of an lm_head entry, a weight-only one's act_data_type too)
+            fields.update({k: v for k, v in entry.items() if k in ACT_KEYS and v is not None})
         scheme = self.default.replace(**fields)
-        # autoround's loaders read weights only: a layer stored with activation quantization
-        # (W8A8 is read by transformers and vLLM through compressed-tensors) is refused
-        require_weight_only(scheme, f"layer {layer_name}")
+        # autoround's loaders read weights and calibrated activation scales (FP8_STATIC, NVFP4
+        # W4A4); a layer with dynamic activation quantization (W8A8 is read by transformers and
+        # vLLM through compressed-tensors) is refused
+        if calibrated_kind(scheme) is None:
+            require_weight_only(scheme, f"layer {layer_name}")
         return _tiles_unread(scheme, layer_name)
 
     def with_default_blocks(self, block_names: Sequence[str]) -> CheckpointSpec:
@@ -117,9 +126,10 @@ def _tiles_unread(scheme: Scheme, layer_name: str) -> Scheme:
 class Capabilities:
     """The schemes a format stores: data types, bit widths, symmetry, group sizes, activations.
 
-    ``activations``: the activation kinds (:data:`~autoround.dtypes.act_kinds.ACT_KINDS` names, dynamic)
-    whose arguments the format stores beside the weights; empty (every format but
-    compressed-tensors) refuses every scheme with ``act_bits`` below 16.
+    ``activations``: the activation kinds whose arguments the format stores beside the weights:
+    dynamic ones by their :data:`~autoround.dtypes.act_kinds.ACT_KINDS` names, calibrated ones
+    (whose scale is stored per layer) by :func:`~autoround.nn.input_scales.calibrated_kind`'s
+    (``"fp8_static"``, ``"nvfp4"``); empty refuses every scheme with ``act_bits`` below 16.
 
     ``per_tensor``: whether ``group_size=0`` (one scale per tensor) can be stored; ``whole_groups``:
     whether every quantized layer's input width must be a whole number of groups (AWQ's gemm
@@ -165,7 +175,9 @@ class Capabilities:
         """Whether ``scheme``'s activation quantization (none: True) is built and stored here."""
         if scheme.is_weight_only:
             return True
-        return activation_problem(scheme) is None and activation_kind(scheme) in self.activations
+        if activation_problem(scheme) is not None:
+            return False
+        return (calibrated_kind(scheme) or activation_kind(scheme)) in self.activations
 
     def partial_group(self, scheme: Scheme, in_features: int) -> bool:
         """Whether a layer of ``in_features`` inputs would need a partial last group it cannot store."""
@@ -191,7 +203,7 @@ class Capabilities:
         if self.note:
             parts.append(self.note)
         if self.activations:
-            parts.append(f"activations (dynamic): {list(self.activations)}")
+            parts.append(f"activations: {list(self.activations)}")
         if self.blocks:
             parts.append("2-D weight blocks (block_shape)")
         return ", ".join(parts)

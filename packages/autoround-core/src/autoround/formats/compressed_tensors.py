@@ -28,7 +28,12 @@ are stored as compressed-tensors' ``MXFP4`` / ``MXFP8`` / ``FP8_BLOCK`` presets 
 Intel's export writes them, ``mx_fp_rceil``) with MX weights of their width, in the weights'
 layout; FP8 per-group activations with FP8 weights, in ``"float-quantized"``. A runtime
 computes the activations' scales its own way (compressed-tensors rounds an MX block's exponent
-differently from Intel's floor and rceil); only the arguments are stored.
+differently from Intel's floor and rceil); only the arguments are stored. Calibrated activations
+(:mod:`autoround.formats.act_scales`) are stored as compressed-tensors' ``FP8`` and ``NVFP4``
+presets store them: ``FP8_STATIC`` in ``"float-quantized"`` with ``input_activations`` strategy
+``tensor``, not dynamic, and a float32 ``input_scale`` (1,) per layer; NVFP4 W4A4 in the weights'
+``"nvfp4-pack-quantized"`` with ``input_activations`` ``tensor_group`` 16, dynamic ``"local"``,
+and a float32 ``input_global_scale`` (1,) per layer.
 
 The config has one ``config_groups`` entry per scheme, with its own ``format`` (targets
 ``["Linear"]`` when there is one, the layer names otherwise, as Intel rewrites them); the
@@ -48,6 +53,7 @@ from typing import Any
 import torch
 
 from autoround.dtypes.activations import ActKind, activation_entry, activation_fields, activation_kind
+from autoround.formats.act_scales import calibrated_kind, ct_input_args, input_tensors
 from autoround.formats.base import Capabilities, Format
 from autoround.formats.checkpoint import write_checkpoint
 from autoround.formats.compressed_tensors_float import (
@@ -79,6 +85,8 @@ MX_ACTIVATIONS: dict[ActKind, int] = {"mxfp4": 4, "mxfp8": 8, "mxfp4_rceil": 4, 
 def _activation_problem(scheme: Scheme, in_features: int | None) -> str | None:
     """What of a stored kind's activations has no compressed-tensors preset: MX activations
     without MX weights of their width, FP8 groups without FP8 weights or not dividing the input."""
+    if calibrated_kind(scheme) is not None:  # its weights are the activation kind's own rule
+        return None
     kind = activation_kind(scheme)
     if kind in MX_ACTIVATIONS and (scheme.data_type not in MX_TYPES or scheme.bits != MX_ACTIVATIONS[kind]):
         return (
@@ -117,7 +125,7 @@ CAPABILITIES = Capabilities(
         "int no per-tensor group; fp 8-bit, nv_fp 4-bit, mx_fp(_rceil) 4 and 8 bits; "
         "float groups dividing the input width; fp 8-bit 2-D blocks (FP8_BLOCK, block_shape)"
     ),
-    activations=("int8", "fp8", "fp8_group", *MX_ACTIVATIONS),
+    activations=("int8", "fp8", "fp8_group", *MX_ACTIVATIONS, "fp8_static", "nvfp4"),
     blocks=True,
 )
 RUNTIMES = (
@@ -155,9 +163,13 @@ def weight_args(scheme: Scheme) -> dict[str, Any]:
 
 
 def activation_args(scheme: Scheme) -> dict[str, Any] | None:
-    """A scheme's ``input_activations``, as compressed-tensors' presets write them (dynamic,
-    symmetric): ``W8A8`` / ``FP8_DYNAMIC`` per token, ``FP8_BLOCK`` per group, ``MXFP4`` /
-    ``MXFP8`` per group of 32 with E8M0 (uint8) scales; None for a weight-only scheme."""
+    """A scheme's ``input_activations``, as compressed-tensors' presets write them (symmetric):
+    dynamic ``W8A8`` / ``FP8_DYNAMIC`` per token, ``FP8_BLOCK`` per group, ``MXFP4`` / ``MXFP8``
+    per group of 32 with E8M0 (uint8) scales; calibrated ``FP8`` (static, per tensor) and
+    ``NVFP4`` (``tensor_group`` 16, locally dynamic); None for a weight-only scheme."""
+    calibrated = calibrated_kind(scheme)
+    if calibrated is not None:
+        return ct_input_args(calibrated)
     entry = activation_entry(scheme)
     if entry is None:
         return None
@@ -179,7 +191,11 @@ def activation_args(scheme: Scheme) -> dict[str, Any] | None:
 
 
 def _format_of(scheme: Scheme) -> str:
-    """A scheme's compressed-tensors layout (MX weights keep theirs with MX activations)."""
+    """A scheme's compressed-tensors layout (MX / NV weights keep theirs with their activations)."""
+    if calibrated_kind(scheme) == "fp8_static":
+        return FP8_W8A8
+    if calibrated_kind(scheme) == "nvfp4":
+        return group_format(scheme)
     kind = activation_kind(scheme)
     if kind is not None and kind not in MX_ACTIVATIONS:
         return INT_W8A8 if kind == "int8" else FP8_W8A8
@@ -237,8 +253,9 @@ def pack_layer(weight: torch.Tensor, quant: LayerQuant) -> dict[str, torch.Tenso
 
 
 def write(qm: QuantizedModel, directory: Path) -> None:
-    """Intel's ``llm_compressor`` checkpoint of ``qm`` into ``directory``."""
-    tensors = lambda name, weight, quant: pack_layer(weight, quant)  # noqa: E731
+    """Intel's ``llm_compressor`` checkpoint of ``qm`` into ``directory`` (calibrated activation
+    scales float32: :func:`~autoround.formats.act_scales.input_tensors`)."""
+    tensors = lambda name, weight, quant: {**pack_layer(weight, quant), **input_tensors(name, quant)}  # noqa: E731
     write_checkpoint(qm, directory, to_config(qm), tensors, bias_dtype=None)
 
 

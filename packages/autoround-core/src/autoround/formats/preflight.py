@@ -9,12 +9,14 @@ that serve them cannot load, naming the layers, the formats that can store it an
 * vLLM fuses some layers into one weight: q/k/v into ``qkv_proj``, gate/up into
   ``gate_up_proj`` (``w1``/``w3`` in Mixtral's names), and all experts of a MoE layer into one
   tensor. The parts of a fused weight must share one scheme (or all stay unquantized).
-* Activation quantization (``act_bits`` below 16) other than dynamic per-token INT8 / FP8 W8A8,
-  and 2-D weight blocks (``block_shape``) of a data type without tiles, are not built:
-  :func:`require_quantized` refuses them in the plan (every run's first check) and
-  :func:`check_schemes` in the named schemes, naming the scheme (NotImplementedError,
-  :func:`~autoround.schemes.require_built`); so is W8A8 in a format that does not store
-  activation arguments (every one but ``llm_compressor``).
+* Activation quantization (``act_bits`` below 16) of a kind not built (the registry
+  :data:`~autoround.dtypes.act_kinds.ACT_KINDS`), and 2-D weight blocks (``block_shape``) of a
+  data type without tiles, are refused: :func:`require_quantized` in the plan (every run's first
+  check) and :func:`check_schemes` in the named schemes, naming the scheme (NotImplementedError,
+  :func:`~autoround.schemes.require_built`); so is a built kind in a format that does not store
+  it (``Capabilities.activations``: dynamic kinds in ``llm_compressor`` only; calibrated ones,
+  FP8_STATIC's ``input_scale`` and NVFP4's ``input_global_scale``, in ``llm_compressor`` and
+  ``auto_round``), naming the formats that do.
 * FP8's 2-D weight blocks (FP8_BLOCK, ``block_shape`` (128, 128): one scale per tile) are
   quantized by every algorithm and stored by the formats whose ``Capabilities.blocks`` says so
   (``llm_compressor``: compressed-tensors' ``block`` strategy); every other format refuses them,

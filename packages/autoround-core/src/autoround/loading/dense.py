@@ -91,7 +91,9 @@ def load_dense(checkpoint_dir: str | Path, dtype: torch.dtype | None = None) -> 
     """Build the model of a quantized checkpoint with dense, dequantized weights (on the CPU).
 
     ``dtype`` defaults to the dtype the checkpoint's config names. A quantized ``lm_head`` gets its
-    own dequantized weight, never tied to the embedding.
+    own dequantized weight, never tied to the embedding. Calibrated activation scales
+    (``input_scale``, ``input_global_scale``) are checked but not applied: the dense model's
+    layers take their inputs as they are (:func:`~autoround.loading.load_quantized` quantizes them).
 
     Raises:
         FormatError / CheckpointError: as :func:`~autoround.loading.load_quantized`.

@@ -26,8 +26,9 @@ from autoround.nn import FloatQuantLinear, PackedLinear, QuantLinear
 
 #: The tensors of a packed layer; a file holding one for a layer the config leaves dense is refused.
 PACKED_LEAVES = ("qweight", "qzeros", "scales")
-#: The tensors of a float layer (Intel's MX / NV / FP8 layouts) that a dense layer never has.
-FLOAT_LEAVES = ("weight_packed", "weight_scale", "weight_global_scale")
+#: The tensors of a float layer (Intel's MX / NV / FP8 layouts, calibrated activation scales) that a
+#: dense layer never has.
+FLOAT_LEAVES = ("weight_packed", "weight_scale", "weight_global_scale", "input_scale", "input_global_scale")
 
 #: safetensors header dtype codes, as torch dtypes.
 _DTYPES: dict[str, torch.dtype] = {

@@ -1,11 +1,14 @@
 """Activation quantization of the in-memory quantized model: a forward pre-hook per layer.
 
 After the weights of a scheme that quantizes activations are quantized, the layer's input is
-quantize-dequantized on every forward by its kind's formula (dynamic: per token, per MX block or
-per group; the registry :data:`~autoround.dtypes.act_kinds.ACT_KINDS`), so evaluating or
-generating with the in-memory model sees what Intel's ``WrapperWALayer`` computes. A pre-hook,
-not a wrapper module: layer names, ``state_dict`` keys and the saved checkpoint stay those of
-the plain model.
+quantize-dequantized on every forward by its kind's formula (the registry
+:data:`~autoround.dtypes.act_kinds.ACT_KINDS`): dynamic kinds per token, per MX block or per
+group, as Intel's ``WrapperWALayer`` computes them; calibrated kinds (static FP8, NVFP4's) with
+the layer's calibrated range (``LayerQuant.input_absmax``), as the saved checkpoint's
+``input_scale`` / ``input_global_scale`` serve them. (Intel's ``WrapperWALayer`` passes that range
+under a keyword its functions ignore, so its in-memory model takes each input's own range.) A
+pre-hook, not a wrapper module: layer names, ``state_dict`` keys and the saved checkpoint stay
+those of the plain model.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoround.dtypes.activations import ActKind, activation_args, qdq_activation
+from autoround.dtypes.activations import ActKind, activation_args, calibrated_entry, qdq_activation
 from autoround.schemes import Scheme
 
 #: The attribute holding a layer's hook handle (one hook per layer, never stacked).
@@ -27,17 +30,23 @@ class ActQuantHook:
     """A forward pre-hook quantize-dequantizing a layer's first positional input.
 
     ``group_size`` is the scheme's ``act_group_size`` for a kind whose grouping is the scheme's
-    choice (``fp8_group``), None for the others (per token, MX blocks of 32)."""
+    choice (``fp8_group``), None for the others (per token, MX blocks of 32, per tensor, 16).
+    ``absmax`` is a calibrated kind's range (0-dim float32), None for the dynamic kinds."""
 
-    def __init__(self, kind: ActKind, group_size: int | None = None) -> None:
+    def __init__(
+        self, kind: ActKind, group_size: int | None = None, absmax: torch.Tensor | None = None
+    ) -> None:
         self.kind = kind
         self.group_size = group_size
+        self.absmax = absmax
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if not args or not isinstance(args[0], torch.Tensor):
             return None
         # looked up in this module on each call, so a test can put another formula in its place
-        if self.group_size is None:
+        if self.absmax is not None:
+            x = qdq_activation(args[0], self.kind, self.group_size, self.absmax)
+        elif self.group_size is None:
             x = qdq_activation(args[0], self.kind)
         else:
             x = qdq_activation(args[0], self.kind, self.group_size)
@@ -45,7 +54,8 @@ class ActQuantHook:
 
     def __repr__(self) -> str:
         group = "" if self.group_size is None else f", group_size={self.group_size}"
-        return f"ActQuantHook({self.kind!r}{group})"
+        absmax = "" if self.absmax is None else f", absmax={float(self.absmax):.6g}"
+        return f"ActQuantHook({self.kind!r}{group}{absmax})"
 
 
 def act_kind_of(module: nn.Module) -> ActKind | None:
@@ -54,26 +64,48 @@ def act_kind_of(module: nn.Module) -> ActKind | None:
     return None if entry is None else entry[0].kind
 
 
-def hook_for(scheme: Scheme) -> ActQuantHook | None:
-    """The hook of a layer quantized with ``scheme``; None for a weight-only scheme.
+def hook_for(scheme: Scheme, absmax: torch.Tensor | None = None) -> ActQuantHook | None:
+    """The hook of a layer quantized with ``scheme``; None for a weight-only scheme. ``absmax``:
+    the layer's calibrated input range, for a scheme whose activations take one.
 
     Raises:
         NotImplementedError: a scheme whose activation quantization is not built.
+        ValueError: a calibrated scheme without ``absmax``, or a dynamic one with it.
     """
     args = activation_args(scheme)
-    return None if args is None else ActQuantHook(*args)
+    if args is None:
+        return None
+    calibrated = calibrated_entry(scheme) is not None
+    if calibrated != (absmax is not None):
+        wanted = "needs its calibrated input range" if calibrated else "takes no calibrated range"
+        raise ValueError(f"activation kind {args[0]!r} {wanted} (absmax={absmax})")
+    kind, group = args
+    return ActQuantHook(
+        kind, group, None if absmax is None else absmax.detach().to(torch.float32).reshape(())
+    )
 
 
-def attach_act_quant(model: nn.Module, schemes: Mapping[str, Scheme]) -> int:
+def attach_act_quant(
+    model: nn.Module, schemes: Mapping[str, Scheme], input_absmax: Mapping[str, torch.Tensor] | None = None
+) -> int:
     """Give every layer of ``schemes`` (name -> scheme) that quantizes activations its hook;
     returns how many layers got one. A layer that has one keeps a single hook (replaced).
+    ``input_absmax`` (name -> 0-dim range, ``LayerQuant.input_absmax``) holds the range of every
+    layer whose activations are calibrated.
 
     Raises:
         NotImplementedError: a scheme whose activation quantization is not built.
+        ValueError: a calibrated layer missing from ``input_absmax``, naming it.
     """
+    ranges = input_absmax or {}
     attached = 0
     for name, scheme in schemes.items():
-        hook = hook_for(scheme)
+        if name not in ranges and calibrated_entry(scheme) is not None:
+            raise ValueError(
+                f"layer {name}: its activations quantize with a calibrated range (input_absmax), "
+                f"which it has none of: quantize it with calibration data"
+            )
+        hook = hook_for(scheme, ranges.get(name))
         if hook is None:
             continue
         module = model.get_submodule(name)

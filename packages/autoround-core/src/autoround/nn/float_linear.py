@@ -5,6 +5,12 @@ Buffers keep the checkpoint's names (``weight_packed`` or ``weight``, ``weight_s
 checkpoint's tensors. The only backend is ``torch``: dequantize the weight blockwise
 (:func:`autoround.nn.float_weights.dequantize`, float32), cast it to the input's dtype, matmul.
 The dense weight is made per forward and not kept, as the integer layers' torch backend does.
+
+A scheme whose activations quantize with a calibrated range (``FP8_STATIC``, NVFP4 W4A4:
+:mod:`autoround.nn.input_scales`) adds its stored ``input_scale`` / ``input_global_scale`` (1,)
+buffer; :meth:`FloatQuantLinear.prepare` turns it into the range, and every forward
+quantize-dequantizes the input with the kind's formula before the product, as the in-memory
+model's hooks do.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from autoround.dtypes.activations import qdq_activation
 from autoround.nn.float_weights import FloatLayout, dequantize, is_float_type, layout_for, why_not
+from autoround.nn.input_scales import INPUT_DTYPES, INPUT_TENSORS, absmax_of, calibrated_kind
 from autoround.schemes import Scheme
 
 #: The one backend of float layers (the name integer layers' reference backend has too).
@@ -20,7 +28,8 @@ FLOAT_BACKEND = "torch"
 
 
 class FloatQuantLinear(nn.Module):
-    """``y = x @ W^T + b`` with W held in a float layout (weight-only: activations stay as given).
+    """``y = x @ W^T + b`` with W held in a float layout; the input quantize-dequantized first
+    where the scheme's activations have a calibrated range (else it stays as given).
 
     Args:
         in_features / out_features: the dense layer's size.
@@ -64,6 +73,13 @@ class FloatQuantLinear(nn.Module):
         for name, shape in layout.shapes(in_features, out_features).items():
             dtype = layout.tensors[name] or scale_dtype
             self.register_buffer(name, torch.empty(shape, dtype=dtype, device=device))
+        self.act_kind = calibrated_kind(scheme)
+        self.input_tensors: dict[str, torch.dtype | None] = {}
+        if self.act_kind is not None:
+            leaf, fixed = INPUT_TENSORS[self.act_kind], INPUT_DTYPES[self.act_kind]
+            self.input_tensors[leaf] = fixed
+            self.register_buffer(leaf, torch.empty(1, dtype=fixed or scale_dtype, device=device))
+        self.input_absmax: torch.Tensor | None = None
         bias_tensor = torch.empty(out_features, dtype=bias_dtype, device=device) if bias else None
         self.register_buffer("bias", bias_tensor)
 
@@ -75,23 +91,40 @@ class FloatQuantLinear(nn.Module):
 
     @property
     def stored_leaves(self) -> tuple[str, ...]:
-        """The names of the stored weight tensors (the bias aside)."""
-        return tuple(self.layout.tensors)
+        """The names of the stored weight tensors and calibrated activation scale (the bias aside)."""
+        return (*self.layout.tensors, *self.input_tensors)
 
     @property
     def exact_dtype_leaves(self) -> tuple[str, ...]:
         """Stored tensors whose dtype is the layout's (others take any float dtype)."""
-        return tuple(name for name, dtype in self.layout.tensors.items() if dtype is not None)
+        stored = {**self.layout.tensors, **self.input_tensors}
+        return tuple(name for name, dtype in stored.items() if dtype is not None)
 
     def prepare(self) -> None:
-        """Nothing to repack: the torch backend reads the stored tensors as they are."""
+        """Nothing to repack (the torch backend reads the stored weight as it is); a calibrated
+        activation scale becomes the range the input is quantized with."""
+        if self.act_kind is not None:
+            stored = getattr(self, INPUT_TENSORS[self.act_kind])
+            self.input_absmax = absmax_of(self.act_kind, stored).to(stored.device)
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The dense weight ``(out, in)``, computed in float32 and cast to ``dtype``."""
         tensors = {name: getattr(self, name) for name in self.layout.tensors}
         return dequantize(self.layout.kind, tensors).to(dtype)
 
+    def quantize_input(self, x: torch.Tensor, absmax: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` quantize-dequantized by the scheme's calibrated activation kind with the layer's
+        range, or ``absmax`` (a fused engine layer's); ``x`` itself for other schemes."""
+        if self.act_kind is None:
+            return x
+        if absmax is None:
+            if self.input_absmax is None:  # loaded without prepare(): read the stored scale now
+                self.prepare()
+            absmax = self.input_absmax
+        return qdq_activation(x, self.act_kind, absmax=absmax)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.quantize_input(x)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return nn.functional.linear(x, self.dequantized_weight(x.dtype), bias)
 
@@ -99,4 +132,5 @@ class FloatQuantLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, layout={self.layout.kind}, "
             f"group_size={self.layout.group_size}, backend={self.backend!r}"
+            + ("" if self.act_kind is None else f", activations={self.act_kind}")
         )
