@@ -6,8 +6,10 @@ llm-compressor 0.14's ``QuantizationModifier``, side by side in one run.
 
 Rows: MXFP4, NVFP4 and MXFP8 in their weight-only forms (``act_bits=16``) and FPW8A16, with plain
 round-to-nearest, each tool's default for ``iters=0`` (optimized RTN) and SignRound 20 iters;
-INT8_W8A8 and FP8_BLOCK with their activations: every tool's weights are evaluated with the same
-activation quantize-dequantize on each decoder Linear's input (autoround's hooks, Intel's formulas).
+INT8_W8A8, FP8_BLOCK, FP8_STATIC and MXFP4 / NVFP4 as given (W4A4) with their activations: every
+tool's weights are evaluated with the same activation quantize-dequantize on each decoder Linear's
+input (autoround's hooks, Intel's formulas; the calibrated ranges of FP8_STATIC and NVFP4 those
+of the fp32 model on the calibration ids, as round-to-nearest calibrates them, the same for all).
 Every quantize call runs in a fresh worker process (bench/_ours_worker.py in this venv,
 bench/_intel_worker.py in Intel's, bench/_llmc_float_worker.py in llm-compressor's) with the SAME
 calibration ids as bench/cpu_small.py (16 x 256 tokens of wikitext-2 valid.txt), SmolLM2-135M in
@@ -43,6 +45,21 @@ FP8_TENSOR = {
         "weights": {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "tensor"},
     }
 }
+#: Intel's FP8_STATIC: FP8 per-channel weights, one static FP8 scale per tensor for the input
+#: (compressed-tensors' FP8 preset has per-tensor weights: not the same scheme).
+FP8_STATIC = {
+    "group_0": {
+        "targets": ["Linear"],
+        "weights": {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel"},
+        "input_activations": {
+            "num_bits": 8,
+            "type": "float",
+            "symmetric": True,
+            "strategy": "tensor",
+            "dynamic": False,
+        },
+    }
+}
 # key: (label, our/Intel scheme, their extra kwargs, mode, llm-compressor recipe or None); mode
 # "rtn" is plain round-to-nearest, "opt_rtn" each tool's default for iters=0, "signround" tuning
 ROWS = {
@@ -61,26 +78,53 @@ ROWS = {
     "int8_w8a8_sr20": ("INT8_W8A8 SignRound", "INT8_W8A8", {}, "signround", None),
     "fp8_block_rtn": ("FP8_BLOCK RTN", "FP8_BLOCK", {}, "rtn", {"preset": "FP8_BLOCK"}),
     "fp8_block_sr20": ("FP8_BLOCK SignRound", "FP8_BLOCK", {}, "signround", None),
+    "mxfp4_w4a4_rtn": ("MXFP4 (W4A4) RTN", "MXFP4", {}, "rtn", {"preset": "MXFP4"}),
+    "mxfp4_w4a4_sr20": ("MXFP4 (W4A4) SignRound", "MXFP4", {}, "signround", None),
+    "nvfp4_w4a4_rtn": ("NVFP4 (W4A4) RTN", "NVFP4", {}, "rtn", {"preset": "NVFP4"}),
+    "nvfp4_w4a4_sr20": ("NVFP4 (W4A4) SignRound", "NVFP4", {}, "signround", None),
+    "fp8_static_rtn": ("FP8_STATIC RTN", "FP8_STATIC", {}, "rtn", {"config_groups": FP8_STATIC}),
+    "fp8_static_sr20": ("FP8_STATIC SignRound", "FP8_STATIC", {}, "signround", None),
 }
 TOOLS = {"ours": "ours (autoround)", "intel": "Intel default", "llmc": "llm-compressor QuantizationModifier"}
 
 
-def emulate_activations(model, scheme: str, extra: dict) -> int:
+def emulate_activations(model, scheme: str, extra: dict, ranges: dict | None = None) -> int:
     """Give every decoder Linear of ``model`` the row scheme's activation quantize-dequantize
     (autoround's hooks, Intel's formulas): every tool's weights are evaluated with the same
-    activation emulation. Returns how many layers quantize their inputs (0: weight-only)."""
+    activation emulation; calibrated kinds (FP8_STATIC, NVFP4's) with the same ``ranges`` (name ->
+    largest |input|, :func:`calibrated_ranges`). Returns how many layers quantize their inputs."""
     from autoround.nn import attach_act_quant
+
+    layers = decoder_layers(model, scheme, extra)
+    return attach_act_quant(model, layers, ranges) if layers else 0
+
+
+def decoder_layers(model, scheme: str, extra: dict) -> dict:
+    """Decoder Linear name -> the row's scheme, for a scheme that quantizes activations (else {})."""
     from autoround.schemes import parse_scheme
 
     resolved = parse_scheme(scheme, **extra)
     if resolved.is_weight_only:
-        return 0
-    layers = {
+        return {}
+    return {
         name: resolved
         for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear) and name.startswith("model.layers.")
     }
-    return attach_act_quant(model, layers)
+
+
+def calibrated_ranges(ev, scheme: str, extra: dict, ids: torch.Tensor) -> dict | None:
+    """For a scheme with calibrated activations: every decoder Linear's largest |input| on the
+    calibration ids in the fp32 model (what round-to-nearest calibrates, autoround's and Intel's
+    rule), one set of ranges for every tool's weights; None for the other schemes."""
+    from autoround.algorithms.act_calibration import calibrate_model, calibrated_layers
+
+    fp32 = ev.fp32_model()
+    layers = decoder_layers(fp32, scheme, extra)
+    names = calibrated_layers(layers)
+    if not names:
+        return None
+    return calibrate_model(fp32, names, ids, batch_size=cs.BATCH, progress=False)
 
 
 def run_llmc(job: dict, work: Path, logs: Path, timeout: float | None) -> dict:
@@ -201,6 +245,7 @@ def main() -> None:
         print(f"fp32: ppl {ppl:.3f}", flush=True)
     for key in report["rows"]:
         label, scheme, extra, mode, llmc = ROWS[key]
+        ranges = calibrated_ranges(ev, scheme, extra, ids)
         for tool in tools:
             if tool == "llmc" and llmc is None:
                 continue
@@ -226,7 +271,7 @@ def main() -> None:
             if res.get("status") == "ok":
                 try:
                     model = ev.load(res)
-                    res["act_quant_layers"] = emulate_activations(model, scheme, extra)
+                    res["act_quant_layers"] = emulate_activations(model, scheme, extra, ranges)
                     res["ppl"], res["eval_s"] = ev.ppl(model)
                     del model
                     gc.collect()
