@@ -125,10 +125,11 @@ def test_the_logprob_check_tells_the_quantized_model_from_the_dense_one(served, 
 
 
 def test_activation_quantization_float_experts_and_lm_head_stay_refused(served) -> None:
-    """MXFP4 with act_bits=4 is refused when SGLang reads the config; quantized MoE experts and a
-    quantized lm_head when SGLang asks for their method, each naming what is not served."""
+    """MXFP4 weights with FP8 per-token activations are refused when SGLang reads the config;
+    quantized MoE experts and a quantized lm_head when SGLang asks for their method, each naming
+    what is not served."""
     refused = served[0]["refusals"]
-    assert "act_bits=4" in refused["act_bits"] and "weight-only" in refused["act_bits"], refused
+    assert "act_bits=8" in refused["act_bits"] and "weight-only" in refused["act_bits"], refused
     assert refused["experts"].startswith("model.layers.0.mlp.experts: quantized MoE experts"), refused
     assert "mx_fp" in refused["experts"] and "not served" in refused["experts"], refused
     assert refused["lm_head"].startswith("lm_head: a quantized lm_head (W4G32 sym mx_fp)"), refused

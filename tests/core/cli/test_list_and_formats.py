@@ -130,5 +130,5 @@ def test_a_preset_that_quantizes_activations_lists_them_and_its_weight_only_writ
     ]
     assert "\n  weight-only form (act_bits=16):\n    auto_round: " in paragraph
     fp8_block = out[out.index("FP8_BLOCK  (") :].split("\n\n")[0]
-    assert "128x128 blocks" in fp8_block and fp8_block.splitlines()[1].startswith("  llm_compressor: ")
-    assert "\n  weight-only form (act_bits=16):\n    llm_compressor: " in fp8_block
+    assert "128x128 blocks" in fp8_block and fp8_block.splitlines()[1].startswith("  auto_round: ")
+    assert "\n  weight-only form (act_bits=16):\n    auto_round: " in fp8_block

@@ -278,7 +278,7 @@ def test_preflight_accepts_the_written_float_schemes(scheme) -> None:
     [
         (parse_scheme("MXFP4", act_bits=16).replace(bits=6), "mx_fp 6-bit"),
         (parse_scheme("MXINT4", act_bits=16), "mx_int 4-bit"),
-        (parse_scheme("MXFP4"), "activation quantization"),
+        (parse_scheme("FP8_STATIC", act_dynamic=True, act_group_size=-1), "activation quantization"),
     ],
 )
 def test_preflight_refuses_float_schemes_not_written(scheme, message) -> None:

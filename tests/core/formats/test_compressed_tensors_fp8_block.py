@@ -125,19 +125,21 @@ def test_each_layer_is_stored_as_compressed_tensors_fp8_block_preset(exported, c
         assert torch.equal(scale, quant.scale.float())
 
 
-@pytest.mark.parametrize("fmt", ["auto_round", "auto_gptq", "auto_awq", "auto_round:auto_gptq", "gguf:q4_0"])
-def test_other_formats_refuse_2d_blocks_naming_llm_compressor(fmt) -> None:
+@pytest.mark.parametrize("fmt", ["auto_gptq", "auto_awq", "auto_round:auto_gptq", "gguf:q4_0"])
+def test_other_formats_refuse_2d_blocks_naming_the_formats_that_store_them(fmt) -> None:
     with pytest.raises(
-        SchemeError, match=rf"2-D weight blocks \(128, 128\).*'{fmt}'.*can store it: \['llm_compressor'\]"
+        SchemeError,
+        match=rf"2-D weight blocks \(128, 128\).*'{fmt}'.*can store it: \['auto_round', 'llm_compressor'\]",
     ):
         check_schemes(FP8_BLOCK, None, fmt)
 
 
-def test_the_plan_is_refused_for_auto_round_before_tuning_and_accepted_for_llm_compressor(tiny_llama) -> None:
+def test_the_plan_is_accepted_for_auto_round_and_llm_compressor(tiny_llama) -> None:
+    """Both store partial edge tiles (llm_compressor padded; auto_round as Intel's FP8BlockQLinear:
+    tests/core/formats/test_fp8_block_auto_round.py)."""
     plan = resolve(tiny_llama, FP8_BLOCK)
-    check_plan(tiny_llama, plan, "llm_compressor")  # partial edge tiles are stored (padded)
-    with pytest.raises(SchemeError, match=r"(?s)2-D weight blocks.*store this plan: \['llm_compressor'\]"):
-        check_plan(tiny_llama, plan, "auto_round")
+    check_plan(tiny_llama, plan, "llm_compressor")
+    check_plan(tiny_llama, plan, "auto_round")
 
 
 def test_autoround_loaders_refuse_a_block_scheme_naming_the_loaders_that_read_it() -> None:

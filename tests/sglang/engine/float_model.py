@@ -163,7 +163,7 @@ def refusals(config_class: Any) -> dict[str, str]:
     }
     seen = {}
     try:
-        config_class.from_config({**base, "act_bits": 4})
+        config_class.from_config({**base, "act_bits": 8, "act_data_type": "fp", "act_group_size": -1})
     except ValueError as exc:
         seen["act_bits"] = str(exc)
 

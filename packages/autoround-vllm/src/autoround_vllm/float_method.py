@@ -21,8 +21,12 @@ Calibrated activations (``FP8_STATIC``'s ``input_scale``, NVFP4 W4A4's ``input_g
 :mod:`autoround.nn.input_scales`) are one stored value per fused part too; after loading each
 part's becomes its calibrated range and the fused layer keeps the largest (the parts read one
 input, so Intel's export gives them one range; where they differ, the largest clips nothing, as
-vLLM's static FP8 takes the largest ``input_scale``). ``apply`` then quantize-dequantizes the
-input with the kind's formula (core's, as the in-memory model's hooks) before the product.
+vLLM's static FP8 takes the largest ``input_scale``). Dynamic activations (MXFP4 / MXFP8 W4A4 /
+W8A8, per block of 32; FP8_BLOCK's per group of 128) store nothing. FP8_BLOCK's tile scales
+(``weight_scale_inv``, one per 128x128 tile, edge tiles partial) are held one row per weight row
+while loading, so the parts fuse by rows (tensor parallel 1: tiles are not split across ranks).
+``apply`` then quantize-dequantizes the input with the kind's formula (core's, as the in-memory
+model's hooks) before the product.
 """
 
 from __future__ import annotations
@@ -66,6 +70,20 @@ def _rows_of(loader: Any, groups: int) -> Any:
 
     def load(param: Any, loaded: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         return loader(param, loaded.reshape(-1, groups) if loaded.dim() == 1 else loaded, *args, **kwargs)
+
+    return load
+
+
+def _tiles_per_row(loader: Any, rows: int) -> Any:
+    """``loader`` given 2-D tile scales ``(row tiles, column tiles)`` as one row of scales per
+    weight row (each tile's repeated over its ``rows``), so vLLM fuses q/k/v and gate/up parts by
+    rows however their tiles end; an unfused layer's (no shard given) cut to the layer's rows."""
+
+    def load(param: Any, loaded: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        expanded = loaded.repeat_interleave(rows, dim=0)
+        if not args and not kwargs:
+            expanded = expanded[: param.data.shape[0]]
+        return loader(param, expanded, *args, **kwargs)
 
     return load
 
@@ -127,6 +145,14 @@ class FloatLinearLogic:
             elif name == "weight":
                 data = torch.empty(shapes[name], dtype=dtype)
                 param = kinds.weight(data=data, input_dim=1, output_dim=0, weight_loader=loader)
+            elif whole.layout.block is not None and name == "weight_scale_inv":  # FP8 tiles, per row
+                data = torch.empty(sum(output_partition_sizes), shapes[name][1], dtype=dtype)
+                param = kinds.group_scale(
+                    data=data,
+                    input_dim=1,
+                    output_dim=0,
+                    weight_loader=_tiles_per_row(loader, whole.layout.block[0]),
+                )
             elif len(shapes[name]) == 1 and whole.layout.group_size > 0:  # FP8 groups, stored flat
                 groups = shapes[name][0] // sum(output_partition_sizes)
                 data = torch.empty(sum(output_partition_sizes), groups, dtype=dtype)
@@ -154,7 +180,12 @@ class FloatLinearLogic:
             shapes = {**part.layout.shapes(self.in_features, size), **{n: (1,) for n in part.input_tensors}}
             for name in names:
                 data = getattr(layer, name).data
-                data = data[index : index + 1] if _per_part(part, name) else data[row : row + size]
+                if _per_part(part, name):
+                    data = data[index : index + 1]
+                elif part.layout.block is not None and name == "weight_scale_inv":  # a row a tile again
+                    data = data[row : row + size : part.layout.block[0]]
+                else:
+                    data = data[row : row + size]
                 tensors[name] = data.reshape(shapes[name])  # FP8 groups: back to the flat layout
             part.load_state_dict(tensors, assign=True)
             part.prepare()
@@ -168,12 +199,13 @@ class FloatLinearLogic:
         layer.register_buffer(DENSE_WEIGHT, weight, persistent=False)
         if ranges:
             layer.register_buffer(INPUT_ABSMAX, torch.stack(ranges).amax().to(device), persistent=False)
+        if whole.act_kind is not None:  # calibrated with the range above, or dynamic (MX per 32)
             self.inputs = whole
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """``x @ W^T (+ bias)`` in ``x``'s dtype, ``x`` quantize-dequantized first where the scheme's
-        activations have a calibrated range."""
+        """``x @ W^T (+ bias)`` in ``x``'s dtype, ``x`` quantize-dequantized first where the scheme
+        quantizes activations (a calibrated kind with the parts' largest range)."""
         weight = getattr(layer, DENSE_WEIGHT)
         if self.inputs is not None:
-            x = self.inputs.quantize_input(x, getattr(layer, INPUT_ABSMAX))
+            x = self.inputs.quantize_input(x, getattr(layer, INPUT_ABSMAX, None))
         return nn.functional.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))

@@ -12,9 +12,10 @@ name. Unquantized tensors keep their names and dtypes; tied embeddings stay tied
 tied ``lm_head`` is quantized: then the embedding is stored dense, ``lm_head`` packed, and
 ``config.json`` says ``tie_word_embeddings: false``.
 
-Float weight types (MXFP4 / MXFP8 / NVFP4 weight-only, FP8 per tensor or channel) are written as Intel's
-float exports write them (:mod:`autoround.formats.auto_round_float`): packing
-``auto_round:llm_compressor`` for MX / NV, none (``fmt``, ``activation_scheme``) for FP8.
+Float weight types (MXFP4 / MXFP8 / NVFP4, FP8 per tensor, channel, group or in 2-D tiles; with
+their calibrated, dynamic MX or FP8_BLOCK activations) are written as Intel's float exports write
+them (:mod:`autoround.formats.auto_round_float`): packing ``auto_round:llm_compressor`` for MX /
+NV, none (``fmt``, ``activation_scheme``) for FP8, ``auto_round:fp8`` for FP8_BLOCK's tiles.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from autoround._version import __version__
 from autoround.dtypes.activations import activation_problem
 from autoround.errors import CheckpointError
 from autoround.formats import auto_round_float, awq_layout
-from autoround.formats.act_scales import calibrated_kind, input_tensors
+from autoround.formats.act_scales import input_tensors
 from autoround.formats.base import (
     ACT_KEYS,
     AWQ_PACKING,
@@ -50,7 +51,7 @@ from autoround.formats.checkpoint import LayerTensors, write_checkpoint
 from autoround.formats.gptq_layout import pack_layer, zero_problems
 from autoround.layer_plan import LayerPlan
 from autoround.layer_quant import LayerQuant
-from autoround.nn.float_weights import LLM_COMPRESSOR_PACKING, is_float_type, why_not
+from autoround.nn.float_weights import LLM_COMPRESSOR_PACKING, is_float_type
 from autoround.packing import SUPPORTED_BITS
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import UNQUANTIZED_BITS, Scheme
@@ -79,9 +80,14 @@ FLOAT_CAPABILITIES = Capabilities(
     note=(
         "mx_fp(_rceil) 4/8-bit group 32, nv_fp 4-bit group 16, fp 8-bit per tensor or channel, "
         "all symmetric; "
-        "no integer beside float layers; calibrated activations with FP8 / NVFP4 weights"
+        "no integer beside float layers; calibrated activations with FP8 / NVFP4 weights; "
+        "dynamic MX activations per 32 (MXFP4 / MXFP8, floor or RCEIL exponents, Intel's "
+        "presets); FP8_BLOCK (fp 8-bit 2-D tiles, dynamic FP8 activations per group); not "
+        "FP8 per-token dynamic activations (Intel's auto_round export refuses them: "
+        "llm_compressor writes them)"
     ),
-    activations=("fp8_static", "nvfp4"),
+    activations=("fp8_static", "nvfp4", *auto_round_float.MX_ACT_KINDS, "fp8_group"),
+    blocks=True,
 )
 #: Who loads what it writes (``autoround list``; docs/formats.md says what was run here).
 RUNTIMES = ("autoround", "transformers + autoround-hf", "vLLM + autoround-vllm")
@@ -209,7 +215,13 @@ def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
 _TYPE_WITH_BITS = re.compile(r"^(mx_fp|nv_fp|fp)\d+$")
 #: The packings an FP8 config may name: Intel writes none (the HF config then fills in its
 #: default for a symmetric scheme) or, for FP8_STATIC, its own; or ours after a save_pretrained.
-_FP8_PACKINGS = (None, PLAIN_PACKING, GPTQ_PACKING, auto_round_float.FP8_STATIC_PACKING)
+_FP8_PACKINGS = (
+    None,
+    PLAIN_PACKING,
+    GPTQ_PACKING,
+    auto_round_float.FP8_STATIC_PACKING,
+    auto_round_float.FP8_BLOCK_PACKING,
+)
 
 
 def _float_config(config: Mapping[str, Any]) -> bool:
@@ -228,9 +240,10 @@ def parse_float_config(config: Mapping[str, Any]) -> CheckpointSpec:
     MX / NV layers name packing ``auto_round:llm_compressor``; FP8 ones (``FPW8A16``) none, and
     ``fmt`` ``e4m3``. Activations are read where their scale is calibrated and stored
     (``FP8_STATIC``'s ``input_scale``, NVFP4 W4A4's ``input_global_scale``:
-    :mod:`autoround.formats.act_scales`); other activation quantization (``act_bits`` below 16)
-    stays refused, as for integer checkpoints; every quantized layer, ``extra_config`` ones
-    included, must have a float layout.
+    :mod:`autoround.formats.act_scales`), and the dynamic MX activations Intel's MX presets
+    write (config keys only); other activation quantization (``act_bits`` below 16) stays
+    refused, as for integer checkpoints; every quantized layer, ``extra_config`` ones included,
+    must have a float layout.
     """
     missing = [k for k in ("quant_method", *SCHEME_KEYS) if k not in config]
     if missing:
@@ -263,10 +276,11 @@ def parse_float_config(config: Mapping[str, Any]) -> CheckpointSpec:
         raise CheckpointError(
             f"quantization_config.extra_config must be a mapping, got {type(extra).__name__}"
         )
-    spec = CheckpointSpec(default, packing, tuple(blocks), {k: dict(v) for k, v in extra.items()})
+    spec_type = auto_round_float.TiledFloatSpec if default.block_shape is not None else CheckpointSpec
+    spec = spec_type(default, packing, tuple(blocks), {k: dict(v) for k, v in extra.items()})
     for name in ["", *extra]:  # "": a block layer of the default scheme
         scheme = default if not name else _extra_scheme(spec, name)
-        reason = None if scheme is None else why_not(scheme.data_type, scheme.bits, scheme.group_size)
+        reason = None if scheme is None else auto_round_float.float_layout_problem(scheme)
         if reason is not None:
             where = f"extra_config[{name!r}]" if name else "quantization_config"
             raise CheckpointError(f"{where}: {reason}")
@@ -277,8 +291,8 @@ def _float_default(config: Mapping[str, Any]) -> Scheme:
     """The default scheme of a float config, its activation fields where it quantizes them.
 
     Raises:
-        CheckpointError: a bad field, or activations that are not calibrated ones stored with the
-            weights (dynamic ones are read weight-only nowhere: compressed-tensors reads W8A8).
+        CheckpointError: a bad field, or activations the format does not store (dynamic FP8 ones
+            are read through compressed-tensors).
     """
     act_bits = config.get("act_bits")
     quantized_acts = act_bits is not None and int(act_bits) < UNQUANTIZED_BITS
@@ -287,13 +301,14 @@ def _float_default(config: Mapping[str, Any]) -> Scheme:
         default = Scheme.from_dict({k: config[k] for k in keys if config.get(k) is not None})
     except (ValueError, NotImplementedError) as exc:
         raise CheckpointError(f"quantization_config: {exc}") from exc
-    if quantized_acts and calibrated_kind(default) is None:
-        why = activation_problem(default) or "dynamic activations are read through compressed-tensors"
+    if quantized_acts and not FLOAT_CAPABILITIES.stores_activations(default):
+        why = activation_problem(default) or "these dynamic activations are read through compressed-tensors"
         raise CheckpointError(
             f"quantization_config.act_bits={act_bits} (act_data_type={config.get('act_data_type')!r}, "
             f"act_dynamic={config.get('act_dynamic')!r}): {why}; autoround reads calibrated activations "
-            "(FP8_STATIC: fp 8-bit static per tensor; NVFP4: nv_fp4_with_static_gs), or "
-            "the weight-only form (act_bits=16)"
+            "(FP8_STATIC: fp 8-bit static per tensor; NVFP4: nv_fp4_with_static_gs), dynamic MX "
+            f"activations ({', '.join(auto_round_float.MX_ACT_KINDS)}), FP8_BLOCK's FP8 per group with its "
+            "2-D weight tiles, or the weight-only form (act_bits=16)"
         )
     return default
 

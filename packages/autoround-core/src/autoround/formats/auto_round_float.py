@@ -20,6 +20,15 @@ Both write the scheme keys, Intel's recorded settings, ``block_name_to_quantize`
 ``extra_config`` as the integer path does (:func:`autoround.formats.auto_round.quantization_config`);
 act_* keys of a weight-only scheme are dropped, as Intel's ``filter_quantization_config`` does.
 
+Dynamic MX activations (Intel's ``MXFP4`` / ``MXFP8`` presets and their ``_RCEIL`` forms: W4A4 /
+W8A8, MX blocks of 32; :data:`MX_ACT_KINDS`) add the act_* keys to the config and no tensor.
+Intel's ``auto_round`` export refuses FP8 per-token dynamic activations (``llm_compressor``
+writes them). ``FP8_BLOCK`` (FP8 weights in 2-D tiles, dynamic FP8 activations per group of
+``act_group_size`` features) is written as Intel's ``FP8BlockQLinear``: packing
+``auto_round:fp8``, ``group_size`` and ``weight_block_size`` the tile ``[rows, columns]``, ``fmt``
+and ``activation_scheme: "dynamic"``; ``weight`` float8_e4m3fn and ``weight_scale_inv`` (row
+tiles, column tiles) in the model's dtype, edge tiles partial.
+
 Calibrated activations (:mod:`autoround.formats.act_scales`) add one tensor per layer:
 ``FP8_STATIC`` (``activation_scheme: "static"``) an ``input_scale`` (1,) in the model's dtype
 (``FP8QLinear``), NVFP4 W4A4 an ``input_global_scale`` (1,) float32 (``qlinear_fp``).
@@ -34,18 +43,26 @@ not read).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
-from autoround.formats.base import ACT_KEYS
+from autoround.dtypes.activations import activation_kind
+from autoround.formats.base import ACT_KEYS, CheckpointSpec
 from autoround.formats.compressed_tensors_float import MX_NV_TYPES, pack_float_layer
 from autoround.layer_quant import LayerQuant
-from autoround.nn.float_weights import LLM_COMPRESSOR_PACKING, layout_for
+from autoround.nn.float_weights import LLM_COMPRESSOR_PACKING, layout_for, why_not
 from autoround.nn.input_scales import calibrated_kind
 from autoround.quantized_model import QuantizedModel
 from autoround.schemes import Scheme
 
+#: The dynamic activation kinds Intel's ``MXFP4`` / ``MXFP8`` (``_RCEIL``) presets write beside MX
+#: weights: config keys only (``act_data_type``, ``act_bits``, ``act_group_size`` 32,
+#: ``act_dynamic``), no tensor; loaders quantize each input per block of 32 as they are read.
+MX_ACT_KINDS = ("mxfp4", "mxfp8", "mxfp4_rceil", "mxfp8_rceil")
+#: The packing Intel's config names for FP8 in 2-D tiles (FP8_BLOCK).
+FP8_BLOCK_PACKING = "auto_round:fp8"
 #: The FP8 element format Intel's config names (``fmt``); e5m2 is not written.
 FP8_FMT = "e4m3"
 #: The packing Intel's config names for FP8 with static activations (FP8_STATIC); weight-only and
@@ -63,14 +80,21 @@ def float_problem(scheme: Scheme, in_features: int | None = None) -> str | None:
     ``in_features``, a width its groups do not divide (Intel's packing refuses it too)."""
     if not scheme.sym:
         return f"{scheme.data_type} asymmetric (float types are symmetric)"
-    layout = layout_for(scheme.data_type, scheme.bits, scheme.group_size)
+    if not scheme.is_weight_only and scheme.block_shape is None and activation_kind(scheme) == "fp8_group":
+        return "FP8 per-group activations without 2-D weight tiles (auto_round writes them with FP8_BLOCK)"
+    layout = layout_for(scheme.data_type, scheme.bits, scheme.group_size, scheme.block_shape)
     if layout is None:
         return (
             f"{scheme.data_type} {scheme.bits}-bit group_size {scheme.group_size} "
             "(auto_round writes mx_fp(_rceil) 4/8-bit group 32, nv_fp 4-bit group 16, "
-            "fp 8-bit per tensor, per channel or in groups)"
+            "fp 8-bit per tensor, per channel, in groups or in 2-D tiles)"
         )
-    if in_features is not None and layout.group_size and in_features % layout.group_size:
+    if (
+        in_features is not None
+        and layout.block is None
+        and layout.group_size
+        and in_features % layout.group_size
+    ):
         return (
             f"{scheme.data_type} group_size {layout.group_size} on {in_features} inputs "
             "(a partial last group)"
@@ -109,7 +133,10 @@ def float_config(base: dict[str, Any], default: Scheme) -> dict[str, Any]:
     if not default.is_weight_only:
         fields = default.to_dict()
         config.update({k: fields[k] for k in ACT_KEYS if fields.get(k) is not None})
-    if default.data_type == "fp" and calibrated_kind(default) == "fp8_static":
+    if default.block_shape is not None:  # Intel's FP8BlockQLinear export (FP8_BLOCK)
+        config.update(group_size=list(default.block_shape), weight_block_size=list(default.block_shape))
+        config.update(packing_format=FP8_BLOCK_PACKING, fmt=FP8_FMT, activation_scheme="dynamic")
+    elif default.data_type == "fp" and calibrated_kind(default) == "fp8_static":
         config["packing_format"] = FP8_STATIC_PACKING
         config["fmt"] = FP8_FMT
         config["activation_scheme"] = "static"
@@ -134,6 +161,37 @@ def pack_layer(weight: torch.Tensor, quant: LayerQuant, model_dtype: torch.dtype
     them in ``auto_round`` format: compressed-tensors' for MX / NV; FP8's scale cast to
     ``model_dtype`` and flattened (Intel's ``FP8QLinear`` holds ``scale.view(-1).to(model.dtype)``)."""
     tensors = pack_float_layer(weight, quant)
+    if quant.scheme.block_shape is not None:  # FP8BlockQLinear: the tile scales by another name
+        scale = tensors.pop("weight_scale")
+        return {**tensors, "weight_scale_inv": scale.to(model_dtype).contiguous()}
     if quant.scheme.data_type == "fp":
         tensors["weight_scale"] = tensors["weight_scale"].reshape(-1).to(model_dtype).contiguous()
     return tensors
+
+
+@dataclasses.dataclass(frozen=True)
+class TiledFloatSpec(CheckpointSpec):
+    """The spec of an FP8_BLOCK checkpoint (Intel's ``FP8BlockQLinear``): its layers keep the
+    default's 2-D tiles, which :class:`CheckpointSpec` refuses (no integer loader reads tiles)."""
+
+    def scheme_for(self, layer_name: str) -> Scheme | None:
+        block = self.default.block_shape
+        flat = CheckpointSpec(
+            dataclasses.replace(self.default, block_shape=None),
+            self.packing_format,
+            self.block_names,
+            self.extra_config,
+            self.layout,
+            self.ignored_tensors,
+        )
+        scheme = flat.scheme_for(layer_name)
+        assert block is not None, "a TiledFloatSpec's default tiles its weights"
+        # a layer of the default's type and width keeps its tiles; another entry is what it says
+        if scheme is None or (scheme.data_type, scheme.bits, scheme.group_size) != ("fp", 8, block[1]):
+            return scheme
+        return dataclasses.replace(scheme, block_shape=block)
+
+
+def float_layout_problem(scheme: Scheme) -> str | None:
+    """Why a float scheme's layout cannot be read (None: it can), 2-D tiles included."""
+    return why_not(scheme.data_type, scheme.bits, scheme.group_size, scheme.block_shape)

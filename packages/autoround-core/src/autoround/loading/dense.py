@@ -24,8 +24,8 @@ from autoround.loading.quantized import empty_model
 from autoround.loading.tensor_check import PACKED_LEAVES
 from autoround.modeling.blocks import is_linear_like, linear_shape
 from autoround.modeling.moe import unfuse_experts
+from autoround.nn.float_weights import FloatLayout, is_float_type, layout_for
 from autoround.nn.float_weights import dequantize as dequantize_float
-from autoround.nn.float_weights import is_float_type, layout_for
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ def dense_state_dict(
         codes, quant = unpack_layer(tensors, scheme, in_features, out_features, spec.zero_offset, name)
         state[f"{name}.weight"] = dequantize_codes(codes, quant, dtype)
     for name, tensors in floats.items():
-        state[f"{name}.weight"] = dequantize_float(_float_kind(spec, name), tensors).to(dtype)
+        layout = _float_layout(spec, name)
+        state[f"{name}.weight"] = dequantize_float(layout.kind, tensors, layout.block).to(dtype)
     for name in [*packed, *floats]:
         if f"{name}.bias" in state:
             state[f"{name}.bias"] = state[f"{name}.bias"].to(dtype)
@@ -79,12 +80,12 @@ def _float_layer(spec: CheckpointSpec, model: nn.Module, name: str) -> bool:
     return scheme is not None and is_float_type(scheme.data_type)
 
 
-def _float_kind(spec: CheckpointSpec, name: str) -> str:
+def _float_layout(spec: CheckpointSpec, name: str) -> FloatLayout:
     scheme = spec.scheme_for(name)
     assert scheme is not None, f"{name}: float tensors are collected for quantized layers only"
-    layout = layout_for(scheme.data_type, scheme.bits, scheme.group_size)
+    layout = layout_for(scheme.data_type, scheme.bits, scheme.group_size, scheme.block_shape)
     assert layout is not None, f"{name}: the tensor check built this layer, so its layout exists"
-    return layout.kind
+    return layout
 
 
 def load_dense(checkpoint_dir: str | Path, dtype: torch.dtype | None = None) -> nn.Module:

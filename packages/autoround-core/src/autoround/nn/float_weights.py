@@ -17,6 +17,11 @@ The one place of the float dequantize formulas (loaders, backends and tests use 
   float8_e4m3fn ``(out, in)``, ``weight_scale`` in the model's float dtype, ``(1,)``.
   ``w = fp8 * scale``. Per channel (group_size -1): ``weight_scale`` ``(out,)``, one a row; in
   groups of N: ``(out * in / N,)``, row by row (Intel's ``FP8QLinear`` stores ``scale.view(-1)``).
+* **FP8 in 2-D tiles** (``fp``, bits 8, ``block_shape`` (rows, columns), Intel's ``FP8_BLOCK``;
+  packing ``auto_round:fp8``): ``weight`` float8_e4m3fn ``(out, in)``, ``weight_scale_inv`` in
+  the model's float dtype, ``(ceil(out / rows), ceil(in / columns))``, one a tile, edge tiles
+  partial (Intel's ``FP8BlockQLinear``; despite the name the scale multiplies, as DeepSeek's).
+  ``w = fp8 * tile scale``.
 
 MXFP4, MXFP8 and NVFP4 are compressed-tensors' layouts (Intel's code says it adapts theirs), so
 tests check these formulas against compressed-tensors' own decompression too.
@@ -47,12 +52,16 @@ class FloatLayout:
     shapes follow from :meth:`shapes`.
     """
 
-    kind: str  # "mxfp4" | "mxfp8" | "nvfp4" | "fp8"
-    group_size: int  # 0: one scale for the whole tensor; -1: one a row
+    kind: str  # "mxfp4" | "mxfp8" | "nvfp4" | "fp8" | "fp8_block"
+    group_size: int  # 0: one scale for the whole tensor; -1: one a row; tiles: their columns
     tensors: dict[str, torch.dtype | None]
+    block: tuple[int, int] | None = None  # 2-D tiles (rows, columns); edge tiles may be partial
 
     def shapes(self, in_features: int, out_features: int) -> dict[str, tuple[int, ...]]:
         """Each stored tensor's shape for a layer of this size."""
+        if self.block is not None:
+            tiles = (-(-out_features // self.block[0]), -(-in_features // self.block[1]))
+            return {"weight": (out_features, in_features), "weight_scale_inv": tiles}
         packed = (out_features, in_features // 2)
         if self.group_size > 0 and self.kind == "fp8":  # Intel's FP8QLinear flattens its scales
             scale: tuple[int, ...] = (out_features * (in_features // self.group_size),)
@@ -90,9 +99,21 @@ LAYOUTS.update({("mx_fp_rceil", bits): LAYOUTS[("mx_fp", bits)] for bits in (4, 
 FP8_PER_CHANNEL = FloatLayout("fp8", -1, LAYOUTS[("fp", 8)].tensors)
 
 
-def layout_for(data_type: str, bits: int, group_size: int) -> FloatLayout | None:
-    """The layout of a float scheme, or None when none is read (the reason: :func:`why_not`)."""
+def fp8_tiles_layout(block: tuple[int, int]) -> FloatLayout:
+    """FP8 in 2-D tiles of ``block`` (rows, columns): Intel's ``FP8BlockQLinear`` tensors."""
+    return FloatLayout(
+        "fp8_block", block[1], {"weight": torch.float8_e4m3fn, "weight_scale_inv": None}, (block[0], block[1])
+    )
+
+
+def layout_for(
+    data_type: str, bits: int, group_size: int, block: tuple[int, int] | None = None
+) -> FloatLayout | None:
+    """The layout of a float scheme (``block``: its ``block_shape``), or None when none is read
+    (the reason: :func:`why_not`)."""
     layout = LAYOUTS.get((data_type, bits))
+    if block is not None:
+        return fp8_tiles_layout(block) if layout is not None and layout.kind == "fp8" else None
     if layout is not None and layout.kind == "fp8" and group_size == FP8_PER_CHANNEL.group_size:
         return FP8_PER_CHANNEL
     if layout is not None and layout.kind == "fp8" and group_size > 0:
@@ -100,13 +121,15 @@ def layout_for(data_type: str, bits: int, group_size: int) -> FloatLayout | None
     return layout if layout is not None and layout.group_size == group_size else None
 
 
-def why_not(data_type: str, bits: int, group_size: int) -> str | None:
+def why_not(data_type: str, bits: int, group_size: int, block: tuple[int, int] | None = None) -> str | None:
     """Why a float scheme's layout cannot be read, or None when it can."""
-    if layout_for(data_type, bits, group_size) is not None:
+    if layout_for(data_type, bits, group_size, block) is not None:
         return None
     readable = ", ".join(f"{d} bits={b} group_size={v.group_size}" for (d, b), v in LAYOUTS.items())
     readable += f", fp bits=8 group_size={FP8_PER_CHANNEL.group_size} or a positive group size"
+    readable += " or 2-D tiles (block_shape)"
     scheme = f"data_type={data_type!r} bits={bits} group_size={group_size}"
+    scheme += "" if block is None else f" block_shape={block}"
     return f"{scheme} is no float layout read here ({readable})"
 
 
@@ -165,8 +188,22 @@ def dequantize_fp8(weight: torch.Tensor, weight_scale: torch.Tensor) -> torch.Te
     return _blockwise(values, scale.reshape(weight.shape[0], -1))
 
 
-def dequantize(kind: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    """A layer's dense float32 weight from its stored tensors (``kind``: a :class:`FloatLayout`'s)."""
+def dequantize_fp8_tiles(weight: torch.Tensor, scale: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """FP8 weight with one scale a 2-D tile of ``block`` (rows, columns), ``scale`` ``(row tiles,
+    column tiles)``, float32: each tile's scale over its elements, the edge tiles cut to the weight."""
+    full = scale.to(torch.float32).repeat_interleave(block[0], 0).repeat_interleave(block[1], 1)
+    return weight.to(torch.float32) * full[: weight.shape[0], : weight.shape[1]]
+
+
+def dequantize(
+    kind: str, tensors: dict[str, torch.Tensor], block: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """A layer's dense float32 weight from its stored tensors (``kind``: a :class:`FloatLayout`'s;
+    ``block``: its tiles, for ``fp8_block``)."""
+    if kind == "fp8_block":
+        if block is None:
+            raise ValueError("the fp8_block layout needs its tile shape: pass block=(rows, columns)")
+        return dequantize_fp8_tiles(tensors["weight"], tensors["weight_scale_inv"], block)
     if kind == "mxfp4":
         return dequantize_mxfp4(tensors["weight_packed"], tensors["weight_scale"])
     if kind == "mxfp8":

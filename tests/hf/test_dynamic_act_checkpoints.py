@@ -1,0 +1,61 @@
+"""Intel auto-round 0.16.1's checkpoints with dynamic MX activations (``MXFP4`` / ``MXFP8`` W4A4 /
+W8A8, floor and RCEIL exponents; ``auto_round`` format, RTN; fixtures of
+scripts/intel/make_dynamic_act_exports.py) load through autoround-hf into float layers that
+quantize their inputs per block of 32: Intel's logits and greedy tokens, the same logits as
+core's ``load_quantized``, and a ``save_pretrained`` of the loaded model loads back the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+import autoround_hf
+from autoround.loading import load_quantized
+from autoround.nn import FloatQuantLinear
+
+EXPORTS = Path(__file__).parents[1] / "fixtures" / "intel" / "exports"
+#: fixture -> the activation kind its layers have.
+CASES = {
+    "ar_mxfp4_w4a4": "mxfp4",
+    "ar_mxfp8_w8a8": "mxfp8",
+    "ar_mxfp4_rceil": "mxfp4_rceil",
+    "ar_mxfp8_rceil": "mxfp8_rceil",
+}
+
+pytestmark = pytest.mark.filterwarnings("ignore:You passed `quantization_config`")
+
+
+def _logits(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_autoround_hf_loads_intels_export_with_intels_logits(name, tmp_path) -> None:
+    meta = json.loads((EXPORTS / name / "reference.json").read_text())
+    reference = load_file(EXPORTS / name / "reference.safetensors")
+    assert autoround_hf.installed()
+    model = AutoModelForCausalLM.from_pretrained(EXPORTS / name, dtype=torch.float32).eval()
+    layers = [m for m in model.modules() if isinstance(m, FloatQuantLinear)]
+    assert len(layers) == 14 and {m.act_kind for m in layers} == {CASES[name]}
+    logits = _logits(model, meta["input_ids"])
+    # within 1e-5 as the other Intel float logits (bit-identical on the fixture's AVX512 CPU)
+    torch.testing.assert_close(logits, reference["loaded_logits"], rtol=0, atol=1e-5)
+    assert torch.equal(
+        logits, _logits(load_quantized(EXPORTS / name, dtype=torch.float32), meta["input_ids"])
+    )
+    ids = torch.tensor([meta["input_ids"]])
+    with torch.no_grad():
+        out = model.generate(
+            ids, max_new_tokens=meta["new_tokens"], min_new_tokens=meta["new_tokens"], do_sample=False
+        )
+    assert out[0, ids.shape[1] :].tolist() == reference["loaded_greedy"].tolist()
+    model.save_pretrained(tmp_path / "again")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "again", dtype=torch.float32).eval()
+    assert torch.equal(_logits(again, meta["input_ids"]), logits)
