@@ -1,10 +1,13 @@
 """What is saved is exactly what every loader reads: scheme x model x loader round trips.
 
-Each case quantizes a tiny model (RTN), saves it in the ``auto_round`` format and loads it with
-core's packed loader (``load_quantized``), core's dense loader (``load_dense``) and transformers'
-``from_pretrained`` through autoround-hf. The reference is the quantized model in memory (its
-layers hold the quantize-dequantized weights the checkpoint encodes); every loader must give its
-logits. The vLLM plugin's side of the suite is ``tests/vllm/test_vllm_round_trip.py``.
+Each case quantizes a tiny model (RTN; with calibration ids where the scheme's activation ranges
+are calibrated), saves it in the ``auto_round`` format and loads it with core's packed loader
+(``load_quantized``), core's dense loader (``load_dense``) and transformers' ``from_pretrained``
+through autoround-hf. The reference is the quantized model in memory (its layers hold the
+quantize-dequantized weights the checkpoint encodes, and quantize their inputs where the scheme
+says so); every loader must give its logits. ``load_dense`` gives the weights only: a scheme's
+activation quantization is attached to it (the in-memory model's hooks and calibrated ranges) before
+comparing. The vLLM plugin's side of the suite is ``tests/vllm/test_vllm_round_trip.py``.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import autoround
+from autoround.algorithms.act_calibration import calibrated_layers, layer_ranges
 from autoround.errors import SchemeError
 from autoround.formats import FORMATS
 from autoround.loading import load_dense
-from autoround.nn import QuantLinear
+from autoround.nn import QuantLinear, attach_act_quant
 from autoround.nn.float_linear import FloatQuantLinear
 from autoround.schemes import PRESETS
 from autoround_hf import AutoRoundConfig
 
 IDS = torch.tensor([[1, 5, 9, 3, 7, 2, 11, 4, 40, 90]])
+#: Calibration ids for the schemes whose activation ranges are calibrated (FP8_STATIC, NVFP4).
+CALIBRATION = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(0))
 
 #: Every preset the format stores (5-7 bits plan, but are refused at saving; 16 bits saves nothing).
 QUANTIZING_PRESETS = sorted(name for name, scheme in PRESETS.items() if FORMATS["auto_round"].stores(scheme))
@@ -42,7 +48,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "W4A16 + down_proj W8": {"scheme": "W4A16", "layer_config": {"mlp.down_proj": {"bits": 8}}},
     "W4A16 + o_proj 16-bit": {"scheme": "W4A16", "layer_config": {"self_attn.o_proj": {"bits": 16}}},
 }
-CASES = {**{name: {"scheme": name} for name in QUANTIZING_PRESETS}, **VARIANTS}
+CASES = {
+    **{
+        name: {
+            "scheme": name,
+            **({"calibration": CALIBRATION} if calibrated_layers({"": PRESETS[name]}) else {}),
+        }
+        for name in QUANTIZING_PRESETS
+    },
+    **VARIANTS,
+}
 MODELS = ("tiny_llama", "tiny_qwen3", "tiny_qwen3_moe")  # tied head, untied head, MoE experts
 
 pytestmark = pytest.mark.filterwarnings("ignore:You passed `quantization_config`")
@@ -93,10 +108,19 @@ def test_every_loader_gives_the_quantized_models_logits(request, checkpoints, mo
         pytest.xfail(
             "known gap: a config passed to from_pretrained makes transformers parse the checkpoint's "
             "with its own AutoRoundConfig first, which refuses per-tensor group_size=0; loaded as "
-            "stored, the logits differ by ~5e-4 (not yet explained)"
+            "stored (no config passed) it gives the logits exactly"
+        )
+    if case == "FP8_BLOCK" and loader == "autoround-hf":
+        pytest.xfail(
+            "known gap: a config passed to from_pretrained makes transformers parse the checkpoint's "
+            "with its own AutoRoundConfig first, which refuses the tile group_size [128, 128]; loaded "
+            "as stored (no config passed) it reads the checkpoint: tests/core/formats/"
+            "test_fp8_block_auto_round.py"
         )
     path, qm = checkpoints(model_name, case, request.getfixturevalue(model_name))
     loaded = LOADERS[loader](path)
+    if loader == "load_dense":  # weights only: the in-memory model's activation quantization added
+        attach_act_quant(loaded, {n: q.scheme for n, q in qm.layers.items()}, layer_ranges(qm.layers))
     torch.testing.assert_close(_logits(loaded), _logits(qm.model), atol=2e-4, rtol=2e-4)
     if loader != "load_dense":
         packed = {

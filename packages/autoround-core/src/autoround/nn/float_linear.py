@@ -39,8 +39,9 @@ class FloatQuantLinear(nn.Module):
         bias: whether the layer has a bias.
         backend: None or ``"torch"`` (the only one).
         device: where the (empty) buffers are made; ``"meta"`` while loading.
-        scale_dtype / bias_dtype: dtype of a float scale of the model's dtype (FP8's
-            ``weight_scale``) and of the bias.
+        scale_dtype / bias_dtype: dtype of a float scale stored in the model's dtype (FP8's
+            ``weight_scale``) and of the bias. float32 by default: a checkpoint's scale of any
+            float dtype converts to it exactly, whatever a host's loader casts into the buffer.
 
     Raises:
         ValueError: a scheme with no float layout, a width the groups do not divide, a backend
@@ -58,7 +59,7 @@ class FloatQuantLinear(nn.Module):
         bias: bool = False,
         backend: str | None = None,
         device: torch.device | str | None = None,
-        scale_dtype: torch.dtype = torch.bfloat16,
+        scale_dtype: torch.dtype = torch.float32,
         bias_dtype: torch.dtype = torch.bfloat16,
     ) -> None:
         super().__init__()
