@@ -117,7 +117,7 @@ def calibrated_ranges(ev, scheme: str, extra: dict, ids: torch.Tensor) -> dict |
     """For a scheme with calibrated activations: every decoder Linear's largest |input| on the
     calibration ids in the fp32 model (what round-to-nearest calibrates, autoround's and Intel's
     rule), one set of ranges for every tool's weights; None for the other schemes."""
-    from autoround.algorithms.act_calibration import calibrate_model, calibrated_layers
+    from autoround.algorithms import calibrate_model, calibrated_layers
 
     fp32 = ev.fp32_model()
     layers = decoder_layers(fp32, scheme, extra)

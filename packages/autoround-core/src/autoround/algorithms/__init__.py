@@ -6,6 +6,7 @@ works per layer or per block, how it quantizes). Adding one (AWQ-style, GPTQ-sty
 module with its entry, and one line here.
 """
 
+from autoround.algorithms.act_calibration import calibrate_model, calibrated_layers
 from autoround.algorithms.base import (
     Algorithm,
     AlgorithmJob,
@@ -36,6 +37,8 @@ __all__ = [
     "OptRtnSettings",
     "SignRoundSettings",
     "cache_dtype",
+    "calibrate_model",
+    "calibrated_layers",
     "quantize_block",
     "quantize_rtn",
     "reference_autocast",
