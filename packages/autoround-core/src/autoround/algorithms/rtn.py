@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from autoround.algorithms.act_calibration import calibrated_layers
 from autoround.algorithms.base import AlgorithmJob, AlgorithmResult
 from autoround.algorithms.fused_scales import fused_tensor_stats
 from autoround.layer_plan import LayerPlan
@@ -62,7 +61,9 @@ class Rtn:
     settings_type: type | None = None
 
     def needs_calibration(self, plan: LayerPlan) -> bool:
-        return bool(calibrated_layers(plan.quantized()))
+        """None of its own (calibrated activation ranges are the runner's rule, for every
+        algorithm: :func:`autoround.runner.needs_calibration`)."""
+        return False
 
     def quantize(self, model: nn.Module, plan: LayerPlan, job: AlgorithmJob) -> AlgorithmResult:
         layers = quantize_rtn(model, plan, device=job.device, progress=job.progress)
