@@ -1,11 +1,15 @@
 """Intel auto-round 0.16.1's ``auto_round`` exports of the tiny dense Llama with DYNAMIC activations:
-MXFP4 / MXFP8 W4A4 / W8A8 (MX activations per block of 32, floor and RCEIL exponents), FP8
+MXFP4 / MXFP8 W4A4 / W8A8 (MX activations per block of 32, floor and RCEIL exponents), MXINT4
+W4A4 (``mx_int`` 4-bit weights and activations per block of 32, packing ``auto_round``) and its
+weight-only form (``act_bits=16``: ``ar_mxint4_w4a16``; Intel's own loader fails on it, recorded), FP8
 per-channel weights with per-token dynamic FP8 activations (``activation_scheme: dynamic``) and
 FP8_BLOCK (128x128 weight tiles, per-group-128 dynamic FP8 activations), RTN; with Intel's own
 logits of its in-memory model. Intel's ``auto_round`` export refuses FP8 per-token dynamic
 activations ("AutoRound format does not support exporting for the current quantization
 configuration"): ``ar_fp8_dynamic`` holds only that refusal (reference.json). The references of
 tests/core/formats/test_dynamic_act_exports.py and tests/hf/test_dynamic_act_checkpoints.py.
+``--only`` remakes the named fixtures alone (the MXINT4 ones were added with
+``--only ar_mxint4 ar_mxint4_w4a16``, the others left as they were).
 
 Runs ONLY inside the Intel venv (scripts/intel/setup_venv.sh); our packages never import
 ``auto_round``.
@@ -44,6 +48,8 @@ FIXTURES = {
         {"scheme": "FP8_STATIC", "act_dynamic": True, "act_group_size": -1, **DATA},
     ),
     "ar_fp8_block": ("auto_round", {"scheme": "FP8_BLOCK", **DATA}),
+    "ar_mxint4": ("auto_round", {"scheme": "MXINT4", **DATA}),
+    "ar_mxint4_w4a16": ("auto_round", {"scheme": "MXINT4", "act_bits": 16, **DATA}),
 }
 
 if __name__ == "__main__":

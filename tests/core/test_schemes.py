@@ -213,6 +213,13 @@ def test_the_scheme_preflight_names_a_layer_config_entry_that_quantizes_activati
     with pytest.raises(
         NotImplementedError, match=r"layer_config\['mlp'\]: activation quantization \(act_bits=8"
     ):
+        check_schemes(PRESETS["W4A16"], {"mlp": "INT8_W8A8"}, "auto_gptq")
+
+
+def test_int_activation_layers_beside_a_weight_only_default_are_refused_before_the_model_loads() -> None:
+    # auto_round stores INT8_W8A8 only as the default scheme (Intel's fake packing); beside a
+    # W4A16 default its GPTQ packing would hold no activations
+    with pytest.raises(SchemeError, match=r"layer_config\['mlp'\]: int 8-bit with int8 activations beside"):
         check_schemes(PRESETS["W4A16"], {"mlp": "INT8_W8A8"}, "auto_round")
 
 

@@ -1,5 +1,5 @@
 """autoround-vllm's float layers with dynamic activations: MX (``MXFP4`` / ``MXFP8`` W4A4 / W8A8,
-Intel's presets, floor and RCEIL exponents) and ``FP8_BLOCK`` (FP8 128x128 weight tiles, FP8
+Intel's presets, floor and RCEIL exponents; ``MXINT4`` W4A4) and ``FP8_BLOCK`` (FP8 128x128 weight tiles, FP8
 activations per group of 128): nothing is stored for the activations; the fused layer
 quantize-dequantizes each input (per block of 32, per group of 128) before the product with the
 dequantized weight, each fused part's tiles its own. Checked here without vLLM (its parameter
@@ -56,6 +56,37 @@ def test_fused_mxfp8_parts_quantize_each_input_per_block_of_32() -> None:
     assert torch.equal(logic.apply(layer, x), quantized @ dense.T)
 
 
+def _plain_mxint4(x: torch.Tensor) -> torch.Tensor:
+    """MXINT4 by hand: per block of 32 features the shared scale ``2 ** floor(log2(max|x|))``,
+    elements multiples of 1/4 (half to even) clamped to +-1.75."""
+    blocks = x.reshape(*x.shape[:-1], -1, 32)
+    scale = torch.exp2(torch.floor(torch.log2(blocks.abs().amax(-1, keepdim=True))))
+    return (torch.round((blocks / scale).clamp(-1.75, 1.75) * 4) / 4 * scale).reshape(x.shape)
+
+
+def test_fused_mxint4_parts_unpack_sign_magnitude_quarters_and_quantize_each_input() -> None:
+    g = torch.Generator().manual_seed(0)
+    sizes, width = [32, 64], 64
+    logic = FloatLinearLogic(autoround.PRESETS["MXINT4"], "model.layers.0.mlp.gate_up_proj")
+    logic.float_kinds = PLAIN_KINDS
+    layer = torch.nn.Module()
+    logic.create_weights(layer, width, sizes, width, sum(sizes), torch.float32)
+    assert not any("input" in name for name, _ in layer.named_parameters())  # nothing stored
+    packed = torch.randint(0, 256, (sum(sizes), width // 2), generator=g, dtype=torch.uint8)
+    exponents = torch.randint(120, 125, (sum(sizes), width // 32), generator=g, dtype=torch.uint8)
+    layer.weight_packed.data.copy_(packed)
+    layer.weight_scale.data.copy_(exponents)
+    logic.process_weights_after_loading(layer)
+    codes = torch.stack((packed & 15, packed >> 4), dim=-1).reshape(sum(sizes), width).float()
+    elements = torch.where(codes >= 8, -(codes - 8), codes) / 4  # sign bit 3 over i / 4
+    dense = elements * torch.exp2(exponents.float() - 127).repeat_interleave(32, dim=1)
+    assert torch.equal(getattr(layer, DENSE_WEIGHT), dense)
+    x = torch.randn(5, width, generator=g) * 4
+    quantized = _plain_mxint4(x)
+    assert not torch.equal(quantized, x)
+    assert torch.equal(logic.apply(layer, x), quantized @ dense.T)
+
+
 def _plain_fp8_groups(x: torch.Tensor, group: int) -> torch.Tensor:
     """FP8 per group of features by hand: each group's scale ``max|x| / 448``, E4M3 elements."""
     parts = []
@@ -103,6 +134,7 @@ ENGINE_CASES = {
     "mxfp4_w4a4": "MXFP4",
     "mxfp8_w8a8": "MXFP8",
     "mxfp4_rceil": "MXFP4_RCEIL",
+    "mxint4_w4a4": "MXINT4",
     "fp8_block": "FP8_BLOCK",  # q/k/v of 96/32/32 rows, 96 and 160 inputs: every tile partial
 }
 #: Prompt logprobs: float32 in both around the same weights and the same qdq of the inputs; only

@@ -124,9 +124,11 @@ def test_a_preset_that_quantizes_activations_lists_them_and_its_weight_only_writ
     paragraph = out[out.index("INT8_W8A8  (") :].split("\n\n")[0]
     lines = paragraph.splitlines()
     assert lines[0] == "INT8_W8A8  (int 8-bit, per channel, sym; activations int 8-bit dynamic, per token)"
-    # W8A8 as given: compressed-tensors only; its weight-only form: every integer format
+    # W8A8 as given: Intel's fake auto_round packing and compressed-tensors; its weight-only
+    # form: every integer format
     assert [line.split(":")[0] for line in lines[1 : lines.index("  weight-only form (act_bits=16):")]] == [
-        "  llm_compressor"
+        "  auto_round",
+        "  llm_compressor",
     ]
     assert "\n  weight-only form (act_bits=16):\n    auto_round: " in paragraph
     fp8_block = out[out.index("FP8_BLOCK  (") :].split("\n\n")[0]

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 import autoround
 from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.dtypes.mx_elements import half_to_even
 from autoround.errors import FormatError, SchemeError
 from autoround.formats.preflight import check_plan
 from autoround.layer_plan import resolve
@@ -188,3 +189,24 @@ def test_saving_an_mxfp6_model_is_refused_before_anything_is_written(tmp_path, t
     with pytest.raises((FormatError, SchemeError), match=r"(?s)mx_fp.*'auto_round'"):
         autoround.save(qm, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def _intel_half_to_even(m: torch.Tensor) -> torch.Tensor:
+    """Intel 0.16.1's element rounding of magnitudes (``quant_element``): ``floor(m + 0.5)``,
+    less one where ``m - 0.5`` is an even integer."""
+    return torch.floor(m + 0.5) - (torch.remainder(m - 0.5, 2) == 0).to(m.dtype)
+
+
+def test_half_to_even_is_intels_rounding_on_every_float_near_one_half_and_around_every_tie() -> None:
+    low, high = (torch.tensor(v).view(torch.int32).item() for v in (0.2, 0.6))
+    every_float = torch.arange(low, high, dtype=torch.int32).view(torch.float32)
+    halves = torch.arange(0.0, 128.0, 0.5)
+    up, down = halves.clone(), halves.clone()
+    around = [halves]
+    for _ in range(3):
+        up, down = torch.nextafter(up, up + 1), torch.nextafter(down, down - 1).clamp(min=0)
+        around += [up, down]
+    torch.manual_seed(0)
+    m = torch.cat([every_float, *around, torch.rand(1_000_000) * 64])
+    assert torch.equal(half_to_even(m), _intel_half_to_even(m))
+    assert half_to_even(torch.tensor([0.5 - 2.0**-25])).item() == 1.0  # torch.round says 0

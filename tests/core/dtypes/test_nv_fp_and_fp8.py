@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import autoround
-from autoround.dtypes import DTYPES, from_groups, to_groups
+from autoround.dtypes import DTYPES, from_groups, nv_fp, to_groups
 from autoround.dtypes.fp8 import block_qdq
 from autoround.errors import FormatError, SchemeError
 from autoround.schemes import Scheme
@@ -227,3 +227,25 @@ def test_compressed_tensors_nvfp4_fake_quantize_agrees_up_to_its_scale_conventio
     else:
         assert gs.item() != qp.global_scale.item() and gs.item() == qp.global_scale.to(dtype).item()
         assert not torch.equal(scale.float().flatten(), qp.block_scale.flatten())
+
+
+def _intel_cast_to_fp4(x: torch.Tensor) -> torch.Tensor:
+    """Intel 0.16.1's ``cast_to_fp4`` written out in plain torch: the three roundings under masks."""
+    sign = torch.sign(x)
+    x = torch.abs(x)
+    halves = (2.0 * x).round() / 2.0
+    ones = x.round()
+    twos = 2.0 * (x / 2.0).round()
+    below2, below4 = x < 2.0, x < 4.0
+    x = halves * below2 + ones * (~below2) * below4 + twos * (~below2) * (~below4)
+    return x.clamp(-6.0, 6.0) * sign
+
+
+def test_e2m1_rounding_is_intels_cast_to_fp4_on_every_tie_edge_and_beyond_the_range() -> None:
+    grid = torch.arange(-8.0, 8.0, 0.125)  # every tie, grid value and binade edge of E2M1, and past +-6
+    nudged = torch.cat([grid, torch.nextafter(grid, grid + 1), torch.nextafter(grid, grid - 1)])
+    values = torch.cat([nudged, torch.tensor([0.0, -0.0, 1e-30, -1e-30, 100.0, -100.0])])
+    values = torch.cat([values, torch.randn(10_000) * 3])
+    assert torch.equal(nv_fp.e2m1(values), _intel_cast_to_fp4(values))
+    # -0.0 stays -0.0 (the sign multiplies the rounded magnitude)
+    assert torch.equal(torch.signbit(nv_fp.e2m1(values)), torch.signbit(_intel_cast_to_fp4(values)))

@@ -264,6 +264,7 @@ def test_fp8_per_channel_equals_intels_export_made_in_its_venv(saved, tmp_path) 
         parse_scheme("MXFP4", act_bits=16),
         parse_scheme("MXFP8", act_bits=16),
         parse_scheme("MXFP4_RCEIL", act_bits=16),
+        parse_scheme("MXINT4", act_bits=16),
         parse_scheme("NVFP4", act_bits=16),
         parse_scheme("FPW8A16"),
         parse_scheme("FPW8A16", group_size=-1),
@@ -277,7 +278,7 @@ def test_preflight_accepts_the_written_float_schemes(scheme) -> None:
     ("scheme", "message"),
     [
         (parse_scheme("MXFP4", act_bits=16).replace(bits=6), "mx_fp 6-bit"),
-        (parse_scheme("MXINT4", act_bits=16), "mx_int 4-bit"),
+        (parse_scheme("MXINT4", act_bits=16).replace(bits=8), "mx_int 8-bit"),
         (parse_scheme("FP8_STATIC", act_dynamic=True, act_group_size=-1), "activation quantization"),
     ],
 )
@@ -305,3 +306,9 @@ def test_integer_beside_float_layers_is_refused(tmp_path) -> None:
     with pytest.raises(FormatError, match=f"{layer}: int 4-bit, integer beside float layers"):
         save(qm, tmp_path / "out", format="auto_round")
     assert not (tmp_path / "out").exists()
+
+
+def test_integer_beside_float_layers_is_refused_before_any_work() -> None:
+    layer = "model.layers.0.mlp.down_proj"
+    with pytest.raises(SchemeError, match=rf"layer_config\['{layer}'\]: int 4-bit, integer beside float layers"):
+        check_schemes(parse_scheme("MXFP4", act_bits=16), {layer: {"data_type": "int"}}, "auto_round")

@@ -164,11 +164,15 @@ def test_static_activations_of_a_kind_not_built_are_refused_naming_the_field() -
         require_built(parse_scheme("MXFP4", act_dynamic=False))
 
 
-def test_four_bit_int_activations_are_built_in_memory_but_no_format_stores_them() -> None:
-    # Intel's INT4 (W4A4) exports only to its fake format; compressed-tensors has no W4A4 int
-    # layout that vLLM serves, so saving is refused naming what would store it: nothing
+def test_four_bit_int_activations_are_stored_by_auto_round_alone() -> None:
+    # Intel's INT4 (W4A4) exports only to its fake packing (auto_round:fake, dense quantized
+    # weights); compressed-tensors has no W4A4 int layout that vLLM serves, so llm_compressor
+    # refuses it naming the format that stores it
     require_built(PRESETS["INT4"])
-    refusal = r"act_bits=4, act_data_type='int'\) is not built for format\(s\) \['llm_compressor'\].*none"
+    refusal = (
+        r"act_bits=4, act_data_type='int'\) is not built for format\(s\) \['llm_compressor'\]"
+        r".*can store it: \['auto_round'\]"
+    )
     with pytest.raises(NotImplementedError, match=refusal):
         check_schemes(PRESETS["INT4"], None, "llm_compressor")
 
@@ -205,9 +209,9 @@ def test_w8a8_with_an_algorithm_not_built_for_it_is_refused_naming_those_that_ar
         require_built(PRESETS["INT8_W8A8"], "layer x", "gptq")
 
 
-@pytest.mark.parametrize("fmt", ["auto_round", "auto_gptq", "auto_awq"])
+@pytest.mark.parametrize("fmt", ["auto_round:auto_gptq", "auto_gptq", "auto_awq"])
 def test_w8a8_is_refused_by_formats_without_activation_arguments(fmt: str) -> None:
-    refusal = rf"not built for format\(s\) \['{fmt}'\].*can store it: \['llm_compressor'\]"
+    refusal = rf"not built for format\(s\) \['{fmt}'\].*can store it: \['auto_round', 'llm_compressor'\]"
     with pytest.raises(NotImplementedError, match=refusal):
         check_schemes(PRESETS["INT8_W8A8"], None, fmt)
 

@@ -180,7 +180,7 @@ def preflight(model: nn.Module, run: Run) -> layer_plan.LayerPlan:
     """Plan the layers and check, before any work, that every format of ``run`` (and the runtimes
     serving it) can take the plan; returns the plan."""
     plan = plan_layers(model, run)
-    check_plan(model, plan, run.formats)
+    check_plan(model, plan, run.formats, run.scheme)
     return plan
 
 

@@ -328,10 +328,9 @@ def _int_w_a(bits: int) -> Scheme:
 
 
 #: Intel 0.16.1's floating-point, MX and W8A8 presets, field for field (compared with Intel's in
-#: tests/fixtures/intel/presets.json). Intel's tuple group_size is block_shape. Those with act_bits
-#: below 16 are refused before work (:func:`require_built`) except those whose activations are
-#: built (INT8 / INT8_W8A8 per token, the MX presets per block of 32, FP8_BLOCK per group of 128;
-#: NVFP4, FP8_STATIC and INT4 are refused); ``act_bits=16`` gives their weight-only form. Intel
+#: tests/fixtures/intel/presets.json). Intel's tuple group_size is block_shape. The activations of
+#: every one are built (:mod:`autoround.dtypes.act_kinds`; fields no kind implements are refused
+#: before work, :func:`require_built`); ``act_bits=16`` gives their weight-only form. Intel
 #: has no FP8 dynamic preset: ``FP8_STATIC`` with ``act_dynamic=True, act_group_size=-1`` is FP8
 #: W8A8. Not here: NVFP4_E5M3 (data type nvfp4_v2, not built), W4A16_MIXED.
 FLOAT_PRESETS: dict[str, Scheme] = {

@@ -1,4 +1,4 @@
-"""The engine-neutral part of our method for float weight layers (MXFP4 / MXFP8 / NVFP4 / FP8).
+"""The engine-neutral part of our method for float weight layers (MXFP4 / MXINT4 / MXFP8 / NVFP4 / FP8).
 
 Intel's ``auto_round`` float checkpoints store, per layer, the tensors autoround-core's
 :class:`~autoround.nn.FloatQuantLinear` describes (``weight_packed`` or ``weight``,
@@ -21,8 +21,8 @@ Calibrated activations (``FP8_STATIC``'s ``input_scale``, NVFP4 W4A4's ``input_g
 :mod:`autoround.nn.input_scales`) are one stored value per fused part too; after loading each
 part's becomes its calibrated range and the fused layer keeps the largest (the parts read one
 input, so Intel's export gives them one range; where they differ, the largest clips nothing, as
-vLLM's static FP8 takes the largest ``input_scale``). Dynamic activations (MXFP4 / MXFP8 W4A4 /
-W8A8, per block of 32; FP8_BLOCK's per group of 128) store nothing. FP8_BLOCK's tile scales
+vLLM's static FP8 takes the largest ``input_scale``). Dynamic activations (MXFP4 / MXFP8 / MXINT4
+W4A4 / W8A8, per block of 32; FP8_BLOCK's per group of 128) store nothing. FP8_BLOCK's tile scales
 (``weight_scale_inv``, one per 128x128 tile, edge tiles partial) are held one row per weight row
 while loading, so the parts fuse by rows (tensor parallel 1: tiles are not split across ranks).
 ``apply`` then quantize-dequantizes the input with the kind's formula (core's, as the in-memory
@@ -137,7 +137,7 @@ class FloatLinearLogic:
             if _per_part(whole, name):
                 data = torch.empty(len(output_partition_sizes), dtype=dtype)
                 param = kinds.per_tensor(data=data, weight_loader=loader)
-            elif name == "weight_packed":  # two E2M1 codes a byte, along the inputs
+            elif name == "weight_packed":  # two 4-bit codes a byte (E2M1, MXINT4's), along the inputs
                 param = kinds.packed(
                     data=torch.empty(shapes[name], dtype=dtype), input_dim=1, output_dim=0,
                     packed_dim=1, packed_factor=2, weight_loader=loader,

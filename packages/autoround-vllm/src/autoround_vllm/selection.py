@@ -66,6 +66,8 @@ def stock_vllm_gap(quant_cfg: Mapping[str, Any], device_type: str, widths: Itera
             f"device {device_type!r}: stock vLLM serves int weight-only checkpoints through Marlin on "
             "CUDA only (its CPU kernel is 4-bit symmetric only and absent from AVX2 builds)"
         )
+    if parse_config(quant_cfg).dense_weights:
+        return "dense weights with quantized inputs (auto_round:fake): stock INC has no such layer"
     schemes = _schemes(quant_cfg)
     if len({(s.bits, s.group_size, s.sym) for s in schemes}) > 1:
         return "mixed schemes per layer (extra_config)"

@@ -25,6 +25,8 @@ from vllm.platforms import current_platform
 from autoround.errors import CheckpointError
 from autoround.formats import CheckpointSpec, parse_config
 from autoround.nn import FloatQuantLinear
+from autoround.schemes import Scheme
+from autoround_vllm.fake_method import input_quantizer
 from autoround_vllm.float_method import FloatLinearLogic, FloatParameterKinds
 from autoround_vllm.layers import describe, scheme_for_layer
 from autoround_vllm.linear_method import PackedLinearLogic, ParameterKinds
@@ -59,6 +61,22 @@ class AutoRoundFloatLinearMethod(FloatLinearLogic, LinearMethodBase):
     once at load by autoround-core's :class:`~autoround.nn.FloatQuantLinear`."""
 
     float_kinds = VLLM_FLOAT_KINDS
+
+
+@register_weight_loader_v2_supported_method  # its parent's ModelWeightParameter needs loader v2
+class AutoRoundFakeLinearMethod(UnquantizedLinearMethod):
+    """vLLM's unquantized method over dense quantize-dequantized weights (Intel's
+    ``auto_round:fake``), each input quantized first by core's formula
+    (:mod:`autoround_vllm.fake_method`)."""
+
+    def __init__(self, scheme: Scheme) -> None:
+        super().__init__()
+        self.quantize_input = input_quantizer(scheme)
+
+    def apply(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return super().apply(layer, self.quantize_input(x), bias)
 
 
 @register_quantization_config(METHOD_NAME)
@@ -114,6 +132,8 @@ class AutoRoundVllmConfig(QuantizationConfig):
             scheme = scheme_for_layer(self.spec, prefix, self.packed_modules_mapping)
             if scheme is None:
                 return UnquantizedLinearMethod()
+            if self.spec.dense_weights:  # auto_round:fake: weights stored dense
+                return AutoRoundFakeLinearMethod(scheme)
             if FloatQuantLinear.holds(scheme):
                 return AutoRoundFloatLinearMethod(scheme, prefix)
             return AutoRoundLinearMethod(scheme, self.spec.zero_offset, prefix)

@@ -47,6 +47,7 @@ from torch import nn
 
 from autoround.dtypes.act_kinds import ACT_KINDS, ActKindEntry
 from autoround.dtypes.activations import activation_args, qdq_activation
+from autoround.nn.shared_input import LAST_INPUT, range_key
 from autoround.schemes import Scheme
 
 Qdq = Callable[[torch.Tensor], torch.Tensor]
@@ -96,7 +97,18 @@ def input_quantizer(
     def qdq(x: torch.Tensor) -> torch.Tensor:
         return qdq_activation(x, kind, group)
 
-    return functools.partial(straight_through, qdq=qdq)
+    return _shared(("tuning", kind, group, None), functools.partial(straight_through, qdq=qdq))
+
+
+def _shared(key: tuple[object, ...], quantize: Qdq) -> Qdq:
+    """``quantize``, its result shared by the layers that read the same input (q / k / v, gate /
+    up; :mod:`autoround.nn.shared_input`): one straight-through node, whose gradient autograd
+    sums over the readers as it would over their copies."""
+
+    def shared(x: torch.Tensor) -> torch.Tensor:
+        return LAST_INPUT.get(x, key, quantize)
+
+    return shared
 
 
 def _calibrated(entry: ActKindEntry, absmax: torch.Tensor, factor: torch.Tensor | float) -> Qdq:
@@ -108,7 +120,11 @@ def _calibrated(entry: ActKindEntry, absmax: torch.Tensor, factor: torch.Tensor 
     def qdq(x: torch.Tensor) -> torch.Tensor:
         return formula(x, absmax, factor)[0]
 
-    return qdq if entry.tuning is not None else functools.partial(straight_through, qdq=qdq)
+    if entry.tuning is not None:  # a tuned factor per layer: nothing to share
+        return qdq
+    return _shared(
+        ("tuning", entry.name, None, range_key(absmax)), functools.partial(straight_through, qdq=qdq)
+    )
 
 
 @contextlib.contextmanager

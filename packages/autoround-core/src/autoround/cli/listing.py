@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
+from autoround.dtypes.activations import activation_entry
 from autoround.formats import FORMATS, writable_formats
 from autoround.schemes import PRESETS, UNQUANTIZED_BITS, Scheme
 
@@ -58,11 +59,22 @@ def _describe(scheme: Scheme) -> str:
         words += f", {scheme.block_shape[0]}x{scheme.block_shape[1]} blocks"
     if scheme.is_weight_only:
         return words
-    kind = "dynamic" if scheme.act_dynamic else "static"
-    act = f"activations {scheme.act_data_type or scheme.data_type} {scheme.act_bits}-bit {kind}"
+    act = f"activations {scheme.act_data_type or scheme.data_type} {scheme.act_bits}-bit {_act_range(scheme)}"
     if scheme.act_group_size is not None:
         act += f", {_group(scheme.act_group_size, 'per token')}"
     return f"{words}; {act}"
+
+
+def _act_range(scheme: Scheme) -> str:
+    """How a scheme's activation range is found: from each input (dynamic) or on the calibration
+    set (calibrated: NVFP4's global scale too, though Intel's preset says act_dynamic)."""
+    try:
+        entry = activation_entry(scheme)
+    except NotImplementedError:  # not built: say what the fields say
+        entry = None
+    if entry is not None and entry.calibrated is not None:
+        return "calibrated"
+    return "dynamic" if scheme.act_dynamic else "static"
 
 
 def _writer_lines(scheme: Scheme, indent: str = "  ") -> list[str]:

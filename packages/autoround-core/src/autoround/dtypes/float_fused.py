@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from autoround.dtypes.mx_elements import MxElement
+from autoround.dtypes.mx_elements import MxElement, binade_power, half_to_even
 
 #: The constants torch's backward formulas multiply by (``pow``: ``log(base)``; ``log2``: this).
 _LN2 = math.log(2.0)
@@ -52,12 +52,6 @@ def _inside(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return (x >= low).logical_and_(x <= high)
 
 
-def _exact_binades(element: MxElement) -> bool:
-    """Whether the element's binade exponents, clamped at its smallest normal one, are only
-    0, 1 and 2 (E2M1, E2M3: ``min_exp`` 0, largest magnitude below 8)."""
-    return not element.fixed_point and element.min_exp == 0 and element.max_normal < 8.0
-
-
 def _mx_forward(
     weight: torch.Tensor, v: torch.Tensor, scale: torch.Tensor, element: MxElement
 ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
@@ -72,30 +66,20 @@ def _mx_forward(
     else:
         magnitude = scaled.abs()
         log_in = magnitude + (scaled == 0).to(scaled.dtype)
-        if _exact_binades(element):
-            # E2M1 / E2M3: floor_ste(log2|s|) clamped at 0 is 0, 1 or 2 (below 0 it is
-            # negative, if not always an integer; at or above 0 it is floor(log2|s|) exactly),
-            # and pow(2, k) of those is 1, 2, 4: comparisons instead of log2, floor and pow.
-            # 1 + [|s| >= 2] + 2 [|s| >= 4], exact; torch.where over a weight-sized mask costs
-            # as much as some forty multiplications on CPU
-            power = (
-                (magnitude >= 2.0)
-                .to(scaled.dtype)
-                .add_(1.0)
-                .add_((magnitude >= 4.0).to(scaled.dtype), alpha=2.0)
-            )
+        if element.few_binades:
+            # floor_ste(log2|s|) clamped at 0 is 0, 1 or 2 (below 0 it is negative, if not
+            # always an integer; at or above 0 it is floor(log2|s|) exactly): comparisons
+            power = binade_power(magnitude)
             floored_in = log_in >= 1.0
         else:
             floored = _floor_value(torch.log2(log_in))
             power = torch.pow(2.0, floored.clamp(min=element.min_exp))
             floored_in = floored >= element.min_exp
         steps = scaled / power * mantissa_unit
-    magnitude = steps.abs()
-    even_tie = (torch.remainder(magnitude - 0.5, 2) == 0).to(steps.dtype)
     sign_steps = torch.sign(steps)
     # floor_ste's value (floor(y) - y) + y is floor(y) itself for y >= 0.5 (floor(y) - y is
-    # exact: 0 - y, or Sterbenz), one pass instead of three
-    out1 = sign_steps * (torch.floor(magnitude + 0.5) - even_tie) / mantissa_unit
+    # exact: 0 - y, or Sterbenz): floor(|steps| + 0.5) less the even ties is half_to_even's
+    out1 = sign_steps * half_to_even(steps.abs()) / mantissa_unit
     out2 = out1 * power if not element.fixed_point else out1
     out3 = out2.clamp(-m, m)
     # clamp's gradient mask min <= x <= max is where the clamp changed nothing (NaN: neither)
@@ -103,7 +87,7 @@ def _mx_forward(
     # The E2M1 / E2M3 grid values times exact powers of two never pass max_normal, so the
     # output clamp's mask is true wherever the value is not NaN, and a NaN element's gradient
     # is cut by the input clamp's mask anyway (its scaled value is NaN): no mask needed there.
-    inside_out = None if _exact_binades(element) else out2 == out3
+    inside_out = None if element.few_binades else out2 == out3
     if element.fixed_point:
         return out3 * scale, inside_out, (out3, sign_steps, inside_pre)
     return out3 * scale, inside_out, (out3, sign_steps, inside_pre, scaled, log_in, floored_in, power, out1)
@@ -182,7 +166,7 @@ def mx_elements_qdq(
     return MxElementsQDQ.apply(grouped, v, scale, element)
 
 
-def _e2m1_values(scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def e2m1_values(scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The values of ``nv_fp.e2m1(scaled, straight_through)`` for ``scaled`` in [-6, 6], with
     ``sign(scaled)`` and the grid step (0.5, 1 or 2) of each value, in a third of its passes.
 
@@ -232,7 +216,7 @@ class NvElementsQDQ(torch.autograd.Function):
     def forward(ctx: Any, grouped, v, inverse, recip) -> torch.Tensor:
         with torch.no_grad():
             pre = grouped.to(torch.float32) * inverse + v
-            values, sign, step = _e2m1_values(pre.clamp(-_E2M1_MAX, _E2M1_MAX))
+            values, sign, step = e2m1_values(pre.clamp(-_E2M1_MAX, _E2M1_MAX))
             inside_pre = _inside(pre, -_E2M1_MAX, _E2M1_MAX)
             out = (values * recip).to(grouped.dtype)
         ctx.save_for_backward(grouped, recip, values, sign, step, inside_pre)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from autoround.dtypes.base import QParams, RtnOnly
-from autoround.dtypes.float_fused import nv_elements_qdq
+from autoround.dtypes.float_fused import e2m1_values, nv_elements_qdq
 from autoround.dtypes.nv_fp_search import nv_opt_rtn, searched_factors
 from autoround.dtypes.ste import Through, forward_only, reciprocal_ste, straight_through
 
@@ -98,6 +98,10 @@ def e4m3(x: torch.Tensor, through: Through = forward_only) -> torch.Tensor:
 def e2m1(x: torch.Tensor, through: Through = forward_only) -> torch.Tensor:
     """float32 values in [-6, 6] rounded to the E2M1 grid (Intel's ``cast_to_fp4``), each
     rounding combined by ``through`` as in :func:`e4m3`."""
+    if through is forward_only:
+        # The same floats in a third of the passes (float_fused.e2m1_values says why); beyond
+        # +-6 both clamp to +-6 (Intel's twos branch rounds 7 to 8, then clamps).
+        return e2m1_values(x)[0].clamp_(-E2M1_MAX, E2M1_MAX)
     sign = torch.sign(x)
     x = torch.abs(x)
     halves = through((2.0 * x).round(), 2.0 * x) / 2.0

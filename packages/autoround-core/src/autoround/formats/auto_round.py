@@ -16,6 +16,8 @@ Float weight types (MXFP4 / MXFP8 / NVFP4, FP8 per tensor, channel, group or in 
 their calibrated, dynamic MX or FP8_BLOCK activations) are written as Intel's float exports write
 them (:mod:`autoround.formats.auto_round_float`): packing ``auto_round:llm_compressor`` for MX /
 NV, none (``fmt``, ``activation_scheme``) for FP8, ``auto_round:fp8`` for FP8_BLOCK's tiles.
+Integer weights with integer per-token activations (INT8_W8A8, INT4 W4A4): Intel's packing
+``auto_round:fake``, weights stored dense (:mod:`autoround.formats.auto_round_fake`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 from autoround._version import __version__
 from autoround.dtypes.activations import activation_problem
 from autoround.errors import CheckpointError
+from autoround.formats import auto_round_fake as fake
 from autoround.formats import auto_round_float, awq_layout
 from autoround.formats.act_scales import input_tensors
 from autoround.formats.base import (
@@ -63,7 +66,7 @@ REQUIRED_KEYS = ("quant_method", "packing_format", *SCHEME_KEYS)
 #: built for (Intel also packs 5-7 bits; not yet we).
 CAPABILITIES = Capabilities(data_types=("int",), bits=SUPPORTED_BITS)
 #: The float weight types ``auto_round`` (Intel's choice of packing) also writes.
-FLOAT_DATA_TYPES = ("mx_fp", "mx_fp_rceil", "nv_fp", "fp")
+FLOAT_DATA_TYPES = ("mx_fp", "mx_fp_rceil", "mx_int", "nv_fp", "fp")
 
 
 def _layout_problem(scheme: Scheme, in_features: int | None) -> str | None:
@@ -78,15 +81,15 @@ FLOAT_CAPABILITIES = Capabilities(
     bits=SUPPORTED_BITS,
     check=_layout_problem,
     note=(
-        "mx_fp(_rceil) 4/8-bit group 32, nv_fp 4-bit group 16, fp 8-bit per tensor or channel, "
-        "all symmetric; "
+        "mx_fp(_rceil) 4/8-bit group 32, mx_int 4-bit group 32 (MXINT4), nv_fp 4-bit group 16, "
+        "fp 8-bit per tensor or channel, all symmetric; "
         "no integer beside float layers; calibrated activations with FP8 / NVFP4 weights; "
-        "dynamic MX activations per 32 (MXFP4 / MXFP8, floor or RCEIL exponents, Intel's "
+        "dynamic MX activations per 32 (MXFP4 / MXFP8, floor or RCEIL exponents, MXINT4: Intel's "
         "presets); FP8_BLOCK (fp 8-bit 2-D tiles, dynamic FP8 activations per group); not "
         "FP8 per-token dynamic activations (Intel's auto_round export refuses them: "
-        "llm_compressor writes them)"
+        f"llm_compressor writes them); {fake.NOTE}"
     ),
-    activations=("fp8_static", "nvfp4", *auto_round_float.MX_ACT_KINDS, "fp8_group"),
+    activations=("fp8_static", "nvfp4", *auto_round_float.MX_ACT_KINDS, "fp8_group", *fake.ACT_KINDS),
     blocks=True,
 )
 #: Who loads what it writes (``autoround list``; docs/formats.md says what was run here).
@@ -163,8 +166,10 @@ def _dense_block_matrices(qm: QuantizedModel) -> list[str]:
 def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
     """Validate a ``quantization_config``; errors name the offending key and what is allowed.
 
-    Intel's float layouts (packing ``auto_round:llm_compressor``, or FP8 with no packing) are read
-    by :func:`parse_float_config`; a float ``data_type`` in an integer packing is refused."""
+    Intel's float layouts are read by :func:`parse_float_config`, packing ``auto_round:fake`` by
+    :mod:`~autoround.formats.auto_round_fake`; a float ``data_type`` in an integer packing is refused."""
+    if config.get("packing_format") == fake.FAKE_PACKING:
+        return fake.parse_fake_config(config)
     if _float_config(config):
         return parse_float_config(config)
     missing = [k for k in REQUIRED_KEYS if k not in config]
@@ -198,21 +203,11 @@ def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
         raise CheckpointError(
             f"quantization_config.bits={default.bits} cannot be unpacked; allowed: {list(CAPABILITIES.bits)}"
         )
-    blocks = config.get("block_name_to_quantize") or ""
-    if isinstance(blocks, str):
-        blocks = [b.strip() for b in blocks.split(",") if b.strip()]
-    extra = config.get("extra_config") or {}
-    if not isinstance(extra, Mapping):
-        raise CheckpointError(
-            f"quantization_config.extra_config must be a mapping, got {type(extra).__name__}"
-        )
-    return CheckpointSpec(
-        default, config["packing_format"], tuple(blocks), {k: dict(v) for k, v in extra.items()}
-    )
+    return CheckpointSpec(default, config["packing_format"], *fake.blocks_and_extra(config))
 
 
-#: Intel's float ``data_type`` spelled with its bits (``mx_fp4``, ``nv_fp4``, ``fp8``).
-_TYPE_WITH_BITS = re.compile(r"^(mx_fp|nv_fp|fp)\d+$")
+#: Intel's float ``data_type`` spelled with its bits (``mx_fp4``, ``mx_int4``, ``nv_fp4``, ``fp8``).
+_TYPE_WITH_BITS = re.compile(r"^(mx_fp|mx_int|nv_fp|fp)\d+$")
 #: The packings an FP8 config may name: Intel writes none (the HF config then fills in its
 #: default for a symmetric scheme) or, for FP8_STATIC, its own; or ours after a save_pretrained.
 _FP8_PACKINGS = (
@@ -226,18 +221,19 @@ _FP8_PACKINGS = (
 
 def _float_config(config: Mapping[str, Any]) -> bool:
     """Whether a config is one of Intel's float layouts: an MX / NV type in packing
-    ``auto_round:llm_compressor``, or FP8 (Intel names no packing for it)."""
+    ``auto_round:llm_compressor`` (``mx_int``: ``auto_round``), or FP8 (Intel names no packing for it)."""
     match = _TYPE_WITH_BITS.match(str(config.get("data_type")))
     family = match.group(1) if match else str(config.get("data_type"))
     if family == "fp":
         return config.get("packing_format") in _FP8_PACKINGS
-    return is_float_type(family) and config.get("packing_format") == LLM_COMPRESSOR_PACKING
+    return is_float_type(family) and config.get("packing_format") == auto_round_float.packing_of(family)
 
 
 def parse_float_config(config: Mapping[str, Any]) -> CheckpointSpec:
     """The spec of Intel's weight-only float checkpoints (layouts: :mod:`autoround.nn.float_weights`).
 
-    MX / NV layers name packing ``auto_round:llm_compressor``; FP8 ones (``FPW8A16``) none, and
+    MX / NV layers name packing ``auto_round:llm_compressor`` (MXINT4: ``auto_round``); FP8 ones
+    (``FPW8A16``) none, and
     ``fmt`` ``e4m3``. Activations are read where their scale is calibrated and stored
     (``FP8_STATIC``'s ``input_scale``, NVFP4 W4A4's ``input_global_scale``:
     :mod:`autoround.formats.act_scales`), and the dynamic MX activations Intel's MX presets
@@ -263,11 +259,14 @@ def parse_float_config(config: Mapping[str, Any]) -> CheckpointSpec:
                 f"(or {list(_FP8_PACKINGS[1:])}), fmt 'e4m3'"
             )
         packing = PLAIN_PACKING
-    elif packing != LLM_COMPRESSOR_PACKING:
-        raise CheckpointError(
-            f"quantization_config.packing_format {packing!r} is not read for data_type "
-            f"{default.data_type!r}; allowed: {LLM_COMPRESSOR_PACKING!r}"
-        )
+    else:
+        wanted = auto_round_float.packing_of(default.data_type)
+        if packing != wanted:
+            raise CheckpointError(
+                f"quantization_config.packing_format {packing!r} is not read for data_type "
+                f"{default.data_type!r}; allowed: {wanted!r}"
+            )
+        packing = wanted
     blocks = config.get("block_name_to_quantize") or ""
     if isinstance(blocks, str):
         blocks = [b.strip() for b in blocks.split(",") if b.strip()]
@@ -346,11 +345,14 @@ def write_float(qm: QuantizedModel, directory: Path) -> None:
 
 def writer_for(packing: str | None = None, export_dtype: torch.dtype | None = None) -> SaveFn:
     """The writer of an auto_round checkpoint whose layers use ``packing`` (None: Intel's choice
-    per scheme, :func:`packing_format_for`, or its float layouts for a float default scheme)."""
+    per scheme, :func:`packing_format_for`, its float or fake layouts: see the module's text)."""
 
     def write(qm: QuantizedModel, directory: Path) -> None:
         if packing is None and auto_round_float.is_float_model(qm):
             write_float(qm, directory)
+            return
+        if packing is None and fake.is_fake_model(qm):
+            fake.write_fake(qm, directory, to_config(qm, fake.FAKE_PACKING))
             return
         chosen = packing or packing_format_for(qm.scheme)
         config = to_config(qm, chosen)
@@ -377,7 +379,7 @@ def read_spec(config: Mapping[str, Any], block_names: Sequence[str] = ()) -> Che
 
 FORMAT = Format(
     "auto_round", QUANT_METHOD, FLOAT_CAPABILITIES, can_read, to_auto_round, read_spec,
-    writer=writer_for(), runtimes=RUNTIMES, check_quantized=auto_round_float.mixing_problems,
+    writer=writer_for(), runtimes=RUNTIMES, check_mixing=fake.mixing_problems,
 )  # fmt: skip
 #: Intel's ``auto_round:auto_gptq``: GPTQ's zero-minus-one packing whatever the scheme (asymmetric
 #: layers too, so a zero point of 0 is refused: GPTQ's convention cannot hold it).

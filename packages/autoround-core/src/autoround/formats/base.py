@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from autoround.dtypes.activations import ActKind, activation_kind, activation_problem
 from autoround.errors import FormatError
@@ -60,6 +60,8 @@ class CheckpointSpec:
     ``packing_format`` and :attr:`zero_offset` describe the layers as loaders hold them (AWQ
     layers already repacked); ``layout`` says how they lie on disk; ``ignored_tensors`` are
     regular expressions of file tensors the layers do not hold (GPTQ's trivial ``g_idx``).
+    ``dense_weights``: the quantized layers' weights are stored quantize-dequantized, so loaders
+    keep them dense (Intel's ``auto_round:fake``: :mod:`autoround.formats.auto_round_fake`).
     """
 
     default: Scheme
@@ -68,6 +70,7 @@ class CheckpointSpec:
     extra_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     layout: Layout = "gptq"
     ignored_tensors: tuple[str, ...] = ()
+    dense_weights: ClassVar[bool] = False
 
     @property
     def zero_offset(self) -> int:
@@ -212,6 +215,7 @@ class Capabilities:
 SaveFn = Callable[["QuantizedModel", Path], None]
 ReadSpecFn = Callable[[Mapping[str, Any], Sequence[str]], CheckpointSpec]
 CheckFn = Callable[["QuantizedModel"], list[str]]
+MixFn = Callable[["Scheme", Mapping[str, "Scheme"]], list[str]]
 PlanFn = Callable[["nn.Module", "LayerPlan"], "LayerPlan"]
 
 
@@ -245,6 +249,9 @@ class Format:
             writes (``"auto_round"`` for ``auto_round:auto_gptq``); None when autoround cannot.
         check_quantized: refusals that depend on the quantized values, not only on the schemes
             (a zero point the layout cannot hold), checked before anything is written.
+        check_mixing: ``(default scheme, name -> scheme) -> refusals``: layers the checkpoint
+            cannot hold beside its default scheme (which chooses one layout for it), checked
+            before any work (:func:`~autoround.formats.preflight.check_plan`).
         plan: ``(model, plan) -> plan``: the format's own per-layer choices, made before any work
             (GGUF: llama.cpp's block type per tensor and its fallback); None leaves the plan as is.
     """
@@ -259,6 +266,7 @@ class Format:
     runtimes: tuple[str, ...] = ()
     read_via: str | None = None
     check_quantized: CheckFn | None = None
+    check_mixing: MixFn | None = None
     plan: PlanFn | None = None
 
     def adapt(self, model: nn.Module, plan: LayerPlan) -> LayerPlan:
@@ -284,9 +292,12 @@ class Format:
         """Whether a layer quantized with ``scheme`` can be stored in this format."""
         return self.capabilities.stores(scheme)
 
-    def problems(self, plan: LayerPlan, model: nn.Module | None = None) -> list[str]:
+    def problems(
+        self, plan: LayerPlan, model: nn.Module | None = None, default: Scheme | None = None
+    ) -> list[str]:
         """One message per quantized layer of ``plan`` this format cannot store; with ``model``,
-        layer widths are checked too (a partial last group where the format has none)."""
+        layer widths are checked too (a partial last group where the format has none); with the
+        run's ``default`` scheme, the layers it cannot hold beside it (``check_mixing``)."""
         caps = self.capabilities
         quantized = plan.quantized()
         common = Counter(quantized.values()).most_common(1)[0][0] if quantized else None
@@ -305,13 +316,15 @@ class Format:
                 found.append(
                     f"{name}: {why} cannot be stored in format {self.name!r} (it stores {caps.describe()})"
                 )
+        if not found and default is not None and self.check_mixing is not None:
+            found = self.check_mixing(default, quantized)
         return found
 
     def refusals(self, qm: QuantizedModel) -> list[str]:
         """Why ``qm`` cannot be written in this format (empty: it can)."""
         if self.writer is None:
             return [f"format {self.name!r} can be read but not written: only its reader is built"]
-        found = self.problems(qm.plan, qm.model)
+        found = self.problems(qm.plan, qm.model, qm.scheme)
         if not found and self.check_quantized is not None:
             found = self.check_quantized(qm)
         return found

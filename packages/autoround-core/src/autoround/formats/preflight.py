@@ -14,15 +14,20 @@ that serve them cannot load, naming the layers, the formats that can store it an
   data type without tiles, are refused: :func:`require_quantized` in the plan (every run's first
   check) and :func:`check_schemes` in the named schemes, naming the scheme (NotImplementedError,
   :func:`~autoround.schemes.require_built`); so is a built kind in a format that does not store
-  it (``Capabilities.activations``: dynamic kinds in ``llm_compressor`` only; calibrated ones,
-  FP8_STATIC's ``input_scale`` and NVFP4's ``input_global_scale``, in ``llm_compressor`` and
-  ``auto_round``), naming the formats that do.
+  it (``Capabilities.activations``: per-token FP8 in ``llm_compressor`` only, per-token INT4 and
+  MXINT4's in ``auto_round`` only; per-token INT8, MX, FP8_BLOCK's per-group FP8 and the
+  calibrated ones, FP8_STATIC's ``input_scale`` and NVFP4's ``input_global_scale``, in both),
+  naming the formats that do.
+* A layer a format's layout cannot hold beside the run's default scheme (``Format.check_mixing``:
+  ``auto_round`` picks one packing from the default scheme: integer beside float layers, int
+  activations beside a weight-only default) is refused here too, before any work.
 * FP8's 2-D weight blocks (FP8_BLOCK, ``block_shape`` (128, 128): one scale per tile) are
   quantized by every algorithm and stored by the formats whose ``Capabilities.blocks`` says so
   (``llm_compressor``: compressed-tensors' ``block`` strategy); every other format refuses them,
   naming the formats that can. Tiles are not row groups: a partial edge tile is no partial group.
 * The float data types (``fp`` FP8, ``nv_fp`` NVFP4, ``mx_fp`` / ``mx_fp_rceil`` MXFP4 and MXFP8)
-  are stored by ``llm_compressor`` only; what no format stores (MX 6-bit, ``mx_int``,
+  are stored by ``llm_compressor`` and ``auto_round`` (``mx_int`` 4-bit, MXINT4: ``auto_round``
+  only); what no format stores (MX 6-bit, ``mx_int`` 2/8-bit,
   ``mx_fp6e3m2``, ``mx_fp8e5m2``, ...) is refused by every format's ``Capabilities``. Either way
   the message names the data type and the formats that can store it (or says that none can).
 * Stock vLLM cannot load a layer whose input width the group size does not divide (its last
@@ -90,15 +95,19 @@ def fusion_conflicts(plan: LayerPlan) -> list[str]:
 
 
 def format_conflicts(
-    plan: LayerPlan, formats: str | Sequence[str], model: nn.Module | None = None
+    plan: LayerPlan,
+    formats: str | Sequence[str],
+    model: nn.Module | None = None,
+    default: Scheme | None = None,
 ) -> list[str]:
-    """One message per layer a format cannot store (an unknown format raises FormatError)."""
-    return [why for entry in entries(formats).values() for why in entry.problems(plan, model)]
+    """One message per layer a format cannot store (an unknown format raises FormatError); with
+    the run's ``default`` scheme, beside it too."""
+    return [why for entry in entries(formats).values() for why in entry.problems(plan, model, default)]
 
 
-def able_formats(plan: LayerPlan, model: nn.Module | None = None) -> list[str]:
-    """The writable formats that can store every layer of ``plan``."""
-    return [name for name in writable_formats() if not FORMATS[name].problems(plan, model)]
+def able_formats(plan: LayerPlan, model: nn.Module | None = None, default: Scheme | None = None) -> list[str]:
+    """The writable formats that can store every layer of ``plan`` (beside ``default``, if given)."""
+    return [name for name in writable_formats() if not FORMATS[name].problems(plan, model, default)]
 
 
 def _named_schemes(scheme: Scheme, layer_config: LayerConfig | None) -> dict[str, Scheme]:
@@ -136,6 +145,13 @@ def check_schemes(
         for name, entry in writers.items()
         for where, chosen in named.items()
         if (why := entry.capabilities.why_not(chosen)) is not None
+    ]
+    overrides = {where: s for where, s in named.items() if where != "scheme"}
+    problems += [
+        why
+        for entry in writers.values()
+        if entry.check_mixing is not None
+        for why in entry.check_mixing(scheme, overrides)
     ]
     if problems:
         able = [n for n in writable_formats() if all(FORMATS[n].stores(s) for s in named.values())]
@@ -201,17 +217,20 @@ def require_quantized(plan: LayerPlan) -> None:
         )
 
 
-def check_plan(model: nn.Module, plan: LayerPlan, formats: str | Sequence[str]) -> None:
-    """Raise SchemeError listing every problem (with the fix) before any work is done."""
+def check_plan(
+    model: nn.Module, plan: LayerPlan, formats: str | Sequence[str], default: Scheme | None = None
+) -> None:
+    """Raise SchemeError listing every problem (with the fix) before any work is done; ``default``:
+    the run's scheme, which chooses a checkpoint's layout where a format has several."""
     require_quantized(plan)
-    stored = format_conflicts(plan, formats, model)
+    stored = format_conflicts(plan, formats, model, default)
     # vLLM fuses q/k/v and gate/up; runtimes that do not (llama.cpp) take differing parts
     vllm = any(r.startswith("vLLM") for name in check_formats(formats) for r in FORMATS[name].runtimes)
     problems = stored + (fusion_conflicts(plan) if vllm else [])
     if problems:
         shown = "\n  - ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        able = f" ({_able_words(able_formats(plan, model), 'store this plan')})" if stored else ""
+        able = f" ({_able_words(able_formats(plan, model, default), 'store this plan')})" if stored else ""
         raise SchemeError(
             f"the layer configuration cannot be saved and served as planned:\n  - {shown}{more}\n"
             f"Fix: give the parts of each fused weight the same scheme in layer_config (e.g. one pattern "

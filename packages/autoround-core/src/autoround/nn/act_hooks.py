@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from autoround.dtypes.activations import ActKind, activation_args, calibrated_entry, qdq_activation
+from autoround.nn.shared_input import LAST_INPUT, range_key
 from autoround.schemes import Scheme
 
 #: The attribute holding a layer's hook handle (one hook per layer, never stacked).
@@ -39,18 +40,22 @@ class ActQuantHook:
         self.kind = kind
         self.group_size = group_size
         self.absmax = absmax
+        # layers reading one input (q / k / v) with equal keys share one result (shared_input.py)
+        self._key = ("hook", kind, group_size, range_key(absmax))
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if not args or not isinstance(args[0], torch.Tensor):
             return None
+        x = LAST_INPUT.get(args[0], self._key, self._quantize)
+        return (x, *args[1:])
+
+    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         # looked up in this module on each call, so a test can put another formula in its place
         if self.absmax is not None:
-            x = qdq_activation(args[0], self.kind, self.group_size, self.absmax)
-        elif self.group_size is None:
-            x = qdq_activation(args[0], self.kind)
-        else:
-            x = qdq_activation(args[0], self.kind, self.group_size)
-        return (x, *args[1:])
+            return qdq_activation(x, self.kind, self.group_size, self.absmax)
+        if self.group_size is None:
+            return qdq_activation(x, self.kind)
+        return qdq_activation(x, self.kind, self.group_size)
 
     def __repr__(self) -> str:
         group = "" if self.group_size is None else f", group_size={self.group_size}"

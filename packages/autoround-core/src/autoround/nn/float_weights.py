@@ -1,4 +1,5 @@
-"""Dequantizing the float weight layouts Intel auto-round 0.16.1 writes in ``auto_round`` format.
+"""Dequantizing the float (and MX integer) weight layouts Intel auto-round 0.16.1 writes in
+``auto_round`` format.
 
 The one place of the float dequantize formulas (loaders, backends and tests use these):
 
@@ -7,6 +8,11 @@ The one place of the float dequantize formulas (loaders, backends and tests use 
   ``weight_packed`` uint8 ``(out, in/2)``, two E2M1 codes a byte, the lower nibble first (sign
   bit 3, magnitude index into :data:`E2M1_VALUES`); ``weight_scale`` uint8 ``(out, in/32)``, E8M0
   biased exponents. ``w = e2m1 * 2**(scale - 127)``.
+* **MXINT4** (``mx_int``, bits 4, group 32; packing ``auto_round``, Intel's integer MX export
+  ``qlinear_int.QuantLinear``, read by its ``MXINT4QuantLinear``): ``weight_packed`` uint8
+  ``(out, in/2)``, two codes a byte, the lower nibble first, sign-magnitude as E2M1's (sign bit
+  3, a magnitude index ``i`` meaning ``i / 4``: :data:`E0M4_VALUES`; -0.0 keeps its sign bit);
+  ``weight_scale`` E8M0 as MXFP4's. ``w = e0m4 * 2**(scale - 127)``.
 * **MXFP8** (``mx_fp``, bits 8, group 32): ``weight`` float8_e4m3fn ``(out, in)``,
   ``weight_scale`` E8M0 as above. ``w = fp8 * 2**(scale - 127)``.
 * **NVFP4** (``nv_fp``, bits 4, group 16): ``weight_packed`` as MXFP4; ``weight_scale``
@@ -38,6 +44,8 @@ import torch
 
 #: E2M1 magnitudes by 3-bit index (bit 3 of a code is the sign).
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+#: MXINT4's magnitudes by 3-bit index (Intel's ``E0M4`` table: fixed point, two fraction bits).
+E0M4_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 #: E8M0's exponent bias: a stored byte ``e`` means ``2**(e - 127)``; 255 is NaN.
 E8M0_BIAS = 127
 #: Intel's packing name of the MX / NV layouts inside an auto-round config.
@@ -52,7 +60,7 @@ class FloatLayout:
     shapes follow from :meth:`shapes`.
     """
 
-    kind: str  # "mxfp4" | "mxfp8" | "nvfp4" | "fp8" | "fp8_block"
+    kind: str  # "mxfp4" | "mxint4" | "mxfp8" | "nvfp4" | "fp8" | "fp8_block"
     group_size: int  # 0: one scale for the whole tensor; -1: one a row; tiles: their columns
     tensors: dict[str, torch.dtype | None]
     block: tuple[int, int] | None = None  # 2-D tiles (rows, columns); edge tiles may be partial
@@ -81,6 +89,7 @@ class FloatLayout:
 #: (data_type, bits) -> layout, for the schemes Intel writes weight-only.
 LAYOUTS: dict[tuple[str, int], FloatLayout] = {
     ("mx_fp", 4): FloatLayout("mxfp4", 32, {"weight_packed": torch.uint8, "weight_scale": torch.uint8}),
+    ("mx_int", 4): FloatLayout("mxint4", 32, {"weight_packed": torch.uint8, "weight_scale": torch.uint8}),
     ("mx_fp", 8): FloatLayout("mxfp8", 32, {"weight": torch.float8_e4m3fn, "weight_scale": torch.uint8}),
     ("nv_fp", 4): FloatLayout(
         "nvfp4",
@@ -138,12 +147,24 @@ def is_float_type(data_type: str) -> bool:
     return data_type in {d for d, _ in LAYOUTS}
 
 
-def unpack_e2m1(packed: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(rows, n/2)`` -> float32 ``(rows, n)`` E2M1 values, the lower nibble first."""
+def _unpack_sign_magnitude(packed: torch.Tensor, magnitudes: tuple[float, ...]) -> torch.Tensor:
+    """uint8 ``(rows, n/2)`` -> float32 ``(rows, n)``: two 4-bit codes a byte, the lower nibble
+    first, each the sign (bit 3) over an index into ``magnitudes``."""
     codes = torch.stack((packed & 0x0F, packed >> 4), dim=-1).flatten(-2).long()
-    table = torch.tensor(E2M1_VALUES, dtype=torch.float32, device=packed.device)
+    table = torch.tensor(magnitudes, dtype=torch.float32, device=packed.device)
     magnitude = table[codes & 0x07]
     return torch.where((codes & 0x08) != 0, -magnitude, magnitude)
+
+
+def unpack_e2m1(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(rows, n/2)`` -> float32 ``(rows, n)`` E2M1 values, the lower nibble first."""
+    return _unpack_sign_magnitude(packed, E2M1_VALUES)
+
+
+def unpack_e0m4(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(rows, n/2)`` -> float32 ``(rows, n)`` MXINT4 elements (multiples of 1/4 up to
+    1.75), the lower nibble first."""
+    return _unpack_sign_magnitude(packed, E0M4_VALUES)
 
 
 def e8m0_to_float(scale: torch.Tensor) -> torch.Tensor:
@@ -162,6 +183,11 @@ def _blockwise(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 def dequantize_mxfp4(weight_packed: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
     """MXFP4 weight, float32: ``e2m1 * 2**(scale - 127)`` per group of 32."""
     return _blockwise(unpack_e2m1(weight_packed), e8m0_to_float(weight_scale))
+
+
+def dequantize_mxint4(weight_packed: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
+    """MXINT4 weight, float32: ``e0m4 * 2**(scale - 127)`` per group of 32."""
+    return _blockwise(unpack_e0m4(weight_packed), e8m0_to_float(weight_scale))
 
 
 def dequantize_mxfp8(weight: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
@@ -206,6 +232,8 @@ def dequantize(
         return dequantize_fp8_tiles(tensors["weight"], tensors["weight_scale_inv"], block)
     if kind == "mxfp4":
         return dequantize_mxfp4(tensors["weight_packed"], tensors["weight_scale"])
+    if kind == "mxint4":
+        return dequantize_mxint4(tensors["weight_packed"], tensors["weight_scale"])
     if kind == "mxfp8":
         return dequantize_mxfp8(tensors["weight"], tensors["weight_scale"])
     if kind == "nvfp4":

@@ -1,5 +1,7 @@
 """Swap a model's Linear layers for :class:`QuantLinear` (integer schemes) or
-:class:`FloatQuantLinear` (Intel's float layouts) as a checkpoint's config describes them."""
+:class:`FloatQuantLinear` (Intel's float layouts) as a checkpoint's config describes them; a
+checkpoint of dense quantize-dequantized weights (Intel's fake packing) keeps its Linears and
+gives them their activation quantization hook."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from torch import nn
 from autoround.backends import select
 from autoround.errors import CheckpointError
 from autoround.modeling.blocks import is_linear_like, linear_shape
+from autoround.nn.act_hooks import attach_act_quant
 from autoround.nn.float_linear import FloatQuantLinear
 from autoround.nn.float_weights import is_float_type
 from autoround.nn.quant_linear import QuantLinear
@@ -28,6 +31,11 @@ class LayerSpecs(Protocol):
 
     def scheme_for(self, layer_name: str) -> Scheme | None: ...
 
+    @property
+    def dense_weights(self) -> bool:
+        """Whether the quantized layers' weights are stored dense (``auto_round:fake``)."""
+        ...
+
 
 def replace_linears(
     model: nn.Module,
@@ -39,7 +47,10 @@ def replace_linears(
     """Replace every Linear-like layer ``spec`` says is quantized; returns their names.
 
     A float scheme (MX / NV / FP data types) gets a :class:`FloatQuantLinear`, any other a
-    :class:`QuantLinear` (only those read ``spec.zero_offset``).
+    :class:`QuantLinear` (only those read ``spec.zero_offset``). A spec of dense weights
+    (``dense_weights``) replaces nothing: its quantized layers stay Linear, each with the forward
+    pre-hook quantizing its input (:func:`~autoround.nn.act_hooks.attach_act_quant`); they are
+    not among the names returned.
 
     The new layers' buffers are made on ``device`` (``"meta"``: nothing allocated until the
     checkpoint's tensors are assigned); the backend is chosen for ``target_device``, where the
@@ -49,9 +60,13 @@ def replace_linears(
         CheckpointError: a float layer whose width its layout cannot hold, naming it.
     """
     replaced: list[str] = []
+    dense = spec.dense_weights
     for name, module in list(model.named_modules()):
         scheme = spec.scheme_for(name) if is_linear_like(module) else None
         if scheme is None:
+            continue
+        if dense:  # the stored weight is the layer's own: only its input is quantized
+            attach_act_quant(model, {name: scheme})
             continue
         out_features, in_features = linear_shape(module)
         has_bias = getattr(module, "bias", None) is not None
