@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from autoround.algorithms.act_tuning import input_quantizer
+from autoround.nn.act_hooks import attach_act_quant
 from autoround.nn.shared_input import LastInput
 from autoround.schemes import parse_scheme
 
@@ -66,3 +67,27 @@ def test_shared_in_tuning_the_input_gradient_is_the_sum_over_the_readers() -> No
     (q1 * a + q2 * b).sum().backward()
     assert x.grad is not None
     assert torch.equal(x.grad, a + b)  # straight through, summed as over two copies
+
+
+def test_inference_mode_tensors_are_quantized_every_time() -> None:
+    # they have no version counter, so a change in place could not be seen: no sharing
+    memo, compute = LastInput(), Counting()
+    with torch.inference_mode():
+        x = torch.randn(4, 8)
+        memo.get(x, "k", compute)
+        x.add_(1.0)
+        assert torch.equal(memo.get(x, "k", compute), x * 2)
+    assert compute.calls == 2
+
+
+def test_hooked_layers_run_under_inference_mode(tiny_llama) -> None:
+    layers = {
+        n: parse_scheme("MXFP4") for n, m in tiny_llama.named_modules() if isinstance(m, torch.nn.Linear)
+    }
+    layers.pop("lm_head")
+    attach_act_quant(tiny_llama, layers)
+    ids = torch.tensor([[1, 5, 9, 3, 7, 2]])
+    with torch.no_grad():
+        expected = tiny_llama(ids).logits
+    with torch.inference_mode():
+        assert torch.equal(tiny_llama(ids).logits, expected)

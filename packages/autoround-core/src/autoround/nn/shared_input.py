@@ -8,7 +8,8 @@ last result and hands it to the next layer that comes with the very same input t
 (its version counter), under the same key and the same grad mode.
 
 The tensor is held by a weak reference, so a freed input never matches a new one at its address;
-the result is held until the next input replaces it (one activation's worth of memory).
+the result is held until the next input replaces it (one activation's worth of memory). A tensor
+made under ``torch.inference_mode`` has no version counter: it is quantized every time.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class LastInput:
     ) -> torch.Tensor:
         """``compute(x)``, or the result kept from the last call when ``x`` is the same tensor at
         the same version and ``key`` (the kind, its group and range) and the grad mode match."""
+        if x.is_inference():  # no version counter: a change in place could not be seen
+            return compute(x)
         full_key = (key, torch.is_grad_enabled())
         if (
             self._result is not None
