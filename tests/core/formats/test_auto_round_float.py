@@ -310,5 +310,6 @@ def test_integer_beside_float_layers_is_refused(tmp_path) -> None:
 
 def test_integer_beside_float_layers_is_refused_before_any_work() -> None:
     layer = "model.layers.0.mlp.down_proj"
-    with pytest.raises(SchemeError, match=rf"layer_config\['{layer}'\]: int 4-bit, integer beside float layers"):
+    refusal = rf"layer_config\['{layer}'\]: int 4-bit, integer beside float layers"
+    with pytest.raises(SchemeError, match=refusal):
         check_schemes(parse_scheme("MXFP4", act_bits=16), {layer: {"data_type": "int"}}, "auto_round")
