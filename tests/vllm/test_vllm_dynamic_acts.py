@@ -10,19 +10,13 @@ pipeline with the in-memory model's greedy tokens.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
 import torch
-from test_vllm_float import NEW_TOKENS, PROMPT, SCRIPT, _reference
+from test_vllm_float import Served, serve_with_activations
 from test_vllm_static_acts import PLAIN_KINDS
-from tiny_models import TINY_LLAMA, build_model, build_tokenizer
-from transformers import LlamaConfig
-from vllm_harness import run_engine, vllm_python
+from vllm_harness import vllm_python
 
 import autoround
-from autoround.nn import detach_act_quant
 from autoround_vllm.float_method import DENSE_WEIGHT, INPUT_ABSMAX, FloatLinearLogic, _tiles_per_row
 
 
@@ -143,27 +137,11 @@ LOGPROB_TOL = 2e-3
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> dict[str, tuple[dict[str, Any], tuple[list[int], list[float], list[float]]]]:
+def served(tmp_path_factory) -> dict[str, Served]:
     """name -> (what vLLM gave, the in-memory model's tokens and logprobs, and its logprobs with
     unquantized inputs)."""
     vllm_python()  # skip before building anything when there is no venv
-    tmp = tmp_path_factory.mktemp("vllm_dynamic")
-    paths, references = {}, {}
-    for name, preset in ENGINE_CASES.items():
-        model = build_model(LlamaConfig(**TINY_LLAMA))
-        qm = autoround.quantize(model, preset, progress=False, tokenizer=build_tokenizer())
-        paths[name] = autoround.save(qm, tmp / name, format="auto_round")
-        tokens, logprobs = _reference(qm.model)
-        detach_act_quant(qm.model)  # the same weights, inputs unquantized: what vLLM must not give
-        references[name] = (tokens, logprobs, _reference(qm.model)[1])
-    script, request, result = tmp / "serve_float.py", tmp / "request.json", tmp / "result.json"
-    script.write_text(SCRIPT)
-    llm_kwargs = {"enforce_eager": True, "max_model_len": 64, "dtype": "float32", "seed": 0}
-    payload = {"checkpoints": [str(p) for p in paths.values()], "prompt": PROMPT, "new_tokens": NEW_TOKENS}
-    request.write_text(json.dumps({**payload, "llm_kwargs": llm_kwargs}))
-    run_engine(str(script), str(request), str(result), timeout=1200)
-    results = json.loads(result.read_text())
-    return {name: (results[str(path)], references[name]) for name, path in paths.items()}
+    return serve_with_activations(tmp_path_factory.mktemp("vllm_dynamic"), ENGINE_CASES)
 
 
 @pytest.mark.integration

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from test_vllm_float import NEW_TOKENS, PROMPT, SCRIPT, _reference
-from tiny_models import TINY_LLAMA, build_model, build_tokenizer
-from transformers import LlamaConfig
-from vllm_harness import run_engine, vllm_python
+from test_vllm_float import Served, serve_with_activations
+from vllm_harness import vllm_python
 
 import autoround
-from autoround.nn import detach_act_quant
 from autoround_vllm.fake_method import input_quantizer
 from autoround_vllm.selection import METHOD_NAME, choose_method
 
@@ -65,31 +61,16 @@ ENGINE_CASES = {"int8_w8a8": "INT8_W8A8", "int4_w4a4": "INT4"}
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> dict[str, tuple[dict[str, Any], tuple[list[int], list[float], list[float]]]]:
+def served(tmp_path_factory) -> dict[str, Served]:
     """name -> (what vLLM gave, the in-memory model's tokens and logprobs, and its logprobs with
     unquantized inputs)."""
     vllm_python()  # skip before building anything when there is no venv
     tmp = tmp_path_factory.mktemp("vllm_fake")
-    paths, references = {}, {}
-    for name, preset in ENGINE_CASES.items():
-        model = build_model(LlamaConfig(**TINY_LLAMA))
-        qm = autoround.quantize(model, preset, progress=False, tokenizer=build_tokenizer())
-        paths[name] = autoround.save(qm, tmp / name, format="auto_round")
-        assert (
-            json.loads((paths[name] / "config.json").read_text())["quantization_config"]["packing_format"]
-            == "auto_round:fake"
-        )
-        tokens, logprobs = _reference(qm.model)
-        detach_act_quant(qm.model)  # the same weights, inputs unquantized: what vLLM must not give
-        references[name] = (tokens, logprobs, _reference(qm.model)[1])
-    script, request, result = tmp / "serve_fake.py", tmp / "request.json", tmp / "result.json"
-    script.write_text(SCRIPT)
-    llm_kwargs = {"enforce_eager": True, "max_model_len": 64, "dtype": "float32", "seed": 0}
-    payload = {"checkpoints": [str(p) for p in paths.values()], "prompt": PROMPT, "new_tokens": NEW_TOKENS}
-    request.write_text(json.dumps({**payload, "llm_kwargs": llm_kwargs}))
-    run_engine(str(script), str(request), str(result), timeout=1200)
-    results = json.loads(result.read_text())
-    return {name: (results[str(path)], references[name]) for name, path in paths.items()}
+    served = serve_with_activations(tmp, ENGINE_CASES)
+    for name in ENGINE_CASES:
+        config = json.loads((tmp / name / "config.json").read_text())["quantization_config"]
+        assert config["packing_format"] == "auto_round:fake"
+    return served
 
 
 @pytest.mark.integration

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +31,7 @@ from vllm_harness import run_engine, vllm_python
 
 import autoround
 import autoround.dtypes.nv_fp as nv_fp
-from autoround.nn import FloatQuantLinear
+from autoround.nn import FloatQuantLinear, detach_act_quant
 from autoround_vllm.float_method import DENSE_WEIGHT, FloatLinearLogic, FloatParameterKinds
 
 PROMPT = [1, 5, 9, 3, 7, 2, 11, 4, 40, 90, 17, 64]
@@ -102,6 +104,39 @@ def _quantized(case: str) -> Any:
         return autoround.quantize(model, preset, progress=False, tokenizer=build_tokenizer(), **overrides)
 
 
+def serve_in_one_engine(tmp: Path, paths: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
+    """Serve every checkpoint of ``paths`` (name -> directory) in one vLLM process (``SCRIPT``,
+    float32): name -> what vLLM gave (tokens, prompt logprobs, the quantization method)."""
+    script, request, result = tmp / "serve_float.py", tmp / "request.json", tmp / "result.json"
+    script.write_text(SCRIPT)
+    llm_kwargs = {"enforce_eager": True, "max_model_len": 64, "dtype": "float32", "seed": 0}
+    payload = {"checkpoints": [str(p) for p in paths.values()], "prompt": PROMPT, "new_tokens": NEW_TOKENS}
+    request.write_text(json.dumps({**payload, "llm_kwargs": llm_kwargs}))
+    run_engine(str(script), str(request), str(result), timeout=1200)  # an absolute path: ours
+    results = json.loads(result.read_text())
+    return {name: results[str(path)] for name, path in paths.items()}
+
+
+Served = tuple[dict[str, Any], tuple[list[int], list[float], list[float]]]
+
+
+def serve_with_activations(tmp: Path, cases: Mapping[str, str], **quantize: Any) -> dict[str, Served]:
+    """Quantize a tiny llama with each preset of ``cases`` (name -> preset; ``quantize``: more
+    keywords of :func:`autoround.quantize`), save it as ``auto_round`` and serve it: name ->
+    (what vLLM gave, the in-memory model's tokens and logprobs, and its logprobs with unquantized
+    inputs: what vLLM must not give)."""
+    paths, references = {}, {}
+    for name, preset in cases.items():
+        model = build_model(LlamaConfig(**TINY_LLAMA))
+        qm = autoround.quantize(model, preset, progress=False, tokenizer=build_tokenizer(), **quantize)
+        paths[name] = autoround.save(qm, tmp / name, format="auto_round")
+        tokens, logprobs = _reference(qm.model)
+        detach_act_quant(qm.model)  # the same weights, inputs unquantized
+        references[name] = (tokens, logprobs, _reference(qm.model)[1])
+    results = serve_in_one_engine(tmp, paths)
+    return {name: (results[name], references[name]) for name in paths}
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> dict[str, tuple[dict[str, Any], tuple[list[int], list[float]]]]:
     """name -> (what vLLM gave, the in-memory model's tokens and logprobs)."""
@@ -112,22 +147,8 @@ def served(tmp_path_factory) -> dict[str, tuple[dict[str, Any], tuple[list[int],
         qm = _quantized(name)
         paths[name] = autoround.save(qm, tmp / name, format="auto_round")
         references[name] = _reference(qm.model)
-    script, request, result = tmp / "serve_float.py", tmp / "request.json", tmp / "result.json"
-    script.write_text(SCRIPT)
-    llm_kwargs = {"enforce_eager": True, "max_model_len": 64, "dtype": "float32", "seed": 0}
-    request.write_text(
-        json.dumps(
-            {
-                "checkpoints": [str(p) for p in paths.values()],
-                "prompt": PROMPT,
-                "new_tokens": NEW_TOKENS,
-                "llm_kwargs": llm_kwargs,
-            }
-        )
-    )
-    run_engine(str(script), str(request), str(result), timeout=1200)  # an absolute path: ours
-    results = json.loads(result.read_text())
-    return {name: (results[str(path)], references[name]) for name, path in paths.items()}
+    results = serve_in_one_engine(tmp, paths)
+    return {name: (results[name], references[name]) for name in paths}
 
 
 @pytest.mark.integration

@@ -48,6 +48,7 @@ from autoround.formats.base import (
     CheckpointSpec,
     Format,
     SaveFn,
+    blocks_and_extra,
     quant_method_of,
 )
 from autoround.formats.checkpoint import LayerTensors, write_checkpoint
@@ -203,7 +204,7 @@ def parse_config(config: Mapping[str, Any]) -> CheckpointSpec:
         raise CheckpointError(
             f"quantization_config.bits={default.bits} cannot be unpacked; allowed: {list(CAPABILITIES.bits)}"
         )
-    return CheckpointSpec(default, config["packing_format"], *fake.blocks_and_extra(config))
+    return CheckpointSpec(default, config["packing_format"], *blocks_and_extra(config))
 
 
 #: Intel's float ``data_type`` spelled with its bits (``mx_fp4``, ``mx_int4``, ``nv_fp4``, ``fp8``).
@@ -267,16 +268,9 @@ def parse_float_config(config: Mapping[str, Any]) -> CheckpointSpec:
                 f"{default.data_type!r}; allowed: {wanted!r}"
             )
         packing = wanted
-    blocks = config.get("block_name_to_quantize") or ""
-    if isinstance(blocks, str):
-        blocks = [b.strip() for b in blocks.split(",") if b.strip()]
-    extra = config.get("extra_config") or {}
-    if not isinstance(extra, Mapping):
-        raise CheckpointError(
-            f"quantization_config.extra_config must be a mapping, got {type(extra).__name__}"
-        )
+    blocks, extra = blocks_and_extra(config)
     spec_type = auto_round_float.TiledFloatSpec if default.block_shape is not None else CheckpointSpec
-    spec = spec_type(default, packing, tuple(blocks), {k: dict(v) for k, v in extra.items()})
+    spec = spec_type(default, packing, blocks, extra)
     for name in ["", *extra]:  # "": a block layer of the default scheme
         scheme = default if not name else _extra_scheme(spec, name)
         reason = None if scheme is None else auto_round_float.float_layout_problem(scheme)

@@ -46,7 +46,7 @@ from safetensors.torch import load_file, save_file
 from autoround.dtypes.activations import activation_kind, activation_problem
 from autoround.errors import CheckpointError
 from autoround.formats import auto_round_float
-from autoround.formats.base import ACT_KEYS, QUANT_METHOD, SCHEME_KEYS, CheckpointSpec
+from autoround.formats.base import ACT_KEYS, QUANT_METHOD, SCHEME_KEYS, CheckpointSpec, blocks_and_extra
 from autoround.formats.checkpoint import write_checkpoint
 from autoround.io import is_no_space, weight_file_paths, write_error
 from autoround.layer_quant import LayerQuant
@@ -253,21 +253,3 @@ def parse_fake_config(config: Mapping[str, Any]) -> FakeActSpec:
         except (ValueError, NotImplementedError) as exc:
             raise CheckpointError(f"quantization_config.extra_config[{name!r}]: {exc}") from exc
     return spec
-
-
-def blocks_and_extra(config: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, dict[str, Any]]]:
-    """``block_name_to_quantize`` (a comma-separated string or a list) and ``extra_config`` of an
-    auto-round config, as every auto_round packing states them.
-
-    Raises:
-        CheckpointError: ``extra_config`` is not a mapping.
-    """
-    blocks = config.get("block_name_to_quantize") or ""
-    if isinstance(blocks, str):
-        blocks = [b.strip() for b in blocks.split(",") if b.strip()]
-    extra = config.get("extra_config") or {}
-    if not isinstance(extra, Mapping):
-        raise CheckpointError(
-            f"quantization_config.extra_config must be a mapping, got {type(extra).__name__}"
-        )
-    return tuple(blocks), {k: dict(v) for k, v in extra.items()}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from autoround.dtypes.activations import ActKind, activation_kind, activation_problem
-from autoround.errors import FormatError
+from autoround.errors import CheckpointError, FormatError
 from autoround.io import atomic_dir
 from autoround.modeling.blocks import linear_shape
 from autoround.nn.input_scales import calibrated_kind
@@ -51,6 +51,24 @@ def quant_method_of(config: Mapping[str, Any]) -> str:
     """A config's ``quant_method`` as a plain string (transformers hands an enum); none = ours."""
     method = config.get("quant_method", QUANT_METHOD)
     return str(getattr(method, "value", method))
+
+
+def blocks_and_extra(config: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, dict[str, Any]]]:
+    """``block_name_to_quantize`` (a comma-separated string or a list) and ``extra_config`` of an
+    auto-round config, as every auto_round packing states them.
+
+    Raises:
+        CheckpointError: ``extra_config`` is not a mapping.
+    """
+    blocks = config.get("block_name_to_quantize") or ""
+    if isinstance(blocks, str):
+        blocks = [b.strip() for b in blocks.split(",") if b.strip()]
+    extra = config.get("extra_config") or {}
+    if not isinstance(extra, Mapping):
+        raise CheckpointError(
+            f"quantization_config.extra_config must be a mapping, got {type(extra).__name__}"
+        )
+    return tuple(blocks), {k: dict(v) for k, v in extra.items()}
 
 
 @dataclass(frozen=True)
