@@ -5,7 +5,7 @@ Such a checkpoint stores each quantized layer's ``weight`` as an ordinary dense 
 engine's unquantized linear method loads, fuses and shards it as it does any 16-bit layer, and
 its product is the engine's dense one. What is ours is the input: before the product each input
 is quantize-dequantized per token with the layer's activation kind, core's formula
-(:func:`autoround.dtypes.activations.qdq_activation`, what the in-memory model's hooks run).
+(:func:`autoround.nn.input_qdq`, what the in-memory model's hooks run).
 The parts of a fused layer (q/k/v, gate/up) read one input with one scheme (the engine refuses
 parts of different schemes: :func:`autoround_vllm.layers.scheme_for_layer`).
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from autoround.dtypes.activations import activation_args, qdq_activation
+from autoround.nn import input_qdq
 from autoround.schemes import Scheme
 
 InputQuantizer = Callable[[torch.Tensor], torch.Tensor]
@@ -29,15 +29,8 @@ def input_quantizer(scheme: Scheme) -> InputQuantizer:
     Raises:
         NotImplementedError: activations core has not built (naming the fields).
     """
-    args = activation_args(scheme)
-    if args is None:
-        return _identity
-    kind, group = args
-
-    def quantize(x: torch.Tensor) -> torch.Tensor:
-        return qdq_activation(x, kind) if group is None else qdq_activation(x, kind, group)
-
-    return quantize
+    quantize = input_qdq(scheme)
+    return _identity if quantize is None else quantize
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

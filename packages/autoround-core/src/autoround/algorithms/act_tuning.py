@@ -47,7 +47,7 @@ from torch import nn
 
 from autoround.dtypes.act_kinds import ACT_KINDS, ActKindEntry
 from autoround.dtypes.activations import activation_args, qdq_activation
-from autoround.nn.shared_input import LAST_INPUT, range_key
+from autoround.dtypes.shared_input import LAST_INPUT, range_key
 from autoround.schemes import Scheme
 
 Qdq = Callable[[torch.Tensor], torch.Tensor]
@@ -102,7 +102,7 @@ def input_quantizer(
 
 def _shared(key: tuple[object, ...], quantize: Qdq) -> Qdq:
     """``quantize``, its result shared by the layers that read the same input (q / k / v, gate /
-    up; :mod:`autoround.nn.shared_input`): one straight-through node, whose gradient autograd
+    up; :mod:`autoround.dtypes.shared_input`): one straight-through node, whose gradient autograd
     sums over the readers as it would over their copies."""
 
     def shared(x: torch.Tensor) -> torch.Tensor:

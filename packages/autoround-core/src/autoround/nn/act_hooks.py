@@ -13,14 +13,14 @@ those of the plain model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from autoround.dtypes.activations import ActKind, activation_args, calibrated_entry, qdq_activation
-from autoround.nn.shared_input import LAST_INPUT, range_key
+from autoround.dtypes.shared_input import LAST_INPUT, range_key
 from autoround.schemes import Scheme
 
 #: The attribute holding a layer's hook handle (one hook per layer, never stacked).
@@ -46,10 +46,11 @@ class ActQuantHook:
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if not args or not isinstance(args[0], torch.Tensor):
             return None
-        x = LAST_INPUT.get(args[0], self._key, self._quantize)
+        x = LAST_INPUT.get(args[0], self._key, self.quantize)
         return (x, *args[1:])
 
-    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` quantize-dequantized by the layer's kind (every call computes it afresh)."""
         # looked up in this module on each call, so a test can put another formula in its place
         if self.absmax is not None:
             return qdq_activation(x, self.kind, self.group_size, self.absmax)
@@ -88,6 +89,19 @@ def hook_for(scheme: Scheme, absmax: torch.Tensor | None = None) -> ActQuantHook
     return ActQuantHook(
         kind, group, None if absmax is None else absmax.detach().to(torch.float32).reshape(())
     )
+
+
+def input_qdq(scheme: Scheme) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The quantize-dequantize a layer of ``scheme`` with dynamic activations applies to its
+    input (what its hook runs: a runtime's own layer calls it before its product); None for a
+    weight-only scheme.
+
+    Raises:
+        NotImplementedError: activations not built.
+        ValueError: a calibrated kind (its range is a checkpoint's tensor: see ``input_scales``).
+    """
+    hook = hook_for(scheme)
+    return None if hook is None else hook.quantize
 
 
 def attach_act_quant(

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 
 from autoround.algorithms.act_tuning import input_quantizer
+from autoround.dtypes.shared_input import LastInput
 from autoround.nn.act_hooks import attach_act_quant
-from autoround.nn.shared_input import LastInput
 from autoround.schemes import parse_scheme
 
 
