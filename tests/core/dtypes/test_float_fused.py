@@ -1,7 +1,8 @@
 """The fused MX and NVFP4 tuning steps (autoround.dtypes.float_fused) against the plain-autograd
-formulation they replace (``mx_tuning_qdq_reference``, ``nv_tuning_qdq_reference``): the same
-values and the same gradients for ``v`` and the factors, bit for bit, on random weights with
-all-zero groups, tiny and spiky rows, in float32 and bfloat16."""
+formulation they replace (``mx_tuning_qdq_reference``, ``nv_tuning_qdq_reference``), on random
+weights with all-zero groups, tiny and spiky rows, in float32 and bfloat16: the same values bit
+for bit; NVFP4's gradients for ``v`` and the factors bit for bit, MX's (written out as
+``q / y``, not replayed node by node) within float32 rounding, with the same signs for ``v``."""
 
 from __future__ import annotations
 
@@ -50,6 +51,22 @@ def _run(fn, v: torch.Tensor, factor: torch.Tensor, upstream: torch.Tensor):
     return out.detach(), v.grad, factor.grad
 
 
+def _assert_close_gradients(fused, reference) -> None:
+    """Values bit for bit; ``v``'s gradients within float32 rounding and of the same sign; the
+    factor's, per-group sums whose exact terms often cancel, within float32 rounding of the
+    largest (compared where autograd's is finite: E5M2's subnormal shared scales of a 1e-30 row
+    overflow ``w / scale / scale`` in torch's division backward, the written-out form does not)."""
+    values, grad_v, grad_factor = fused
+    ref_values, ref_v, ref_factor = reference
+    torch.testing.assert_close(values, ref_values, rtol=0, atol=0, equal_nan=True)
+    assert torch.isfinite(grad_v).all() and torch.isfinite(grad_factor).all()
+    torch.testing.assert_close(grad_v, ref_v, rtol=2e-6, atol=0)
+    assert torch.equal(torch.sign(grad_v), torch.sign(ref_v))
+    finite = torch.isfinite(ref_factor)
+    atol = 2e-6 * float(ref_factor[finite].abs().max())
+    torch.testing.assert_close(grad_factor[finite], ref_factor[finite], rtol=0, atol=atol)
+
+
 def _assert_same(fused, reference) -> None:
     for name, ours, ref in zip(("values", "grad_v", "grad_factor"), fused, reference, strict=True):
         assert ours is not None and ref is not None, name
@@ -65,7 +82,7 @@ def _assert_same(fused, reference) -> None:
 @pytest.mark.parametrize("name", list(MX_ELEMENTS))
 @pytest.mark.parametrize("searched", [False, True])
 @pytest.mark.parametrize("seed", range(3))
-def test_mx_fused_step_equals_autograd_bit_for_bit(
+def test_mx_fused_step_equals_autograd_up_to_rounding(
     dtype: torch.dtype, rounding: str, name: str, searched: bool, seed: int
 ) -> None:
     element: MxElement = MX_ELEMENTS[name]
@@ -80,7 +97,7 @@ def test_mx_fused_step_equals_autograd_bit_for_bit(
             return lambda v_, f_: fn(grouped, amax, element, rounding, v_, base * f_.reshape(-1, 1))
         return lambda v_, f_: fn(grouped, amax, element, rounding, v_, f_)
 
-    _assert_same(
+    _assert_close_gradients(
         _run(step(mx_tuning_qdq), v, factor, upstream),
         _run(step(mx_tuning_qdq_reference), v, factor, upstream),
     )
@@ -125,4 +142,5 @@ def test_values_without_gradients_and_v_alone() -> None:
     mx_tuning_qdq(grouped, amax, E2M1, "floor", leaf, 0.9).sum().backward()
     ref = v.clone().requires_grad_(True)
     mx_tuning_qdq_reference(grouped, amax, E2M1, "floor", ref, 0.9).sum().backward()
-    assert torch.equal(leaf.grad, ref.grad)
+    assert leaf.grad is not None and ref.grad is not None
+    torch.testing.assert_close(leaf.grad, ref.grad, rtol=2e-6, atol=0)

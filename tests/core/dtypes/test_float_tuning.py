@@ -1,5 +1,7 @@
 """SignRound's tuning forward for the float weight types (FP8, MX, NVFP4): Intel auto-round
-0.16.1's values bit for bit, and Intel's straight-through gradients for ``v`` and the factors.
+0.16.1's values bit for bit, and Intel's straight-through gradients for ``v`` and the factors
+(bit for bit for FP8 and NVFP4; for the MX types up to float rounding: their tuning step writes
+the derivative out, ``autoround.dtypes.float_fused``, instead of replaying autograd's nodes).
 
 The fixture holds, for seeded float32 / bfloat16 weights (an all-zero row, tiny values, spikes),
 random offsets ``v`` and clipping factors (and searched starts ``init_scale``), the
@@ -59,8 +61,20 @@ def test_tuning_and_final_qdq_equal_intels_bit_for_bit(case: dict) -> None:
     assert torch.equal(plain, expected)
 
 
+def _assert_same_up_to_rounding(ours: torch.Tensor, intel: torch.Tensor, name: str) -> None:
+    """Elementwise ``v`` gradients within float32 rounding and with Intel's signs (all a signed
+    descent step reads); per-group factor gradients, sums in which the exact terms often cancel
+    (an element that ``v`` leaves where it was contributes 0), within float32 rounding of the
+    largest of them."""
+    if name == "grad_v":
+        torch.testing.assert_close(ours, intel, rtol=2e-6, atol=0, msg=name)
+        assert torch.equal(torch.sign(ours), torch.sign(intel)), name
+    else:
+        torch.testing.assert_close(ours, intel, rtol=0, atol=2e-6 * float(intel.abs().max()), msg=name)
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["id"])
-def test_gradients_reach_v_and_the_factor_bit_for_bit_as_intels_straight_through_ones(case: dict) -> None:
+def test_gradients_reach_v_and_the_factor_as_intels_straight_through_ones(case: dict) -> None:
     v, factor = _leaves(case)
     tuned, _, _ = _ours(case, v, factor)
     (tuned.float() * TENSORS["upstream"]).sum().backward()
@@ -70,8 +84,11 @@ def test_gradients_reach_v_and_the_factor_bit_for_bit_as_intels_straight_through
         # Intel's NaN (an all-zero MX group, an NVFP4 block scale of 0) is 0 here.
         assert torch.isfinite(ours).all()
         finite = torch.isfinite(intel)
-        # the same operations in the same order: bit for bit the same sums
-        assert torch.equal(ours[finite], intel[finite]), name
+        if case["data_type"].startswith("mx_"):
+            _assert_same_up_to_rounding(ours[finite], intel[finite], name)
+        else:
+            # the same operations in the same order: bit for bit the same sums
+            assert torch.equal(ours[finite], intel[finite]), name
         assert ours.abs().sum() > 0, name
 
 

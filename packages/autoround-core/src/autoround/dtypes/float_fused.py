@@ -6,154 +6,101 @@ Through plain autograd the straight-through formulas of :mod:`autoround.dtypes.m
 backward runs one kernel per node (zero gradients of ``sign`` and the detached roundings, the
 three E2M1 branches, the masks of every clamp). The per-group part (shared exponent, block
 scale: 1/32 or 1/16 of the elements) stays with autograd; only the weight-sized part is a
-Function, whose
+Function. Its forward computes the same values in fewer passes, each rewrite exact (its comment
+says why: a straight-through ``(round(y) - y) + y`` that is ``round(y)`` itself, E2M1's three
+masked branches that are one rounding with a step of 0.5, 1 or 2, ``2**floor(log2|s|)`` read
+off the float's exponent bits). The backward:
 
-* forward computes the same values in fewer passes, each rewrite exact (its comment says why:
-  a straight-through ``(round(y) - y) + y`` that is ``round(y)`` itself, E2M1's three masked
-  branches that are one rounding with a step of 0.5, 1 or 2, MXFP4's ``2**floor(log2|s|)`` that
-  is 1, 2 or 4), and keeps for the backward what it needs (as autograd keeps its inputs);
-* backward applies, in the same order and with the same float operations, the derivatives
-  autograd's nodes apply (torch's ``derivatives.yaml``: ``div`` by a tensor gives
-  ``-grad * ((a / b) / b)``, ``pow(2, x)`` gives ``grad * (result * log 2)``, ``log2`` gives
-  ``grad / (x * log 2)``, ``clamp`` keeps ``min <= x <= max``, ``abs`` multiplies by ``sign``);
-  what a node sends to a broadcast per-group input is summed over the group with the ``sum``
-  autograd's ``sum_to`` uses. Where autograd adds up several contributions to one tensor there
-  are two (exact in either order), or all but one are zero.
+* MX: the derivative written out (``_mx_forward`` says which), computed in the forward, so the
+  backward is one product for ``v`` and one row sum for the scale. The gradients are autograd's
+  up to float32 rounding (and Intel's, tests/core/dtypes/test_float_tuning.py), with the same
+  signs for ``v`` (all the signed descent reads);
+* NVFP4: autograd's nodes applied in the same order with the same float operations, so its
+  gradients are autograd's bit for bit.
 
-So the values and the gradients for ``v`` and the factors are autograd's bit for bit
-(``tests/core/dtypes/test_float_fused.py`` checks them against ``mx_tuning_qdq_reference`` and
-``nv_tuning_qdq_reference``). ``torch.where`` over a weight-sized mask costs as much as tens of
-multiplications on CPU: the rewrites avoid it where an exact arithmetic form exists.
+``tests/core/dtypes/test_float_fused.py`` checks both against ``mx_tuning_qdq_reference`` and
+``nv_tuning_qdq_reference``. Masks are float32 ones and zeros (:mod:`autoround.dtypes.float_masks`:
+bool tensors and ``torch.where`` cost tens of multiplications each on CPU).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from autoround.dtypes.mx_elements import MxElement, binade_power, half_to_even
+from autoround.dtypes.float_masks import float_mask
+from autoround.dtypes.int_fused import row_dot
+from autoround.dtypes.mx_elements import E2M1, MxElement, binade_power, half_to_even
 
-#: The constants torch's backward formulas multiply by (``pow``: ``log(base)``; ``log2``: this).
-_LN2 = math.log(2.0)
-_LOG2_LN2 = 0.6931471805599453
+#: The magnitude a zero is divided by (giving 0): the smallest normal float32, so that it
+#: survives flush-to-zero modes (a nonzero element below it, never met in practice, gets a
+#: derivative below 1 instead of 1).
+_TINY = 2.0**-126
 #: Largest E2M1 magnitude (``nv_fp.E2M1_MAX``; that module imports this one).
 _E2M1_MAX = 6.0
 
 
-def _floor_value(x: torch.Tensor) -> torch.Tensor:
-    """The value of ``floor_ste(x)``: ``(floor(x) - x) + x`` (not always ``floor(x)``)."""
-    return (torch.floor(x) - x) + x
-
-
-def _inside(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Where ``clamp(x, low, high)`` passes its gradient (torch's ``clamp_backward`` mask)."""
-    return (x >= low).logical_and_(x <= high)
-
-
 def _mx_forward(
-    weight: torch.Tensor, v: torch.Tensor, scale: torch.Tensor, element: MxElement
-) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
-    """The values of ``element(clamp(w / scale + v)) * scale`` (float32; the same operations as
-    ``mx_tuning.element_ste``) and what the backward needs of its intermediates."""
-    mantissa_unit = 2.0**element.mantissa_bits
+    weight: torch.Tensor, v: torch.Tensor, scale: torch.Tensor, element: MxElement, need_grads: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The values of ``element(clamp(w / scale + v)) * scale`` (float32; Intel's ``quant_element``
+    values, half to even) and, if ``need_grads``, their derivatives for the backward: ``d out /
+    d v`` elementwise and ``d out / d scale`` before its per-group sum.
+
+    The straight-through derivative of an element ``q`` with respect to its input ``y`` is
+    ``q / y`` in the normal binades (the rounding and the element's own ``floor(log2|y|)``
+    pass the gradient straight through: ``d/dy (round(y / 2**e) * 2**e) = 1 + (q - y) / y``),
+    1 among the subnormal steps and for fixed-point elements, 0 at ``y == 0`` and where the
+    input clamp bit (autograd's, through Intel's formulas: mx_tuning_qdq_reference)."""
     m = element.max_normal
-    pre = weight / scale + v
-    scaled = pre.clamp(-m, m)
+    scaled = weight / scale
+    # in place where a tensor is used up: each fresh weight-sized tensor costs page faults
+    magnitude = scaled + v
+    sign = magnitude.sign()
+    magnitude.abs_()
+    inside = float_mask(torch.le, magnitude, m) if need_grads else None
+    magnitude.clamp_(max=m)
+    # grid steps per unit of value: 2**mantissa_bits / (the binade's power of two)
+    unit = binade_power(magnitude, element).reciprocal_().mul_(2.0**element.mantissa_bits)
+    # y * unit and back are exact (powers of two), and max_normal lies on the grid: no clamp
+    rounded = half_to_even(magnitude * unit).div_(unit)
+    if not need_grads or inside is None:
+        return sign.mul_(rounded).mul_(scale), None, None
     if element.fixed_point:
-        steps = scaled * mantissa_unit
+        slope = sign.abs()
     else:
-        magnitude = scaled.abs()
-        log_in = magnitude + (scaled == 0).to(scaled.dtype)
-        if element.few_binades:
-            # floor_ste(log2|s|) clamped at 0 is 0, 1 or 2 (below 0 it is negative, if not
-            # always an integer; at or above 0 it is floor(log2|s|) exactly): comparisons
-            power = binade_power(magnitude)
-            floored_in = log_in >= 1.0
-        else:
-            floored = _floor_value(torch.log2(log_in))
-            power = torch.pow(2.0, floored.clamp(min=element.min_exp))
-            floored_in = floored >= element.min_exp
-        steps = scaled / power * mantissa_unit
-    sign_steps = torch.sign(steps)
-    # floor_ste's value (floor(y) - y) + y is floor(y) itself for y >= 0.5 (floor(y) - y is
-    # exact: 0 - y, or Sterbenz): floor(|steps| + 0.5) less the even ties is half_to_even's
-    out1 = sign_steps * half_to_even(steps.abs()) / mantissa_unit
-    out2 = out1 * power if not element.fixed_point else out1
-    out3 = out2.clamp(-m, m)
-    # clamp's gradient mask min <= x <= max is where the clamp changed nothing (NaN: neither)
-    inside_pre = pre == scaled
-    # The E2M1 / E2M3 grid values times exact powers of two never pass max_normal, so the
-    # output clamp's mask is true wherever the value is not NaN, and a NaN element's gradient
-    # is cut by the input clamp's mask anyway (its scaled value is NaN): no mask needed there.
-    inside_out = None if element.few_binades else out2 == out3
-    if element.fixed_point:
-        return out3 * scale, inside_out, (out3, sign_steps, inside_pre)
-    return out3 * scale, inside_out, (out3, sign_steps, inside_pre, scaled, log_in, floored_in, power, out1)
-
-
-def _mx_backward(
-    grad: torch.Tensor,
-    weight: torch.Tensor,
-    scale: torch.Tensor,
-    inside_out: torch.Tensor | None,
-    saved: tuple[torch.Tensor, ...],
-    element: MxElement,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Autograd's gradients of ``element(clamp(w / scale + v)) * scale`` for ``v`` (elementwise) and for
-    ``scale`` ((groups, 1)), node by node in autograd's order."""
-    mantissa_unit = 2.0**element.mantissa_bits
-    out3, sign_steps, inside_pre = saved[:3]
-    # backward: out3 * scale
-    grad_scale_out = (grad * out3).sum(dim=-1, keepdim=True)
-    g = grad * scale
-    if inside_out is not None:
-        g = torch.where(inside_out, g, 0.0)
-    if element.fixed_point:
-        g = (g / mantissa_unit) * sign_steps * sign_steps
-        grad_scaled = g * mantissa_unit
-    else:
-        scaled, log_in, floored_in, power, out1 = saved[3:]
-        grad_power2 = g * out1
-        g = g * power
-        # rounded / mantissa_unit, sign * (floor_ste(|steps| + 0.5) - tie), abs
-        g = ((g / mantissa_unit) * sign_steps * sign_steps).mul_(mantissa_unit)
-        grad_scaled = g / power
-        grad_power1 = -g * ((scaled / power) / power)
-        log2_power = power * _LN2
-        grad_exp = (grad_power1 * log2_power).add_(grad_power2 * log2_power)
-        grad_exp = torch.where(floored_in, grad_exp, 0.0)
-        # abs' sign(scaled) is sign(steps): scaled / power never underflows (power <= 1
-        # wherever |scaled| < 1), so the two have the same sign, zero and NaN
-        grad_scaled.add_((grad_exp.div_(log_in * _LOG2_LN2)).mul_(sign_steps))
-    grad_pre = torch.where(inside_pre, grad_scaled, 0.0)
-    grad_scale_div = (-grad_pre * ((weight / scale) / scale)).sum(dim=-1, keepdim=True)
-    return grad_pre, grad_scale_out + grad_scale_div
+        # q / y in the normal binades, y / y = 1 below them, 0 / tiny = 0 at zero
+        normal = float_mask(torch.ge, magnitude, 2.0**element.min_exp)
+        slope = torch.lerp(magnitude, rounded, normal).div_(magnitude.clamp_(min=_TINY))
+    slope.mul_(inside)
+    elements = sign.mul_(rounded)
+    out = elements * scale
+    # d out / d scale = element + scale * slope * d(w / scale)/d scale = element - slope * w / scale
+    per_scale = scaled.mul_(slope).neg_().add_(elements)
+    return out, slope.mul_(scale), per_scale
 
 
 class MxElementsQDQ(torch.autograd.Function):
-    """``element(clamp(w / scale + v)) * scale`` with hand-written straight-through gradients
-    for ``v`` and the per-group ``scale`` (the power of two of the shared exponent)."""
+    """``element(clamp(w / scale + v)) * scale`` with straight-through gradients for ``v`` and
+    the per-group ``scale`` (the power of two of the shared exponent), written out."""
 
     @staticmethod
     def forward(ctx: Any, grouped, v, scale, element: MxElement) -> torch.Tensor:
+        need_grads = any(ctx.needs_input_grad[1:3])
         with torch.no_grad():
-            out, inside_out, saved = _mx_forward(grouped.float(), v, scale, element)
-        ctx.save_for_backward(grouped, scale, inside_out, *saved)
-        ctx.element = element
+            out, grad_v_factor, per_scale = _mx_forward(grouped.float(), v, scale, element, need_grads)
+        ctx.save_for_backward(grad_v_factor, per_scale)
         return out.to(grouped.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
-        grouped, scale, inside_out, *saved = ctx.saved_tensors
-        grad_v, grad_scale = _mx_backward(
-            grad.float(), grouped.float(), scale, inside_out, tuple(saved), ctx.element
-        )
+        grad_v_factor, per_scale = ctx.saved_tensors
+        grad = grad.float()
         return (
             None,
-            grad_v if ctx.needs_input_grad[1] else None,
-            grad_scale if ctx.needs_input_grad[2] else None,
+            grad * grad_v_factor if ctx.needs_input_grad[1] else None,
+            row_dot(grad, per_scale) if ctx.needs_input_grad[2] else None,
             None,
         )
 
@@ -179,10 +126,8 @@ def e2m1_values(scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     """
     sign = torch.sign(scaled)
     magnitude = scaled.abs()
-    below2 = magnitude < 2.0
-    below4 = magnitude < 4.0
-    # 2 - [|x| < 4] - [|x| < 2] / 2: 0.5, 1 or 2, exact (torch.where is slow on CPU)
-    step = below4.to(scaled.dtype).neg_().add_(2.0).sub_(below2.to(scaled.dtype), alpha=0.5)
+    # half the binade's power of two (1, 2 or 4 for |x| <= 6): 0.5, 1 or 2, exact
+    step = binade_power(magnitude, E2M1).mul_(0.5)
     return torch.round(magnitude / step).mul_(step).mul_(sign), sign, step
 
 
@@ -203,7 +148,7 @@ def _nv_backward(
     # halves: (g / 2) * 2; ones: g; twos: (g * 2) / 2; that is (g * step) * (1 / step), the
     # same roundings (x / 2 and x * 0.5 are one correctly rounded value), without torch.where
     g = (g * step).mul_(step.reciprocal()).mul_(sign)
-    grad_pre = torch.where(inside_pre, g, 0.0)
+    grad_pre = g.mul_(inside_pre)
     grad_inverse = (grad_pre * weight).sum(dim=-1, keepdim=True)
     return grad_pre, grad_inverse, grad_recip
 
@@ -217,7 +162,7 @@ class NvElementsQDQ(torch.autograd.Function):
         with torch.no_grad():
             pre = grouped.to(torch.float32) * inverse + v
             values, sign, step = e2m1_values(pre.clamp(-_E2M1_MAX, _E2M1_MAX))
-            inside_pre = _inside(pre, -_E2M1_MAX, _E2M1_MAX)
+            inside_pre = float_mask(torch.le, pre.abs(), _E2M1_MAX)
             out = (values * recip).to(grouped.dtype)
         ctx.save_for_backward(grouped, recip, values, sign, step, inside_pre)
         return out

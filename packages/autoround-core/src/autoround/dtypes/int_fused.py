@@ -5,9 +5,9 @@ formula of :mod:`autoround.dtypes.int_formulas` costs some twenty passes over th
 backward, masks included); written out (:func:`straight_through_grads`), about ten. The
 backward recomputes the codes and their clamp mask from the weight, ``v`` and the scale
 (:func:`clamped_codes`, the forward's own operations, so the same values) instead of keeping
-them from the forward: a block's backward would otherwise start with 5 bytes per weight of every
-layer alive (float32 codes and a bool mask), where recomputing holds them for one layer at a time
-(18 MB of a SmolLM2-135M block at the peak of its tuning). The forward is bit-identical to
+them from the forward: a block's backward would otherwise start with 8 bytes per weight of every
+layer alive (float32 codes and a float32 mask), where recomputing holds them for one layer at a
+time. The forward is bit-identical to
 :meth:`IntDataType.qdq`; the gradients are those of its straight-through rounding (checked
 against autograd in the tests):
 
@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from autoround.dtypes.float_masks import float_mask
 from autoround.dtypes.int_formulas import SCALE_DTYPE, SCALE_THRESHOLD
 
 
@@ -44,10 +45,10 @@ def clamped_codes(
     grouped: torch.Tensor, v: torch.Tensor, scale32: torch.Tensor, levels: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The codes ``clamp(round(w / scale + v), -levels, levels - 1)`` (float32) and where the
-    clamp left them alone (a bool mask)."""
+    clamp left them alone (float32 ones and zeros: :mod:`autoround.dtypes.float_masks`)."""
     rounded = torch.addcdiv(v, grouped, scale32).round_()
     codes = rounded.clamp(-levels, levels - 1)
-    return codes, rounded == codes
+    return codes, float_mask(torch.eq, rounded, codes)
 
 
 def rounded_codes(grouped: torch.Tensor, v: torch.Tensor, scale32: torch.Tensor, levels: int) -> torch.Tensor:
@@ -68,7 +69,7 @@ def straight_through_grads(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of ``out = scale * codes``, ``codes = clamp(round(w / scale + v))``, with
     straight-through rounding: for ``v`` (elementwise) and for the scale (summed per group, (groups, 1)).
-    ``inside`` marks the codes the clamp left alone.
+    ``inside`` is 1.0 where the clamp left the code alone, else 0.0.
 
     ``d out / d scale`` is ``codes - w / scale`` where the code is not clamped, else ``codes``; its
     per-group sum is taken as ``<grad, codes> - <grad inside, w> / scale``, two dot products over
@@ -76,16 +77,16 @@ def straight_through_grads(
     over the weight per layer and iteration).
     """
     grad, grouped = grad.float(), grouped.float()  # no-ops when tuning in float32
-    inside_grad = torch.where(inside, grad, 0.0)
+    inside_grad = grad * inside
     per_group = None
     if need_scale:
-        per_group = _row_dot(grad, codes) - _row_dot(inside_grad, grouped) / scale32
+        per_group = row_dot(grad, codes) - row_dot(inside_grad, grouped) / scale32
     # in place: inside_grad is ours and used up, and one weight-sized tensor less is alive
     grad_v = inside_grad.mul_(scale32) if need_v else None
     return grad_v, per_group
 
 
-def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Dot product of each row of two (groups, width) tensors, (groups, 1), without an
     elementwise product tensor."""
     return torch.bmm(a.unsqueeze(-2), b.unsqueeze(-1)).squeeze(-1)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from autoround.dtypes.float_masks import float_mask
+
 #: Weights per shared scale in the OCP MX specification (and in every Intel MX preset).
 MX_BLOCK = 32
 #: The shared scale is E8M0: an exponent in [-127, 127] (255 is NaN, never produced).
@@ -32,27 +34,23 @@ class MxElement:
         """Whether the element has no exponent bits (MX integers: one binade, ``emax`` 0)."""
         return self.emax == 0
 
-    @property
-    def few_binades(self) -> bool:
-        """Whether the binade exponents, clamped at the smallest normal one, are only 0, 1 and 2
-        (E2M1, E2M3: ``min_exp`` 0, largest magnitude below 8): :func:`binade_power` finds them."""
-        return not self.fixed_point and self.min_exp == 0 and self.max_normal < 8.0
+
+#: The exponent field of a float32.
+_EXPONENT_BITS = 0x7F800000
 
 
-def binade_power(magnitude: torch.Tensor) -> torch.Tensor:
-    """``2 ** max(floor(log2 m), 0)`` for magnitudes below 8: 1, 2 or 4, by comparisons.
+def binade_power(magnitude: torch.Tensor, element: MxElement) -> torch.Tensor:
+    """``2 ** max(floor(log2 m), min_exp)`` of non-negative float32 magnitudes: the power of two
+    of each value's binade, floored at the element's smallest normal one (the subnormal steps
+    below it have the same spacing), in a new tensor.
 
-    The same values as through ``log2``, ``floor`` and ``exp2`` (at or above 1, ``log2`` is
-    exact enough that its floor is the binade; below 1 the clamp makes it 0; NaN gives 1 but
-    stays NaN through the rounding), in two passes over the tensor instead of four;
-    ``torch.where`` over a tensor-sized mask costs as much as some forty multiplications on CPU.
-    """
-    return (
-        (magnitude >= 2.0)
-        .to(magnitude.dtype)
-        .add_(1.0)
-        .add_((magnitude >= 4.0).to(magnitude.dtype), alpha=2.0)
-    )
+    Read off the float's exponent bits (zero and subnormals give 0, then the clamp): two cheap
+    passes where ``log2``, ``floor`` and ``exp2`` cost three slow ones. Where float32 ``log2``
+    rounds a magnitude just below a power of two up to it (Intel's ``floor(log2 m)``), the binade
+    here is one lower; the element it rounds to is that power of two either way. NaN gives
+    +inf (and stays NaN through the rounding)."""
+    bits = magnitude.view(torch.int32).bitwise_and(_EXPONENT_BITS)
+    return bits.view(torch.float32).clamp_(min=2.0**element.min_exp)
 
 
 E2M1 = MxElement(mantissa_bits=1, min_exp=0, emax=2, max_normal=6.0)
@@ -115,20 +113,17 @@ def half_to_even(magnitude: torch.Tensor) -> torch.Tensor:
     in two cheap passes (``torch.remainder`` alone costs several); checked on every float32 in
     [0.2, 0.6) and around every half integer below 128 (tests/core/dtypes/test_mx_fp.py).
     """
-    return torch.round(magnitude).add_((magnitude == JUST_BELOW_HALF).to(magnitude.dtype))
+    return torch.round(magnitude).add_(float_mask(torch.eq, magnitude, JUST_BELOW_HALF))
 
 
 def round_to_element(scaled: torch.Tensor, element: MxElement) -> torch.Tensor:
-    """Values already divided by the shared scale, rounded to the element grid (float32)."""
+    """Values already divided by the shared scale (float32), rounded to the element grid."""
     clipped = scaled.clamp(-element.max_normal, element.max_normal)
     magnitude = clipped.abs()
-    if element.few_binades:
-        step = binade_power(magnitude).mul_(2.0**-element.mantissa_bits)
-    else:
-        # Each value's own binade, floored at the smallest normal one (the subnormal steps below
-        # it have the same spacing); log2(1) stands in for zero.
-        exp = torch.floor(torch.log2(torch.where(magnitude == 0, 1.0, magnitude))).clamp(min=element.min_exp)
-        step = torch.exp2(exp - element.mantissa_bits)  # spacing of the grid in that binade
-    rounded = (half_to_even(magnitude / step) * step).clamp(max=element.max_normal)
-    # Negative values keep their sign when they round to zero (-0.0), as Intel's do.
-    return torch.where(clipped < 0, -rounded, rounded)
+    # grid steps per unit of value in each value's binade (one binade for fixed-point elements)
+    unit = binade_power(magnitude, element).reciprocal_().mul_(2.0**element.mantissa_bits)
+    # max_normal lies on the grid, so the rounding never passes it
+    rounded = half_to_even(magnitude.mul_(unit)).div_(unit)
+    # Negative values keep their sign when they round to zero (-0.0), as Intel's do; -0.0 and
+    # NaN have sign 0 (+0.0 and NaN, as Intel's).
+    return rounded.mul_(torch.sign(clipped))
