@@ -21,8 +21,10 @@ import torch
 
 from autoround.dtypes import DTYPES
 from autoround.dtypes.base import with_shared_statistic
+from autoround.dtypes.e4m3 import e4m3
+from autoround.dtypes.fp8_fused import fp8_tuning_qdq
 from autoround.dtypes.grouping import from_groups, to_groups
-from autoround.dtypes.ste import Through, forward_only
+from autoround.dtypes.ste import Through, forward_only, straight_through
 
 #: Intel's default ``scale_dtype`` (float16) and the smallest scale magnitude it keeps with it.
 INT_SCALE_DTYPE = torch.float16
@@ -71,7 +73,7 @@ def qdq_fp8_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if rows.dtype == torch.float16:  # Intel's detour (it avoids NaN gradients there)
         rows = rows.to(torch.bfloat16)
     elements = torch.clip(rows / scale, -E4M3_MAX, E4M3_MAX)
-    elements = elements.to(torch.float8_e4m3fn).to(elements.dtype)
+    elements = e4m3(elements)
     return (elements * scale).to(x.dtype).reshape(x.shape), scale
 
 
@@ -133,8 +135,10 @@ def qdq_fp8_static(
     rows = rows.to(torch.bfloat16) if rows.dtype == torch.float16 else rows
     # a (1, 1) scale, not 0-dim, so a 16-bit x is divided in float32, as Intel's is
     divisor = scale.reshape(1, 1)
+    if through is straight_through:  # the tuning forward: the same values and gradients, fused
+        return fp8_tuning_qdq(rows, None, divisor).to(x.dtype).reshape(x.shape), scale
     elements = torch.clip(rows / divisor, -E4M3_MAX, E4M3_MAX)
-    elements = through(elements.to(torch.float8_e4m3fn).to(elements.dtype), elements)
+    elements = e4m3(elements, through)
     return (elements * divisor).to(x.dtype).reshape(x.shape), scale
 
 

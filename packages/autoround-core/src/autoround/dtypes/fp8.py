@@ -34,20 +34,13 @@ from dataclasses import dataclass
 import torch
 
 from autoround.dtypes.base import QParams, RtnOnly, compose_qdq
+from autoround.dtypes.e4m3 import E4M3_MAX, e4m3
+from autoround.dtypes.fp8_fused import fp8_tuning_qdq
 from autoround.dtypes.grouping import from_groups, to_groups
 from autoround.dtypes.ste import Through, forward_only, straight_through
 
-E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)
 #: Smallest scale (Intel copies it from vLLM): ``1 / (448 * 512)``.
 MIN_SCALE = float(1.0 / (E4M3_MAX * 512.0))
-
-
-def e4m3(x: torch.Tensor, through: Through = forward_only) -> torch.Tensor:
-    """``x`` rounded to FP8 E4M3 (nearest even), in ``x``'s dtype. Written as Intel's
-    straight-through estimator computes it, ``(e4m3(x) - x) + x``, which equals the cast except
-    that a negative value rounding to zero gives +0.0; ``through`` says whether the gradient
-    passes (:mod:`autoround.dtypes.ste`)."""
-    return through(x.to(torch.float8_e4m3fn).to(x.dtype), x)
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.Tensor:
@@ -97,6 +90,8 @@ class FpDataType(RtnOnly):
         """:meth:`qdq`'s values with Intel's straight-through gradients for ``v`` and
         ``max_scale`` (``min_scale`` is unused: it gets no gradient)."""
         qp = self.qparams(grouped, bits, sym, 1.0, max_scale)
+        if qp.scale.dtype == torch.float32:  # always, with SignRound's float32 max_scale
+            return fp8_tuning_qdq(_compute_dtype(grouped), v, qp.scale).to(grouped.dtype)
         codes = self._codes(grouped, qp, v, straight_through)
         return self.dequantize(codes, qp).to(grouped.dtype)
 

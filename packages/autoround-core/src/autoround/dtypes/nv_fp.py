@@ -50,6 +50,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from autoround.dtypes.base import QParams, RtnOnly
+from autoround.dtypes.e4m3 import e4m3
 from autoround.dtypes.float_fused import e2m1_values, nv_elements_qdq
 from autoround.dtypes.nv_fp_search import nv_opt_rtn, searched_factors
 from autoround.dtypes.ste import Through, forward_only, reciprocal_ste, straight_through
@@ -86,13 +87,6 @@ def block_scales(amax: torch.Tensor, max_scale: torch.Tensor | float, gs: torch.
 def inverse_scale(block_scale: torch.Tensor, global_scale: torch.Tensor) -> torch.Tensor:
     """``o = 1 / (block_scale * (1/gs))``; its reciprocal is the block's effective scale."""
     return reciprocal(block_scale * reciprocal(global_scale))
-
-
-def e4m3(x: torch.Tensor, through: Through = forward_only) -> torch.Tensor:
-    """float32 values rounded to FP8 E4M3 (nearest even), back in float32; ``through`` combines
-    the rounded value with ``x`` (Intel's straight-through estimator, by default without the
-    gradient: :mod:`autoround.dtypes.ste`)."""
-    return through(x.to(torch.float8_e4m3fn).to(x.dtype), x)
 
 
 def e2m1(x: torch.Tensor, through: Through = forward_only) -> torch.Tensor:
