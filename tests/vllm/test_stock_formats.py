@@ -18,7 +18,7 @@ import pytest
 import torch
 from tiny_models import TINY_LLAMA, build_model, build_tokenizer
 from transformers import AutoModelForCausalLM, LlamaConfig
-from vllm_harness import run_engine, vllm_python
+from vllm_harness import run_engine, skip_without_stock_wna16, vllm_python
 
 import autoround
 
@@ -109,6 +109,7 @@ def served(tmp_path_factory) -> dict[str, tuple[Path, dict[str, Any]]]:
 
 @pytest.mark.parametrize("name", list(SERVED))
 def test_stock_vllm_serves_the_checkpoint_with_the_references_logprobs(served, name) -> None:
+    skip_without_stock_wna16()
     path, result = served[name]
     fmt, _, method = SERVED[name]
     assert "error" not in result, f"stock vLLM refused {name}: {result}"

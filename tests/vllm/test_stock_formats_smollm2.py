@@ -15,7 +15,7 @@ import pytest
 import torch
 from greedy_reference import prompt_ids
 from transformers import AutoModelForCausalLM
-from vllm_harness import greedy_in_vllm, vllm_python
+from vllm_harness import greedy_in_vllm, skip_without_stock_wna16, vllm_python
 
 from autoround.cli.commands import main_rtn
 from autoround_hf import AutoRoundConfig
@@ -36,6 +36,7 @@ FORMATS = {
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> Path:
     vllm_python()  # skip before quantizing when there is no venv
+    skip_without_stock_wna16()
     out = tmp_path_factory.mktemp("smollm2_formats") / "w4a16_g64"
     args = ["--model", "smollm2", "--scheme", "W4A16", "--group_size", "64", "--output_dir", str(out), "-q"]
     assert main_rtn([*args, "--format", ",".join(FORMATS)]) == 0

