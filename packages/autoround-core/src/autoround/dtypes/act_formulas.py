@@ -49,8 +49,8 @@ def qdq_int_per_token(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, tor
     """
     rows = _rows(x)
     maxq = 2 ** (bits - 1)
-    low = torch.clamp(rows.min(-1)[0], max=0)
-    high = torch.clamp(rows.max(-1)[0], min=0)
+    low = torch.clamp(rows.amin(-1), max=0)
+    high = torch.clamp(rows.amax(-1), min=0)
     low_abs = -low
     # The sign makes the value of largest magnitude land on -maxq (one more code than +maxq - 1).
     signed_max = (2 * (high < low_abs).int() - 1) * torch.max(high, low_abs)
@@ -68,7 +68,7 @@ def qdq_fp8_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns the quantize-dequantized ``x`` (its shape and dtype) and the scales (tokens, 1).
     """
     rows = _rows(x)
-    scale = torch.max(torch.abs(rows), dim=-1)[0].to(torch.float32) / E4M3_MAX
+    scale = torch.abs(rows).amax(dim=-1).to(torch.float32) / E4M3_MAX
     scale = torch.clip(scale, min=FP8_SCALE_FLOOR).unsqueeze(-1)
     if rows.dtype == torch.float16:  # Intel's detour (it avoids NaN gradients there)
         rows = rows.to(torch.bfloat16)

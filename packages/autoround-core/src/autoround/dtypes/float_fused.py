@@ -115,7 +115,8 @@ def mx_elements_qdq(
 
 def e2m1_values(scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The values of ``nv_fp.e2m1(scaled, straight_through)`` for ``scaled`` in [-6, 6], with
-    ``sign(scaled)`` and the grid step (0.5, 1 or 2) of each value, in a third of its passes.
+    ``sign(scaled)`` and the grid step (0.5, 1 or 2) of each value, in a third of its passes
+    (values only: call it without autograd).
 
     Intel's form takes all three roundings, ``(round(y) - y) + y`` each, and adds them up
     under 0/1 masks. For ``y >= 0`` rounded half to even, ``round(y) - y`` is exact (Sterbenz,
@@ -128,7 +129,8 @@ def e2m1_values(scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     magnitude = scaled.abs()
     # half the binade's power of two (1, 2 or 4 for |x| <= 6): 0.5, 1 or 2, exact
     step = binade_power(magnitude, E2M1).mul_(0.5)
-    return torch.round(magnitude / step).mul_(step).mul_(sign), sign, step
+    # in place: each fresh activation-sized tensor costs page faults that outweigh its pass
+    return magnitude.div_(step).round_().mul_(step).mul_(sign), sign, step
 
 
 def _nv_backward(
@@ -160,9 +162,9 @@ class NvElementsQDQ(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, grouped, v, inverse, recip) -> torch.Tensor:
         with torch.no_grad():
-            pre = grouped.to(torch.float32) * inverse + v
-            values, sign, step = e2m1_values(pre.clamp(-_E2M1_MAX, _E2M1_MAX))
+            pre = (grouped.to(torch.float32) * inverse).add_(v)
             inside_pre = float_mask(torch.le, pre.abs(), _E2M1_MAX)
+            values, sign, step = e2m1_values(pre.clamp_(-_E2M1_MAX, _E2M1_MAX))
             out = (values * recip).to(grouped.dtype)
         ctx.save_for_backward(grouped, recip, values, sign, step, inside_pre)
         return out

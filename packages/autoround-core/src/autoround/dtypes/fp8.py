@@ -74,7 +74,7 @@ class FpDataType(RtnOnly):
         """Each group's symmetric range ``(-max|w|, max|w|)`` (groups, 1) in the weight's dtype
         (informative: :meth:`tuning_qdq` takes the maximum through :meth:`qparams`, as the
         final :meth:`qdq` does, so the two agree bit for bit)."""
-        amax = torch.max(torch.abs(grouped), dim=-1, keepdim=True)[0]
+        amax = torch.abs(grouped).amax(dim=-1, keepdim=True)
         return -amax, amax
 
     def tuning_qdq(
@@ -119,7 +119,7 @@ class FpDataType(RtnOnly):
         """
         if isinstance(max_scale, torch.Tensor):
             max_scale = max_scale.reshape(-1).to(grouped.device)
-        group_max = torch.max(torch.abs(grouped), dim=-1)[0] * max_scale
+        group_max = torch.abs(grouped).amax(dim=-1) * max_scale
         if not self.tiles:
             group_max = group_max.to(torch.float32)
         scale = torch.clip(group_max / E4M3_MAX, min=MIN_SCALE).unsqueeze(-1)

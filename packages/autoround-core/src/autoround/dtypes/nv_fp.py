@@ -95,7 +95,8 @@ def e2m1(x: torch.Tensor, through: Through = forward_only) -> torch.Tensor:
     if through is forward_only:
         # The same floats in a third of the passes (float_fused.e2m1_values says why); beyond
         # +-6 both clamp to +-6 (Intel's twos branch rounds 7 to 8, then clamps).
-        return e2m1_values(x)[0].clamp_(-E2M1_MAX, E2M1_MAX)
+        with torch.no_grad():  # rounding: its gradient is 0 anyway
+            return e2m1_values(x)[0].clamp_(-E2M1_MAX, E2M1_MAX)
     sign = torch.sign(x)
     x = torch.abs(x)
     halves = through((2.0 * x).round(), 2.0 * x) / 2.0
@@ -202,7 +203,7 @@ class NvFpDataType(RtnOnly):
 
     def group_range(self, grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each block's symmetric range ``(-max|w|, max|w|)`` (groups, 1) float32."""
-        amax = torch.max(torch.abs(grouped), dim=-1, keepdim=True)[0].to(torch.float32)
+        amax = torch.abs(grouped).amax(dim=-1, keepdim=True).to(torch.float32)
         return -amax, amax
 
     def tuning_qdq(
@@ -303,7 +304,7 @@ class NvFpDataType(RtnOnly):
         gs = self.global_scale_of(grouped)
         if isinstance(max_scale, torch.Tensor):
             max_scale = max_scale.reshape(-1, 1).to(grouped.device)
-        amax = torch.max(torch.abs(grouped), dim=-1, keepdim=True)[0].to(torch.float32)
+        amax = torch.abs(grouped).amax(dim=-1, keepdim=True).to(torch.float32)
         return self.qparams_of_blocks(block_scales(amax, max_scale, gs), gs)
 
     def global_scale_of(self, grouped: torch.Tensor) -> torch.Tensor:
@@ -328,8 +329,9 @@ class NvFpDataType(RtnOnly):
         """E2M1 values (float32), after adding the offset ``v`` to the scaled weights."""
         if not isinstance(qp, NvFpQParams):
             raise TypeError("nv_fp quantizes with the NvFpQParams its qparams returns")
-        scaled = grouped.to(torch.float32) * qp.inverse_scale + v
-        return e2m1(scaled.clamp(-E2M1_MAX, E2M1_MAX))
+        with torch.no_grad():  # E2M1 values: rounded, without a gradient
+            scaled = (grouped.to(torch.float32) * qp.inverse_scale).add_(v)
+            return e2m1(scaled.clamp_(-E2M1_MAX, E2M1_MAX))
 
     def dequantize(self, codes: torch.Tensor, qp: QParams) -> torch.Tensor:
         """``codes * (1/o)``, i.e. ``codes * scale`` (zero is 0)."""

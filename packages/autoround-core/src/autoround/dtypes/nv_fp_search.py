@@ -70,12 +70,12 @@ def best_factors(
     quantized once and every factor takes its code's error: the factors and errors of trying all
     102 in turn (Intel's loop), in ~1/7 of the passes over the weight."""
     weight = grouped.float()
-    amax = torch.max(torch.abs(weight), dim=-1, keepdim=True)[0]
+    amax = torch.abs(weight).amax(dim=-1, keepdim=True)
     gs = dtype.global_scale_of(weight)
     factors = torch.tensor((1.0, *FACTORS), dtype=torch.float32, device=weight.device).reshape(1, -1)
     # Non-negative E4M3 values order as their bit patterns, so codes are consecutive integers.
     codes = dtype.block_scales_of(amax, factors, gs).to(torch.float8_e4m3fn).view(torch.uint8).long()
-    low, high = codes.min(dim=1, keepdim=True)[0], codes.max(dim=1, keepdim=True)[0]
+    low, high = codes.amin(dim=1, keepdim=True), codes.amax(dim=1, keepdim=True)
     errors = []
     for step in range(int((high - low).max()) + 1):
         level = torch.minimum(low + step, high).to(torch.uint8).view(torch.float8_e4m3fn)
