@@ -18,6 +18,7 @@ from _worker_common import (
     peak_rss_mb,
     run_worker,
     save_qdq_linears,
+    save_tuned_ranges,
     timed,
     versions,
 )
@@ -54,9 +55,15 @@ def body(job: dict) -> dict:
     out = job["out_dir"]
     if job.get("save") == "qdq":  # weight-only float schemes: Intel keeps the qdq weights in place
         checkpoint, kind = save_qdq_linears(ar.model, out), "qdq_state_dict"
+        tuned = {  # its unwrapper leaves act_max * act_max_scale on the wrapped Linear
+            name.removesuffix(".orig_layer"): module.act_max
+            for name, module in ar.model.named_modules()
+            if isinstance(module, torch.nn.Linear) and getattr(module, "act_max", None) is not None
+        }
+        ranges = save_tuned_ranges(tuned, out)
     else:
         ar.save_quantized(out, format="auto_round")
-        checkpoint, kind = find_checkpoint(out), "auto_round"
+        checkpoint, kind, ranges = find_checkpoint(out), "auto_round", None
     return {
         "status": "ok",
         "time_s": seconds,
@@ -64,6 +71,7 @@ def body(job: dict) -> dict:
         "rss_after_load_mb": rss_loaded,
         "checkpoint": checkpoint,
         "checkpoint_kind": kind,
+        "ranges": ranges,
         "compressor": type(ar).__name__,
         "model_dtype_after": str(next(model.parameters()).dtype),
         **amp,

@@ -18,6 +18,7 @@ from _worker_common import (
     peak_rss_mb,
     run_worker,
     save_qdq_linears,
+    save_tuned_ranges,
     timed,
     versions,
 )
@@ -54,9 +55,11 @@ def quantize_job(job: dict) -> dict:
     out = job["out_dir"]
     if job.get("save") == "qdq":  # schemes no format of both tools stores: the fake-quantized weights
         checkpoint, kind = save_qdq_linears(qm.model, out), "qdq_state_dict"
+        tuned = {name: lq.input_absmax for name, lq in qm.layers.items() if lq.input_absmax is not None}
+        ranges = save_tuned_ranges(tuned, out)
     else:
         save(qm, out, format="auto_round", overwrite=True)
-        checkpoint, kind = find_checkpoint(out), "auto_round"
+        checkpoint, kind, ranges = find_checkpoint(out), "auto_round", None
     return {
         "status": "ok",
         "time_s": seconds,
@@ -64,6 +67,7 @@ def quantize_job(job: dict) -> dict:
         "rss_after_load_mb": rss_loaded,
         "checkpoint": checkpoint,
         "checkpoint_kind": kind,
+        "ranges": ranges,
         "same_calibration_rows": same_rows,
         "call": {
             k: (v if k != "dataset" else f"list of {len(v)} tensors {tuple(v[0].shape)}")

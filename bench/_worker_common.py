@@ -123,3 +123,20 @@ def save_qdq_linears(model, out_dir: str) -> str:
     path = os.path.join(out_dir, "qdq.safetensors")
     save_file(state, path)
     return path
+
+
+def save_tuned_ranges(ranges: dict, out_dir: str) -> str | None:
+    """Each layer's calibrated activation range as the tool left it after tuning (name -> 0-dim
+    float32) into ``out_dir/ranges.safetensors``; None when the tool kept none (weight-only or
+    dynamic schemes). For static schemes this is the range the tool's checkpoint serves with:
+    the calibrated maximum times the tuned factor (Intel's ``act_max * act_max_scale``)."""
+    import torch
+    from safetensors.torch import save_file
+
+    if not ranges:
+        return None
+    state = {name: r.detach().to(torch.float32).reshape(()).contiguous() for name, r in ranges.items()}
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "ranges.safetensors")
+    save_file(state, path)
+    return path

@@ -127,6 +127,16 @@ def calibrated_ranges(ev, scheme: str, extra: dict, ids: torch.Tensor) -> dict |
     return calibrate_model(fp32, names, ids, batch_size=cs.BATCH, progress=False)
 
 
+def own_ranges_ppl(ev, model, scheme: str, extra: dict, ranges_path: str) -> float:
+    """Perplexity of ``model`` with the activation ranges its tool left after tuning (the tuned
+    factor on each calibrated range applied: what the tool's checkpoint serves with), instead of
+    the shared untuned ones."""
+    from safetensors.torch import load_file
+
+    emulate_activations(model, scheme, extra, load_file(ranges_path))
+    return ev.ppl(model)[0]
+
+
 def run_llmc(job: dict, work: Path, logs: Path, timeout: float | None) -> dict:
     """bench/_llmc_float_worker.py in llm-compressor's venv, as cpu_small.run_job runs the others."""
     job = dict(job, threads=cs.THREADS, result_path=str(work / f"{job['name']}.result.json"))
@@ -170,6 +180,12 @@ def render(report: dict) -> str:
     res = report["results"]
     if "fp32" in res:
         lines.append(f"| fp32 model | — | — | — | {cs.fmt(res['fp32'].get('ppl'))} | | | |")
+    own = [
+        f"- {ROWS[key][0]} / {TOOLS[tool]}: ppl {r['ppl_own_ranges']:.3f} with its own tuned activation ranges"
+        for key in report["rows"]
+        for tool, r in res.get(key, {}).items()
+        if r.get("ppl_own_ranges") is not None
+    ]
     for key in report["rows"]:
         got = res.get(key, {})
         intel, llmc = got.get("intel", {}), got.get("llmc", {})
@@ -186,7 +202,7 @@ def render(report: dict) -> str:
                 f"| {ROWS[key][0]} | {TOOLS[tool]} | {r['time_s']:.1f} | {r['peak_rss_mb']:.0f} | "
                 f"{cs.fmt(r.get('ppl'), '.3f')} | {ratio} | {d_intel} | {d_llmc} |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *([""] if own else []), *own]) + "\n"
 
 
 def main() -> None:
@@ -273,12 +289,18 @@ def main() -> None:
                     model = ev.load(res)
                     res["act_quant_layers"] = emulate_activations(model, scheme, extra, ranges)
                     res["ppl"], res["eval_s"] = ev.ppl(model)
+                    if ranges is not None and res.get("ranges"):
+                        res["ppl_own_ranges"] = own_ranges_ppl(ev, model, scheme, extra, res["ranges"])
                     del model
                     gc.collect()
                 except Exception as exc:  # keep the timing; say why there is no ppl
                     res["eval_error"] = f"{type(exc).__name__}: {exc}"[:500]
             report["results"].setdefault(key, {})[tool] = res
-            brief = {k: res.get(k) for k in ("status", "time_s", "peak_rss_mb", "ppl", "message") if k in res}
+            brief = {
+                k: res.get(k)
+                for k in ("status", "time_s", "peak_rss_mb", "ppl", "ppl_own_ranges", "message")
+                if k in res
+            }
             print(f"    -> {json.dumps(brief, default=str)[:300]}", flush=True)
             dump()
     report["machine"]["loadavg_end"] = os.getloadavg()
