@@ -25,14 +25,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -54,17 +52,16 @@ from autoround.algorithms.block_activations import (
     WORK_DTYPE,
     BlockActivations,
     cache_dtype,
-    outputs,
     reference_autocast,
 )
 from autoround.algorithms.block_placement import blocks_on_host
+from autoround.algorithms.block_verdict import BlockJudge, set_weights
 from autoround.algorithms.imatrix import collect_input_squares
-from autoround.algorithms.signround import SignRoundSettings, TunedParams, qdq_with, tune_block
+from autoround.algorithms.signround import SignRoundSettings, tune_block
 from autoround.algorithms.signround_loop import release_cuda_graphs
 from autoround.algorithms.signround_settings import checkpoint_settings
 from autoround.layer_plan import LayerPlan
 from autoround.layer_quant import LayerQuant
-from autoround.modeling.blocks import linear_weight
 from autoround.modeling.capture import capture_block_inputs, cast_kwargs
 
 logger = logging.getLogger(__name__)
@@ -82,24 +79,6 @@ class BlockReport:
     best_iter: int
     seconds: float
     fell_back_to_rtn: bool = False
-
-
-def _set_weights(
-    block: nn.Module, model_block: nn.Module | None, layers: dict[str, Any], params: dict[str, TunedParams]
-) -> dict[str, LayerQuant]:
-    """Quantize-dequantize each layer with its parameters: in the fp32 work block and (if given)
-    in the model's own block, in its dtype. Returns the model-side layer parameters."""
-    quants = {}
-    for name, scheme in layers.items():
-        target = model_block.get_submodule(name) if model_block is not None else block.get_submodule(name)
-        weight = linear_weight(target)
-        qdq, quant = qdq_with(weight.detach().to(params[name].v.device), scheme, params[name])
-        with torch.no_grad():
-            weight.copy_(qdq.to(weight.device))
-            if model_block is not None:
-                linear_weight(block.get_submodule(name)).copy_(qdq.to(WORK_DTYPE))
-        quants[name] = quant.cpu()
-    return quants
 
 
 def quantize_signround(
@@ -285,41 +264,26 @@ def _tune_one(
         imatrix=imatrix,
         input_absmax=ranges,
     )
-    params = result.params
-    originals = {n: linear_weight(work.get_submodule(n)).detach().clone() for n in layers}
-    # the report's losses are taken on the first batch: a pass over every sample would cost as
-    # much as the block's reference forward again, for a diagnostic
-    device = next(work.parameters()).device
-    probe, target = acts.tuned[: settings.batch_size], acts.fp[: settings.batch_size].to(device, WORK_DTYPE)
-
-    def probe_loss() -> float:
-        return F.mse_loss(outputs(work, probe, kwargs, settings.batch_size, acts.autocast), target).item()
-
-    fell_back = not math.isfinite(result.best_loss)
-    if fell_back:
-        logger.warning("%s: loss became %s during tuning; keeping its RTN result", name, result.best_loss)
-        params = {n: p.rtn() for n, p in params.items()}
+    judge = BlockJudge(work, layers, ranges, acts, kwargs, settings.batch_size)
+    verdict = judge.verdict(name, result.params, result.best_loss)
     # the quantized block's forwards quantize the layers' inputs, as tuning did (calibrated
-    # ranges: as observed for RTN's loss, times the tuned factor after)
-    tuned_ranges = {n: params[n].input_range(r) for n, r in ranges.items()}
-    with quantized_inputs(work, layers, ranges):
-        _set_weights(work, None, layers, {n: p.rtn() for n, p in params.items()})
-        rtn_loss = probe_loss()
-    for n, weight in originals.items():
-        linear_weight(work.get_submodule(n)).data.copy_(weight)
-    with quantized_inputs(work, layers, tuned_ranges):
-        quants = with_input_absmax(_set_weights(work, model_block, layers, params), tuned_ranges)
-        tuned_loss = probe_loss()
+    # ranges: as observed, times the tuned factor)
+    final_ranges = {n: verdict.params[n].input_range(r) for n, r in ranges.items()}
+    with quantized_inputs(work, layers, final_ranges):
+        quants = with_input_absmax(set_weights(work, model_block, layers, verdict.params), final_ranges)
         acts.advance_tuned(work, kwargs, settings.batch_size)
     logger.info(
         "%s: %d layers, loss RTN %.3e -> tuned %.3e (best iter %d)",
         name,
         len(layers),
-        rtn_loss,
-        tuned_loss,
+        verdict.rtn_loss,
+        verdict.tuned_loss,
         result.best_iter,
     )
-    return quants, BlockReport(name, len(layers), rtn_loss, tuned_loss, result.best_iter, 0.0, fell_back)
+    report = BlockReport(
+        name, len(layers), verdict.rtn_loss, verdict.tuned_loss, result.best_iter, 0.0, verdict.fell_back
+    )
+    return quants, report
 
 
 def _replay(
