@@ -171,7 +171,7 @@ def render(report: dict) -> str:
         f"load average at start {tuple(round(x, 2) for x in m['loadavg_start'])}, at end "
         f"{tuple(round(x, 2) for x in m.get('loadavg_end', (0, 0, 0)))}",
         *[f"- {TOOLS.get(t, t)} env: {v}" for t, v in report["versions"].items()],
-        f"- SignRound rows: {report['iters']} iters, batch {cs.BATCH}; ppl on {report['eval_windows']} x "
+        f"- SignRound rows: {report['iters']} iters, batch {cs.BATCH}, seed {report.get('seed') or 'the default (42)'}; ppl on {report['eval_windows']} x "
         f"{cs.EVAL_SEQLEN}-token windows of wiki.test.raw, fp32, on each tool's quantize-dequantized weights",
         "",
         "| row | tool | time (s) | peak RSS (MB) | ppl | ours / Intel time | ppl − Intel | ppl − llm-compressor |",
@@ -213,6 +213,14 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None, help="SignRound iters (default 20, --quick 2)")
     ap.add_argument("--eval-windows", type=int, default=None)
     ap.add_argument("--job-timeout", type=float, default=None)
+    ap.add_argument(
+        "--seed", type=int, default=None, help="SignRound seed of ours and Intel's (default: each one's, 42)"
+    )
+    ap.add_argument(
+        "--no-own-ranges",
+        action="store_true",
+        help="calibrated rows: skip the second perplexity, with each tool's tuned ranges",
+    )
     ap.add_argument("--out", default=str(BENCH / "out"))
     args = ap.parse_args()
     rows = [r for r in args.rows.split(",") if r]
@@ -245,6 +253,7 @@ def main() -> None:
         "command": " ".join([".venv/bin/python", "bench/float_cpu.py", *sys.argv[1:]]),
         "machine": cs.machine_info(),
         "iters": iters,
+        "seed": args.seed,
         "eval_windows": windows,
         "rows": [r for r in rows if r != "fp32"],
         "versions": {t: cs.venv_versions(t) for t in tools},
@@ -277,7 +286,9 @@ def main() -> None:
                 "save": "qdq",
                 "llmc": llmc,
                 "out_dir": str(work / f"float_{key}__{tool}"),
-                "extra_kwargs": extra,
+                "extra_kwargs": extra
+                if args.seed is None or tool == "llmc"
+                else {**extra, "seed": args.seed},
             }
             print(f"[{time.strftime('%H:%M:%S')}] {label} / {TOOLS[tool]} ...", flush=True)
             if tool == "llmc":
@@ -289,7 +300,7 @@ def main() -> None:
                     model = ev.load(res)
                     res["act_quant_layers"] = emulate_activations(model, scheme, extra, ranges)
                     res["ppl"], res["eval_s"] = ev.ppl(model)
-                    if ranges is not None and res.get("ranges"):
+                    if ranges is not None and res.get("ranges") and not args.no_own_ranges:
                         res["ppl_own_ranges"] = own_ranges_ppl(ev, model, scheme, extra, res["ranges"])
                     del model
                     gc.collect()
