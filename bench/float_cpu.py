@@ -171,7 +171,7 @@ def render(report: dict) -> str:
         f"load average at start {tuple(round(x, 2) for x in m['loadavg_start'])}, at end "
         f"{tuple(round(x, 2) for x in m.get('loadavg_end', (0, 0, 0)))}",
         *[f"- {TOOLS.get(t, t)} env: {v}" for t, v in report["versions"].items()],
-        f"- SignRound rows: {report['iters']} iters, batch {cs.BATCH}, seed {report.get('seed') or 'the default (42)'}; ppl on {report['eval_windows']} x "
+        f"- SignRound rows: {report['iters']} iters, batch {cs.BATCH}, seed {'the default (42)' if report.get('seed') is None else report['seed']}; ppl on {report['eval_windows']} x "
         f"{cs.EVAL_SEQLEN}-token windows of wiki.test.raw, fp32, on each tool's quantize-dequantized weights",
         "",
         "| row | tool | time (s) | peak RSS (MB) | ppl | ours / Intel time | ppl − Intel | ppl − llm-compressor |",
